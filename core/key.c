@@ -1,0 +1,404 @@
+/*
+ * key.c - the key state machine (see key.h for the diagram).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "key.h"
+
+bool key_is_live(const struct key_row *k, int64_t now_ms)
+{
+	switch (k->status) {
+	case KEY_SUCCEEDED:
+	case KEY_FAILED:
+		return true;
+	case KEY_IN_FLIGHT:
+		return k->expires_ms > now_ms;
+	case KEY_VACANT:
+		break;
+	}
+	return false;
+}
+
+static bool is_terminal(const struct key_row *k)
+{
+	return k->status == KEY_SUCCEEDED || k->status == KEY_FAILED;
+}
+
+int key_refuse_write(const struct caller *who)
+{
+	return who->uid == 0 ? -EPERM : -EACCES;
+}
+
+static void key_event(struct event *ev, const char *type,
+		      const struct key_row *k)
+{
+	*ev = (struct event){
+		.type = type,
+		.subject = "key",
+		.name = k->name,
+		.name_len = k->name_len,
+		.generation = k->generation,
+	};
+}
+
+int key_lookup(struct once *o, int64_t wf, const char *name, size_t len,
+	       struct key_row *out)
+{
+	int rc = name_check(name, len);
+
+	if (rc)
+		return rc;
+	rc = store_begin(o->store, false);
+	if (rc)
+		return rc;
+	rc = store_key_get(o->store, wf, name, len, out);
+	if (rc == 0 && !key_is_live(out, once_now_ms(o)))
+		rc = -ENOENT;
+	return once_end(o, rc);
+}
+
+/* Inside a transaction: the row of a generation, or -ESTALE. */
+static int get_generation(struct once *o, int64_t generation,
+			  struct key_row *out)
+{
+	int rc = store_key_by_generation(o->store, generation, out);
+
+	if (rc == -ENOENT || (rc == 0 && out->status == KEY_VACANT))
+		rc = -ESTALE;
+	return rc;
+}
+
+int key_get(struct once *o, int64_t generation, struct key_row *out)
+{
+	int rc = store_begin(o->store, false);
+
+	if (rc)
+		return rc;
+	rc = get_generation(o, generation, out);
+	return once_end(o, rc);
+}
+
+int key_claim(struct once *o, int64_t wf, const char *name, size_t len,
+	      const struct caller *who, struct key_row *out)
+{
+	int64_t now = once_now_ms(o), previous = 0;
+	struct wf_row w;
+	struct event ev;
+	bool adopt = false;
+	int rc = name_check(name, len);
+
+	if (rc)
+		return rc;
+	rc = store_begin(o->store, true);
+	if (rc)
+		return rc;
+	rc = store_wf_by_id(o->store, wf, &w);
+	if (rc)
+		goto out;
+	rc = store_key_get(o->store, wf, name, len, out);
+	if (rc == 0) {
+		if (key_is_live(out, now)) {
+			rc = -EEXIST;
+			goto out;
+		}
+		adopt = out->status == KEY_IN_FLIGHT;
+		previous = out->generation;
+		out->attempt++;
+	} else if (rc == -ENOENT) {
+		memset(out, 0, sizeof(*out));
+		out->wf = wf;
+		memcpy(out->name, name, len);
+		out->name[len] = '\0';
+		out->name_len = len;
+		out->attempt = 1;
+	} else {
+		goto out;
+	}
+	rc = store_next_generation(o->store, &out->generation);
+	if (rc)
+		goto out;
+	out->status = KEY_IN_FLIGHT;
+	out->expires_ms = now + w.policy.in_flight_ttl * 1000;
+	out->mtime_ns = now * 1000000;
+	out->holder_pid = who->pid;
+	out->holder_uid = who->uid;
+	out->result_len = 0;
+	if (out->id) {
+		rc = store_key_update(o->store, out);
+		if (rc == 0)
+			rc = store_key_set_result(o->store, out->id, NULL, 0);
+	} else {
+		rc = store_key_insert(o->store, out);
+	}
+	if (rc)
+		goto out;
+	if (adopt) {
+		struct key_row old = *out;
+
+		old.generation = previous;
+		key_event(&ev, "expire", &old);
+		rc = once_event(o, wf, who, &ev);
+		if (rc)
+			goto out;
+	}
+	key_event(&ev, adopt ? "adopt" : "claim", out);
+	ev.number_field = adopt ? "previous" : "attempt";
+	ev.number_field_value = adopt ? previous : out->attempt;
+	rc = once_event(o, wf, who, &ev);
+out:
+	rc = once_end(o, rc);
+	if (rc == 0)
+		once_count(adopt ? &o->stats.adoptions : &o->stats.claims);
+	else if (rc == -EEXIST)
+		once_count(&o->stats.conflicts);
+	return rc;
+}
+
+int key_content(struct once *o, int64_t generation, struct key_row *out,
+		char **buf, size_t *len)
+{
+	char line[64];
+	char *result = NULL, *p;
+	size_t result_len = 0;
+	int n, rc;
+
+	*buf = NULL;
+	*len = 0;
+	rc = store_begin(o->store, false);
+	if (rc)
+		return rc;
+	rc = get_generation(o, generation, out);
+	if (rc == 0 && out->result_len > 0)
+		rc = store_key_result(o->store, out->id, &result, &result_len);
+	rc = once_end(o, rc);
+	if (rc)
+		goto out;
+	n = snprintf(line, sizeof(line), "%s %" PRId64 "\n",
+		     status_name(out->status), out->generation);
+	p = malloc((size_t)n + result_len + 1);
+	if (!p) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	memcpy(p, line, (size_t)n);
+	if (result_len)
+		memcpy(p + n, result, result_len);
+	*buf = p;
+	*len = (size_t)n + result_len;
+out:
+	free(result);
+	return rc;
+}
+
+/* The checks that need no store: grammar and sizes. */
+static int check_bytes(struct once *o, const char *buf, size_t len,
+		       bool complete, struct status_line *sl)
+{
+	int rc = status_parse(buf, len, complete, sl);
+
+	if (rc == -EAGAIN)
+		return len > KEY_STATUS_LINE_MAX ? -EINVAL : -EAGAIN;
+	if (rc)
+		return rc;
+	if (len - sl->result_off > o->config.max_result)
+		return -EFBIG;
+	return 0;
+}
+
+/* Inside a transaction: may a handle of this generation finalize? */
+static int check_key(struct once *o, int64_t generation,
+		     const struct status_line *sl, const struct caller *who,
+		     struct key_row *k)
+{
+	int rc = get_generation(o, generation, k);
+
+	if (rc)
+		return rc;
+	if (is_terminal(k))
+		return key_refuse_write(who);
+	if (sl && sl->generation && sl->generation != generation)
+		return -ESTALE;
+	return 0;
+}
+
+int key_check_write(struct once *o, int64_t generation, const char *buf,
+		    size_t len, const struct caller *who)
+{
+	struct status_line sl;
+	struct key_row k;
+	int rc = check_bytes(o, buf, len, false, &sl);
+	bool whole = rc == 0;
+
+	if (rc && rc != -EAGAIN)
+		return rc;
+	rc = store_begin(o->store, false);
+	if (rc)
+		return rc;
+	rc = check_key(o, generation, whole ? &sl : NULL, who, &k);
+	rc = once_end(o, rc);
+	if (rc == -ESTALE)
+		once_count(&o->stats.fenced);
+	return rc;
+}
+
+int key_finalize(struct once *o, int64_t generation, const char *buf,
+		 size_t len, const struct caller *who)
+{
+	struct status_line sl;
+	struct wf_row w;
+	struct key_row k;
+	struct event ev;
+	int rc = check_bytes(o, buf, len, true, &sl);
+
+	if (rc)
+		return rc;
+	rc = store_begin(o->store, true);
+	if (rc)
+		return rc;
+	rc = check_key(o, generation, &sl, who, &k);
+	if (rc == 0)
+		rc = store_wf_by_id(o->store, k.wf, &w);
+	if (rc)
+		goto out;
+	key_event(&ev, "finalize", &k);
+	ev.detail_field = "status";
+	ev.detail = status_name(sl.status);
+	ev.detail_len = strlen(ev.detail);
+	k.mtime_ns = once_now_ms(o) * 1000000;
+	if (sl.status == KEY_FAILED && w.policy.dedup_on == DEDUP_SUCCESS) {
+		k.status = KEY_VACANT;
+		rc = store_key_update(o->store, &k);
+		if (rc == 0)
+			rc = store_key_set_result(o->store, k.id, NULL, 0);
+	} else {
+		k.status = sl.status;
+		rc = store_key_update(o->store, &k);
+		if (rc == 0)
+			rc = store_key_set_result(o->store, k.id,
+						  buf + sl.result_off,
+						  len - sl.result_off);
+	}
+	if (rc == 0)
+		rc = once_event(o, k.wf, who, &ev);
+out:
+	rc = once_end(o, rc);
+	if (rc == 0)
+		once_count(&o->stats.finalizes);
+	else if (rc == -ESTALE)
+		once_count(&o->stats.fenced);
+	return rc;
+}
+
+int key_release(struct once *o, int64_t wf, const char *name, size_t len,
+		const struct caller *who)
+{
+	struct key_row k;
+	struct event ev;
+	int rc = name_check(name, len);
+
+	if (rc)
+		return rc;
+	rc = store_begin(o->store, true);
+	if (rc)
+		return rc;
+	rc = store_key_get(o->store, wf, name, len, &k);
+	if (rc == 0 && !key_is_live(&k, once_now_ms(o)))
+		rc = -ENOENT;
+	if (rc == 0)
+		rc = store_key_delete(o->store, k.id);
+	if (rc == 0) {
+		key_event(&ev, "release", &k);
+		ev.detail_field = "status";
+		ev.detail = status_name(k.status);
+		ev.detail_len = strlen(ev.detail);
+		rc = once_event(o, wf, who, &ev);
+	}
+	rc = once_end(o, rc);
+	if (rc == 0)
+		once_count(&o->stats.releases);
+	return rc;
+}
+
+/* Inside a write transaction: extend the lease of an in_flight key. */
+static int renew(struct once *o, struct key_row *k, const struct caller *who)
+{
+	struct wf_row w;
+	struct event ev;
+	int rc = store_wf_by_id(o->store, k->wf, &w);
+
+	if (rc)
+		return rc;
+	k->expires_ms = once_now_ms(o) + w.policy.in_flight_ttl * 1000;
+	rc = store_key_update(o->store, k);
+	if (rc)
+		return rc;
+	key_event(&ev, "renew", k);
+	rc = once_event(o, k->wf, who, &ev);
+	if (rc == 0)
+		once_count(&o->stats.renewals);
+	return rc;
+}
+
+int key_touch(struct once *o, int64_t generation, const struct caller *who)
+{
+	struct key_row k;
+	int rc = store_begin(o->store, true);
+
+	if (rc)
+		return rc;
+	rc = check_key(o, generation, NULL, who, &k);
+	if (rc == 0)
+		rc = renew(o, &k, who);
+	rc = once_end(o, rc);
+	if (rc == -ESTALE)
+		once_count(&o->stats.fenced);
+	return rc;
+}
+
+int key_renew(struct once *o, const int64_t *generations, size_t n,
+	      const struct caller *who)
+{
+	int64_t now = once_now_ms(o);
+	int rc;
+
+	if (n == 0)
+		return 0;
+	rc = store_begin(o->store, true);
+	if (rc)
+		return rc;
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		struct key_row k;
+		struct wf_row w;
+		int64_t ttl_ms;
+
+		rc = store_key_by_generation(o->store, generations[i], &k);
+		if (rc == -ENOENT || (rc == 0 && k.status != KEY_IN_FLIGHT)) {
+			rc = 0;
+			continue;
+		}
+		if (rc == 0)
+			rc = store_wf_by_id(o->store, k.wf, &w);
+		if (rc)
+			break;
+		ttl_ms = w.policy.in_flight_ttl * 1000;
+		/* Renew once a third of the lease has passed. */
+		if (k.expires_ms - now < ttl_ms - ttl_ms / 3)
+			rc = renew(o, &k, who);
+	}
+	return once_end(o, rc);
+}
+
+int key_list(struct once *o, int64_t wf, int64_t after, struct key_row *rows,
+	     int max, int *n)
+{
+	int rc = store_begin(o->store, false);
+
+	if (rc)
+		return rc;
+	rc = store_key_list(o->store, wf, after, once_now_ms(o), rows, max, n);
+	return once_end(o, rc);
+}

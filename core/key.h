@@ -1,0 +1,89 @@
+/*
+ * key.h - idempotency keys: the state machine behind keys/<key>.
+ *
+ * Invariant: a key file exists exactly when a claim on it would fail,
+ * that is, when its row is live (key_is_live).
+ *
+ *   (absent | vacant | expired) --claim--> in_flight(g)      g: new generation
+ *   in_flight(g) --finalize succeeded--> succeeded(g)        terminal
+ *   in_flight(g) --finalize failed, dedup_on=any--> failed(g)  terminal
+ *   in_flight(g) --finalize failed, dedup_on=success--> vacant
+ *   in_flight(g) --renew / touch--> in_flight(g), lease extended
+ *   in_flight(g) --lease passes--> expired: invisible; still finalizable by g
+ *   any live --release (rm)--> absent
+ *
+ * Every claim draws a generation from the store-wide sequence, so a
+ * generation names one claim for ever; an action through a generation
+ * that is no longer the key's is fenced with -ESTALE and changes nothing.
+ * Vacant rows exist only to carry the attempt count past a failure.
+ *
+ * Terminal keys refuse every change but release: -EPERM for root, -EACCES
+ * for others (key_refuse_write).
+ */
+#ifndef ONCE_KEY_H
+#define ONCE_KEY_H
+
+#include <stdbool.h>
+
+#include "once.h"
+
+/* The longest status line a finalizer may write, without the newline. */
+#define KEY_STATUS_LINE_MAX 64
+
+bool key_is_live(const struct key_row *k, int64_t now_ms);
+
+/* The errno for a write to a terminal key by this caller. */
+int key_refuse_write(const struct caller *who);
+
+/* The live key of that name: -ENOENT when there is none. */
+int key_lookup(struct once *o, int64_t wf, const char *name, size_t len,
+	       struct key_row *out);
+
+/* The key of a generation: -ESTALE when it is no longer the key's. */
+int key_get(struct once *o, int64_t generation, struct key_row *out);
+
+/*
+ * Claim (O_EXCL create): -EEXIST when the key is live, -ENOENT when the
+ * workflow is gone, name errors.  On success *out is the new in_flight key.
+ */
+int key_claim(struct once *o, int64_t wf, const char *name, size_t len,
+	      const struct caller *who, struct key_row *out);
+
+/*
+ * What reading the key gives: "STATUS GENERATION\n" and the result.
+ * *buf is malloc'd; the caller frees it.
+ */
+int key_content(struct once *o, int64_t generation, struct key_row *out,
+		char **buf, size_t *len);
+
+/*
+ * The checks of write(): may these bytes, written so far through a handle
+ * of this generation, still finalize the key?  An unfinished status line
+ * passes.  -EINVAL, -EFBIG, -ESTALE, or the refusal of a terminal key.
+ */
+int key_check_write(struct once *o, int64_t generation, const char *buf,
+		    size_t len, const struct caller *who);
+
+/* Finalize with all the bytes of a handle (the commit at flush). */
+int key_finalize(struct once *o, int64_t generation, const char *buf,
+		 size_t len, const struct caller *who);
+
+/* rm keys/K: -ENOENT when no live key has that name. */
+int key_release(struct once *o, int64_t wf, const char *name, size_t len,
+		const struct caller *who);
+
+/* touch keys/K or a time change through the key's inode: renew the lease. */
+int key_touch(struct once *o, int64_t generation, const struct caller *who);
+
+/*
+ * Renew the leases of claims whose handles are open, when a third of the
+ * lease has passed.  Generations that are no longer in_flight are skipped.
+ */
+int key_renew(struct once *o, const int64_t *generations, size_t n,
+	      const struct caller *who);
+
+/* Live keys with id > after, in id order (a stable cursor). */
+int key_list(struct once *o, int64_t wf, int64_t after, struct key_row *rows,
+	     int max, int *n);
+
+#endif

@@ -1,0 +1,179 @@
+/*
+ * store.h - the persistent state of oncefs, behind one interface.
+ *
+ * The store keeps rows (workflows, keys, checkpoints, events) and one
+ * store-wide generation sequence; it knows nothing of the rules that
+ * connect them.  The rules live in workflow.c, key.c and step.c, which
+ * call these functions between store_begin() and store_commit().
+ *
+ * Every function returns 0 or -errno: -ENOENT for a missing row, -EIO for
+ * a backend error (logged), -ENOSPC when the disk is full, -EBUSY when
+ * another process held the store's write lock past the busy timeout.
+ *
+ * Transactions: store_begin() takes the store's lock and opens a
+ * transaction; store_commit() or store_rollback() ends it and drops the
+ * lock.  No row function may be called outside a transaction.  A write
+ * transaction is durable when store_commit() returns, as far as the
+ * store's sync level promises.
+ *
+ * The only implementation is SQLite (store_sqlite.c).  A PostgreSQL one is
+ * planned: it will implement this header, and store_open() will pick the
+ * backend by the URL's scheme.
+ */
+#ifndef ONCE_STORE_H
+#define ONCE_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "fingerprint.h"
+#include "name.h"
+#include "policy.h"
+#include "status.h"
+
+#define STORE_SCHEMA_VERSION 1
+
+enum store_sync {
+	STORE_SYNC_FULL,	/* durable across power loss (the default) */
+	STORE_SYNC_NORMAL,	/* durable across a crash of the process */
+	STORE_SYNC_OFF,		/* the OS decides */
+};
+
+struct store_options {
+	bool create;		/* create a missing store */
+	bool read_only;		/* inspection: never write */
+	enum store_sync sync;
+	int busy_timeout_ms;
+};
+
+struct store_stats {
+	uint64_t commits;	/* write transactions committed */
+	uint64_t syncs;		/* of them, made durable with an fsync */
+};
+
+struct wf_row {
+	int64_t id;
+	char name[NAME_MAX_LEN + 1];
+	size_t name_len;
+	uint32_t uid, gid, mode;
+	int64_t ctime_ns, mtime_ns;
+	struct policy policy;
+	char fingerprint[FINGERPRINT_MAX + 1];
+	size_t fingerprint_len;	/* 0: unset */
+	int64_t epoch;		/* checkpoints of the current fingerprint */
+	int64_t events_size;	/* bytes of the rendered events file */
+};
+
+struct key_row {
+	int64_t id;
+	int64_t wf;
+	char name[NAME_MAX_LEN + 1];
+	size_t name_len;
+	enum key_status status;
+	int64_t generation;
+	int64_t attempt;
+	int64_t expires_ms;	/* lease end, Unix milliseconds */
+	int64_t mtime_ns;
+	int32_t holder_pid;
+	uint32_t holder_uid;
+	int64_t result_len;
+};
+
+struct step_row {
+	int64_t id;
+	int64_t wf;
+	int64_t epoch;
+	char name[NAME_MAX_LEN + 1];
+	size_t name_len;
+	int64_t size;
+	int64_t mtime_ns;
+};
+
+/* What happened, for the events file; the store renders it as JSON. */
+struct event {
+	const char *type;	/* "claim", "finalize", ... */
+	const char *subject;	/* "key", "step", "policy", or NULL */
+	const char *name;	/* the subject's name */
+	size_t name_len;
+	int64_t generation;	/* 0: none */
+	const char *detail_field; /* e.g. "status", "value"; NULL: none */
+	const char *detail;
+	size_t detail_len;
+	int64_t number_field_value;
+	const char *number_field; /* e.g. "attempt", "previous"; NULL: none */
+	int64_t time_ms;
+	int32_t pid;
+	uint32_t uid;
+};
+
+struct store;
+
+/*
+ * Open (and with opt->create, create) the store at path.  A file that is
+ * not an oncefs store, is corrupt, or has a newer schema is refused
+ * without being written to.  On error returns -errno and writes a
+ * message for the user into err.
+ */
+int store_open(const char *path, const struct store_options *opt,
+	       struct store **out, char *err, size_t errlen);
+void store_close(struct store *st);
+void store_get_stats(struct store *st, struct store_stats *out);
+
+int store_begin(struct store *st, bool write);
+int store_commit(struct store *st);
+void store_rollback(struct store *st);
+
+/* The next value of the store-wide generation sequence (never reused). */
+int store_next_generation(struct store *st, int64_t *out);
+
+/* Workflows. */
+int store_wf_by_name(struct store *st, const char *name, size_t len,
+		     struct wf_row *out);
+int store_wf_by_id(struct store *st, int64_t id, struct wf_row *out);
+/* Fills in row->id.  -EEXIST when the name is taken. */
+int store_wf_insert(struct store *st, struct wf_row *row);
+/* Writes every mutable field of the row with row->id. */
+int store_wf_update(struct store *st, const struct wf_row *row);
+/* Deletes the workflow with its keys, checkpoints and events. */
+int store_wf_delete(struct store *st, int64_t id);
+/* Up to max workflows with id > after, by id.  *n gets the count. */
+int store_wf_list(struct store *st, int64_t after, struct wf_row *rows,
+		  int max, int *n);
+
+/* Keys. */
+int store_key_get(struct store *st, int64_t wf, const char *name,
+		  size_t len, struct key_row *out);
+int store_key_by_generation(struct store *st, int64_t generation,
+			    struct key_row *out);
+/* The result bytes; *buf is malloc'd, the caller frees it. */
+int store_key_result(struct store *st, int64_t id, char **buf, size_t *len);
+/* Fills in row->id. */
+int store_key_insert(struct store *st, struct key_row *row);
+/* Writes every field but the result. */
+int store_key_update(struct store *st, const struct key_row *row);
+int store_key_set_result(struct store *st, int64_t id, const char *buf,
+			 size_t len);
+int store_key_delete(struct store *st, int64_t id);
+/* Keys with id > after, by id, that are terminal or leased past now_ms. */
+int store_key_list(struct store *st, int64_t wf, int64_t after,
+		   int64_t now_ms, struct key_row *rows, int max, int *n);
+/* Live keys of a workflow (as store_key_list counts them). */
+int store_key_count(struct store *st, int64_t wf, int64_t now_ms,
+		    int64_t *n);
+
+/* Checkpoints. */
+int store_step_get(struct store *st, int64_t wf, int64_t epoch,
+		   const char *name, size_t len, struct step_row *out);
+int store_step_by_id(struct store *st, int64_t id, struct step_row *out);
+int store_step_count(struct store *st, int64_t wf, int64_t epoch,
+		     int64_t *n);
+
+/* Events: append one, and read the rendered file of a workflow. */
+int store_event_append(struct store *st, int64_t wf, const struct event *ev);
+/* Up to size bytes of the events file from offset; *got gets the count. */
+int store_event_read(struct store *st, int64_t wf, int64_t offset,
+		     char *buf, size_t size, size_t *got);
+
+#endif

@@ -1,0 +1,1062 @@
+/*
+ * store_sqlite.c - the store (store.h) on an embedded SQLite database.
+ *
+ * One connection per store, serialized by st->lock: SQLite allows one
+ * writer at a time anyway, and BEGIN IMMEDIATE takes the write lock up
+ * front so that two processes never deadlock upgrading a read.  Other
+ * processes (other mounts, oncectl) wait for the lock up to the busy
+ * timeout.
+ *
+ * The database is recognized by its application_id ("once") and carries
+ * its schema version in user_version.  Nothing is written to a file until
+ * both have been checked: not even the switch to WAL.
+ *
+ * Every statement is prepared once, from the constant text in sql[], and
+ * kept; names are always bound, never pasted into SQL.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <syslog.h>
+
+#include <sqlite3.h>
+
+#include "store.h"
+
+#define ONCE_APPLICATION_ID 0x6f6e6365	/* "once" */
+
+enum stmt_id {
+	S_BEGIN_READ,
+	S_BEGIN_WRITE,
+	S_COMMIT,
+	S_ROLLBACK,
+	S_NEXT_GEN,
+	S_WF_BY_NAME,
+	S_WF_BY_ID,
+	S_WF_INSERT,
+	S_WF_UPDATE,
+	S_WF_DELETE,
+	S_WF_DELETE_KEYS,
+	S_WF_DELETE_STEPS,
+	S_WF_DELETE_EVENTS,
+	S_WF_LIST,
+	S_KEY_GET,
+	S_KEY_BY_GEN,
+	S_KEY_RESULT,
+	S_KEY_INSERT,
+	S_KEY_UPDATE,
+	S_KEY_SET_RESULT,
+	S_KEY_DELETE,
+	S_KEY_LIST,
+	S_KEY_COUNT,
+	S_STEP_GET,
+	S_STEP_BY_ID,
+	S_STEP_COUNT,
+	S_EVENT_RENDER,
+	S_EVENT_INSERT,
+	S_EVENT_GROW,
+	S_EVENT_READ,
+	S_NSTMTS
+};
+
+#define WF_COLS "id, name, uid, gid, mode, ctime_ns, mtime_ns, on_input_change, " \
+	"dedup_on, in_flight_ttl, retention, fingerprint, epoch, events_size"
+#define KEY_COLS "id, wf, name, status, generation, attempt, expires_ms, " \
+	"mtime_ns, holder_pid, holder_uid, length(result)"
+#define STEP_COLS "id, wf, epoch, name, size, mtime_ns"
+
+static const char *const sql[S_NSTMTS] = {
+	[S_BEGIN_READ] = "BEGIN",
+	[S_BEGIN_WRITE] = "BEGIN IMMEDIATE",
+	[S_COMMIT] = "COMMIT",
+	[S_ROLLBACK] = "ROLLBACK",
+	[S_NEXT_GEN] = "UPDATE sequence SET value = value + 1 "
+		"WHERE name = 'generation' RETURNING value",
+	[S_WF_BY_NAME] = "SELECT " WF_COLS " FROM workflows WHERE name = ?1",
+	[S_WF_BY_ID] = "SELECT " WF_COLS " FROM workflows WHERE id = ?1",
+	[S_WF_INSERT] = "INSERT INTO workflows(name, uid, gid, mode, ctime_ns, "
+		"mtime_ns, on_input_change, dedup_on, in_flight_ttl, retention, "
+		"fingerprint, epoch, events_size) "
+		"VALUES(?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) "
+		"RETURNING id",
+	[S_WF_UPDATE] = "UPDATE workflows SET name = ?2, uid = ?3, gid = ?4, "
+		"mode = ?5, ctime_ns = ?6, mtime_ns = ?7, on_input_change = ?8, "
+		"dedup_on = ?9, in_flight_ttl = ?10, retention = ?11, "
+		"fingerprint = ?12, epoch = ?13, events_size = ?14 WHERE id = ?1",
+	[S_WF_DELETE] = "DELETE FROM workflows WHERE id = ?1",
+	[S_WF_DELETE_KEYS] = "DELETE FROM keys WHERE wf = ?1",
+	[S_WF_DELETE_STEPS] = "DELETE FROM steps WHERE wf = ?1",
+	[S_WF_DELETE_EVENTS] = "DELETE FROM events WHERE wf = ?1",
+	[S_WF_LIST] = "SELECT " WF_COLS " FROM workflows WHERE id > ?1 "
+		"ORDER BY id LIMIT ?2",
+	[S_KEY_GET] = "SELECT " KEY_COLS " FROM keys WHERE wf = ?1 AND name = ?2",
+	[S_KEY_BY_GEN] = "SELECT " KEY_COLS " FROM keys WHERE generation = ?1",
+	[S_KEY_RESULT] = "SELECT result FROM keys WHERE id = ?1",
+	[S_KEY_INSERT] = "INSERT INTO keys(wf, name, status, generation, attempt, "
+		"expires_ms, mtime_ns, holder_pid, holder_uid) "
+		"VALUES(?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) RETURNING id",
+	[S_KEY_UPDATE] = "UPDATE keys SET wf = ?2, name = ?3, status = ?4, "
+		"generation = ?5, attempt = ?6, expires_ms = ?7, mtime_ns = ?8, "
+		"holder_pid = ?9, holder_uid = ?10 WHERE id = ?1",
+	[S_KEY_SET_RESULT] = "UPDATE keys SET result = ?2 WHERE id = ?1",
+	[S_KEY_DELETE] = "DELETE FROM keys WHERE id = ?1",
+	[S_KEY_LIST] = "SELECT " KEY_COLS " FROM keys WHERE wf = ?1 AND id > ?2 "
+		"AND (status IN (2, 3) OR (status = 1 AND expires_ms > ?3)) ORDER BY id LIMIT ?4",
+	[S_KEY_COUNT] = "SELECT count(*) FROM keys WHERE wf = ?1 "
+		"AND (status IN (2, 3) OR (status = 1 AND expires_ms > ?2))",
+	[S_STEP_GET] = "SELECT " STEP_COLS " FROM steps "
+		"WHERE wf = ?1 AND epoch = ?2 AND name = ?3",
+	[S_STEP_BY_ID] = "SELECT " STEP_COLS " FROM steps WHERE id = ?1",
+	[S_STEP_COUNT] = "SELECT count(*) FROM steps WHERE wf = ?1 AND epoch = ?2",
+	/*
+	 * json_patch() drops the members whose value is null, so absent
+	 * fields (bound as NULL under the placeholder label "_") vanish.
+	 */
+	[S_EVENT_RENDER] = "SELECT json_patch(json_object("
+		"'time', strftime('%Y-%m-%dT%H:%M:%fZ', ?1 / 1000.0, 'unixepoch'), "
+		"'event', ?2), json_object(?3, ?4, 'generation', ?5, ?6, ?7, "
+		"?8, ?9, 'pid', ?10, 'uid', ?11))",
+	[S_EVENT_INSERT] = "INSERT INTO events(wf, off, time_ms, line) "
+		"VALUES(?1, (SELECT events_size FROM workflows WHERE id = ?1), ?2, ?3)",
+	[S_EVENT_GROW] = "UPDATE workflows SET events_size = events_size + ?2 "
+		"WHERE id = ?1",
+	[S_EVENT_READ] = "SELECT off, line FROM events WHERE wf = ?1 AND off >= "
+		"coalesce((SELECT max(off) FROM events WHERE wf = ?1 AND off <= ?2), 0) "
+		"ORDER BY off",
+};
+
+static const char schema[] =
+	"CREATE TABLE sequence("
+	"  name TEXT PRIMARY KEY,"
+	"  value INTEGER NOT NULL) WITHOUT ROWID;"
+	"INSERT INTO sequence VALUES('generation', 0);"
+	"CREATE TABLE workflows("
+	"  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+	"  name BLOB NOT NULL UNIQUE,"
+	"  uid INTEGER NOT NULL, gid INTEGER NOT NULL, mode INTEGER NOT NULL,"
+	"  ctime_ns INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,"
+	"  on_input_change INTEGER NOT NULL, dedup_on INTEGER NOT NULL,"
+	"  in_flight_ttl INTEGER NOT NULL, retention INTEGER NOT NULL,"
+	"  fingerprint BLOB, epoch INTEGER NOT NULL,"
+	"  events_size INTEGER NOT NULL);"
+	"CREATE TABLE keys("
+	"  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+	"  wf INTEGER NOT NULL,"
+	"  name BLOB NOT NULL,"
+	"  status INTEGER NOT NULL,"
+	"  generation INTEGER NOT NULL UNIQUE,"
+	"  attempt INTEGER NOT NULL,"
+	"  expires_ms INTEGER NOT NULL,"
+	"  mtime_ns INTEGER NOT NULL,"
+	"  holder_pid INTEGER NOT NULL, holder_uid INTEGER NOT NULL,"
+	"  result BLOB,"
+	"  UNIQUE(wf, name));"
+	"CREATE INDEX keys_by_workflow ON keys(wf, id);"
+	"CREATE TABLE steps("
+	"  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+	"  wf INTEGER NOT NULL,"
+	"  epoch INTEGER NOT NULL,"
+	"  name BLOB NOT NULL,"
+	"  size INTEGER NOT NULL,"
+	"  mtime_ns INTEGER NOT NULL,"
+	"  data BLOB,"
+	"  UNIQUE(wf, epoch, name));"
+	"CREATE INDEX steps_by_workflow ON steps(wf, epoch, id);"
+	"CREATE TABLE events("
+	"  id INTEGER PRIMARY KEY,"
+	"  wf INTEGER NOT NULL,"
+	"  off INTEGER NOT NULL,"
+	"  time_ms INTEGER NOT NULL,"
+	"  line TEXT NOT NULL);"
+	"CREATE INDEX events_by_workflow ON events(wf, off);";
+
+struct store {
+	sqlite3 *db;
+	pthread_mutex_t lock;
+	sqlite3_stmt *stmts[S_NSTMTS];
+	enum store_sync sync;
+	bool in_write;
+	struct store_stats stats;
+};
+
+/* Map a SQLite result code to -errno, logging what is not the user's. */
+static int sql_error(struct store *st, int rc, const char *what)
+{
+	switch (rc & 0xff) {
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED:
+		return -EAGAIN;
+	case SQLITE_FULL:
+		return -ENOSPC;
+	case SQLITE_READONLY:
+		return -EROFS;
+	case SQLITE_NOMEM:
+		return -ENOMEM;
+	default:
+		syslog(LOG_ERR, "oncefs: %s: %s", what, sqlite3_errmsg(st->db));
+		return -EIO;
+	}
+}
+
+/* The prepared statement for id, reset and with bindings cleared. */
+static sqlite3_stmt *stmt(struct store *st, enum stmt_id id)
+{
+	sqlite3_stmt *s = st->stmts[id];
+
+	if (!s) {
+		if (sqlite3_prepare_v3(st->db, sql[id], -1,
+				       SQLITE_PREPARE_PERSISTENT, &s, NULL)) {
+			syslog(LOG_ERR, "oncefs: prepare: %s",
+			       sqlite3_errmsg(st->db));
+			return NULL;
+		}
+		st->stmts[id] = s;
+	}
+	return s;
+}
+
+static void done(sqlite3_stmt *s)
+{
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+}
+
+/* Step a statement that returns no row; reset it. */
+static int exec_stmt(struct store *st, sqlite3_stmt *s, const char *what)
+{
+	int rc = sqlite3_step(s);
+
+	done(s);
+	if (rc == SQLITE_DONE || rc == SQLITE_ROW)
+		return 0;
+	return sql_error(st, rc, what);
+}
+
+static void bind_blob(sqlite3_stmt *s, int i, const void *p, size_t len)
+{
+	sqlite3_bind_blob64(s, i, p, len, SQLITE_TRANSIENT);
+}
+
+static size_t copy_name(sqlite3_stmt *s, int col, char *dst)
+{
+	size_t n = (size_t)sqlite3_column_bytes(s, col);
+	const void *p = sqlite3_column_blob(s, col);
+
+	if (n > NAME_MAX_LEN)
+		n = NAME_MAX_LEN;
+	if (n)
+		memcpy(dst, p, n);
+	dst[n] = '\0';
+	return n;
+}
+
+/* ---- opening ---------------------------------------------------------- */
+
+static int pragma_int(sqlite3 *db, const char *pragma, int64_t *out)
+{
+	sqlite3_stmt *s;
+	int rc = sqlite3_prepare_v2(db, pragma, -1, &s, NULL);
+
+	if (rc)
+		return rc;
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		*out = sqlite3_column_int64(s, 0);
+		rc = SQLITE_OK;
+	}
+	sqlite3_finalize(s);
+	return rc;
+}
+
+static int create_schema(sqlite3 *db, char *err, size_t errlen)
+{
+	char pragmas[128];
+	int64_t tables = -1;
+	int rc;
+
+	rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+	if (rc == SQLITE_OK)
+		rc = pragma_int(db, "SELECT count(*) FROM sqlite_schema", &tables);
+	if (rc == SQLITE_OK && tables != 0) {
+		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+		snprintf(err, errlen, "not an oncefs store (it holds other tables)");
+		return -EINVAL;
+	}
+	snprintf(pragmas, sizeof(pragmas),
+		 "PRAGMA application_id = %d; PRAGMA user_version = %d;",
+		 ONCE_APPLICATION_ID, STORE_SCHEMA_VERSION);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(db, schema, NULL, NULL, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(db, pragmas, NULL, NULL, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+	if (rc != SQLITE_OK) {
+		snprintf(err, errlen, "cannot create the store: %s",
+			 sqlite3_errmsg(db));
+		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+		return -EIO;
+	}
+	return 0;
+}
+
+/* Is this an oncefs store we can use?  Reads only. */
+static int check_store(sqlite3 *db, bool *empty, char *err, size_t errlen)
+{
+	int64_t app = 0, version = 0, tables = 0;
+	int rc;
+
+	rc = pragma_int(db, "PRAGMA application_id", &app);
+	if (rc == SQLITE_OK)
+		rc = pragma_int(db, "PRAGMA user_version", &version);
+	if (rc == SQLITE_OK)
+		rc = pragma_int(db, "SELECT count(*) FROM sqlite_schema", &tables);
+	if (rc != SQLITE_OK) {
+		snprintf(err, errlen, "not an oncefs store, or corrupt: %s",
+			 sqlite3_errstr(rc));
+		return -EINVAL;
+	}
+	*empty = app == 0 && version == 0 && tables == 0;
+	if (*empty)
+		return 0;
+	if (app != ONCE_APPLICATION_ID) {
+		snprintf(err, errlen, "not an oncefs store (a SQLite database "
+			 "of another application)");
+		return -EINVAL;
+	}
+	if (version > STORE_SCHEMA_VERSION) {
+		snprintf(err, errlen, "the store has schema version %lld, newer "
+			 "than this oncefs (%d): upgrade oncefs",
+			 (long long)version, STORE_SCHEMA_VERSION);
+		return -EPROTONOSUPPORT;
+	}
+	if (version < 1) {
+		snprintf(err, errlen, "not an oncefs store (no schema version)");
+		return -EINVAL;
+	}
+	/* Make SQLite read the schema now: corruption shows up here. */
+	rc = pragma_int(db, "SELECT count(*) FROM sequence", &tables);
+	if (rc != SQLITE_OK) {
+		snprintf(err, errlen, "the store is corrupt: %s",
+			 sqlite3_errmsg(db));
+		return -EIO;
+	}
+	return 0;
+}
+
+int store_open(const char *path, const struct store_options *opt,
+	       struct store **out, char *err, size_t errlen)
+{
+	static const char *const sync_pragma[] = {
+		[STORE_SYNC_FULL] = "PRAGMA synchronous = FULL",
+		[STORE_SYNC_NORMAL] = "PRAGMA synchronous = NORMAL",
+		[STORE_SYNC_OFF] = "PRAGMA synchronous = OFF",
+	};
+	struct store *st = NULL;
+	struct stat sb;
+	bool exists, empty = false;
+	int flags, rc;
+
+	*out = NULL;
+	if (strncmp(path, "postgresql://", 13) == 0 ||
+	    strncmp(path, "postgres://", 11) == 0) {
+		snprintf(err, errlen, "PostgreSQL stores are planned but not "
+			 "supported yet: use a SQLite file");
+		return -EPROTONOSUPPORT;
+	}
+	exists = stat(path, &sb) == 0;
+	if (!exists && !opt->create) {
+		snprintf(err, errlen, "no store at %s (mount with -o create, or "
+			 "run 'oncectl init', to create one)", path);
+		return -ENOENT;
+	}
+	if (exists && !S_ISREG(sb.st_mode)) {
+		snprintf(err, errlen, "%s is not a regular file", path);
+		return -EINVAL;
+	}
+	if (exists && sb.st_size == 0 && !opt->create) {
+		snprintf(err, errlen, "%s is an empty file, not an oncefs store",
+			 path);
+		return -EINVAL;
+	}
+
+	st = calloc(1, sizeof(*st));
+	if (!st)
+		return -ENOMEM;
+	pthread_mutex_init(&st->lock, NULL);
+	st->sync = opt->sync;
+
+	flags = SQLITE_OPEN_NOMUTEX;
+	if (opt->read_only)
+		flags |= SQLITE_OPEN_READONLY;
+	else
+		flags |= SQLITE_OPEN_READWRITE | (opt->create ? SQLITE_OPEN_CREATE : 0);
+	rc = sqlite3_open_v2(path, &st->db, flags, NULL);
+	if (rc != SQLITE_OK) {
+		snprintf(err, errlen, "cannot open %s: %s", path,
+			 st->db ? sqlite3_errmsg(st->db) : sqlite3_errstr(rc));
+		rc = -EIO;
+		goto out_close;
+	}
+	sqlite3_extended_result_codes(st->db, 0);
+	sqlite3_busy_timeout(st->db, opt->busy_timeout_ms);
+
+	rc = check_store(st->db, &empty, err, errlen);
+	if (rc)
+		goto out_close;
+	if (!opt->read_only && sqlite3_db_readonly(st->db, "main") == 1) {
+		snprintf(err, errlen, "%s is read-only (mount a writable copy, "
+			 "or inspect it with oncectl)", path);
+		rc = -EROFS;
+		goto out_close;
+	}
+	if (empty) {
+		if (!opt->create) {
+			snprintf(err, errlen, "%s is not an oncefs store", path);
+			rc = -EINVAL;
+			goto out_close;
+		}
+		rc = create_schema(st->db, err, errlen);
+		if (rc)
+			goto out_close;
+	}
+	if (!opt->read_only) {
+		int64_t dummy;
+
+		rc = sqlite3_exec(st->db, "PRAGMA journal_mode = WAL", NULL, NULL,
+				  NULL);
+		if (rc == SQLITE_OK)
+			rc = sqlite3_exec(st->db, sync_pragma[opt->sync], NULL,
+					  NULL, NULL);
+		if (rc == SQLITE_OK)
+			rc = pragma_int(st->db, "PRAGMA wal_autocheckpoint = 4000",
+					&dummy);
+		if (rc != SQLITE_OK) {
+			snprintf(err, errlen, "cannot set up %s: %s", path,
+				 sqlite3_errmsg(st->db));
+			rc = -EIO;
+			goto out_close;
+		}
+	}
+	*out = st;
+	return 0;
+
+out_close:
+	sqlite3_close(st->db);
+	pthread_mutex_destroy(&st->lock);
+	free(st);
+	return rc;
+}
+
+void store_close(struct store *st)
+{
+	if (!st)
+		return;
+	for (int i = 0; i < S_NSTMTS; i++)
+		sqlite3_finalize(st->stmts[i]);
+	sqlite3_close(st->db);
+	pthread_mutex_destroy(&st->lock);
+	free(st);
+}
+
+void store_get_stats(struct store *st, struct store_stats *out)
+{
+	pthread_mutex_lock(&st->lock);
+	*out = st->stats;
+	pthread_mutex_unlock(&st->lock);
+}
+
+/* ---- transactions ----------------------------------------------------- */
+
+int store_begin(struct store *st, bool write)
+{
+	sqlite3_stmt *s;
+	int rc;
+
+	pthread_mutex_lock(&st->lock);
+	s = stmt(st, write ? S_BEGIN_WRITE : S_BEGIN_READ);
+	rc = s ? exec_stmt(st, s, "begin") : -EIO;
+	if (rc) {
+		pthread_mutex_unlock(&st->lock);
+		return rc;
+	}
+	st->in_write = write;
+	return 0;
+}
+
+int store_commit(struct store *st)
+{
+	sqlite3_stmt *s = stmt(st, S_COMMIT);
+	int rc = s ? exec_stmt(st, s, "commit") : -EIO;
+
+	if (rc) {
+		/* A failed COMMIT may leave the transaction open. */
+		if (!sqlite3_get_autocommit(st->db))
+			sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+	} else if (st->in_write) {
+		st->stats.commits++;
+		if (st->sync == STORE_SYNC_FULL)
+			st->stats.syncs++;
+	}
+	st->in_write = false;
+	pthread_mutex_unlock(&st->lock);
+	return rc;
+}
+
+void store_rollback(struct store *st)
+{
+	if (!sqlite3_get_autocommit(st->db)) {
+		sqlite3_stmt *s = stmt(st, S_ROLLBACK);
+
+		if (s)
+			exec_stmt(st, s, "rollback");
+	}
+	st->in_write = false;
+	pthread_mutex_unlock(&st->lock);
+}
+
+int store_next_generation(struct store *st, int64_t *out)
+{
+	sqlite3_stmt *s = stmt(st, S_NEXT_GEN);
+	int rc;
+
+	if (!s)
+		return -EIO;
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		*out = sqlite3_column_int64(s, 0);
+		done(s);
+		return 0;
+	}
+	done(s);
+	return sql_error(st, rc, "generation");
+}
+
+/* ---- workflows -------------------------------------------------------- */
+
+static void read_wf(sqlite3_stmt *s, struct wf_row *w)
+{
+	const void *fp;
+
+	w->id = sqlite3_column_int64(s, 0);
+	w->name_len = copy_name(s, 1, w->name);
+	w->uid = (uint32_t)sqlite3_column_int64(s, 2);
+	w->gid = (uint32_t)sqlite3_column_int64(s, 3);
+	w->mode = (uint32_t)sqlite3_column_int64(s, 4);
+	w->ctime_ns = sqlite3_column_int64(s, 5);
+	w->mtime_ns = sqlite3_column_int64(s, 6);
+	w->policy.on_input_change = (enum on_input_change)sqlite3_column_int(s, 7);
+	w->policy.dedup_on = (enum dedup_on)sqlite3_column_int(s, 8);
+	w->policy.in_flight_ttl = sqlite3_column_int64(s, 9);
+	w->policy.retention = sqlite3_column_int64(s, 10);
+	fp = sqlite3_column_blob(s, 11);
+	w->fingerprint_len = (size_t)sqlite3_column_bytes(s, 11);
+	if (w->fingerprint_len > FINGERPRINT_MAX)
+		w->fingerprint_len = FINGERPRINT_MAX;
+	if (w->fingerprint_len)
+		memcpy(w->fingerprint, fp, w->fingerprint_len);
+	w->fingerprint[w->fingerprint_len] = '\0';
+	w->epoch = sqlite3_column_int64(s, 12);
+	w->events_size = sqlite3_column_int64(s, 13);
+}
+
+static void bind_wf(sqlite3_stmt *s, const struct wf_row *w)
+{
+	sqlite3_bind_int64(s, 1, w->id);
+	bind_blob(s, 2, w->name, w->name_len);
+	sqlite3_bind_int64(s, 3, w->uid);
+	sqlite3_bind_int64(s, 4, w->gid);
+	sqlite3_bind_int64(s, 5, w->mode);
+	sqlite3_bind_int64(s, 6, w->ctime_ns);
+	sqlite3_bind_int64(s, 7, w->mtime_ns);
+	sqlite3_bind_int(s, 8, w->policy.on_input_change);
+	sqlite3_bind_int(s, 9, w->policy.dedup_on);
+	sqlite3_bind_int64(s, 10, w->policy.in_flight_ttl);
+	sqlite3_bind_int64(s, 11, w->policy.retention);
+	if (w->fingerprint_len)
+		bind_blob(s, 12, w->fingerprint, w->fingerprint_len);
+	else
+		sqlite3_bind_null(s, 12);
+	sqlite3_bind_int64(s, 13, w->epoch);
+	sqlite3_bind_int64(s, 14, w->events_size);
+}
+
+static int get_one_wf(struct store *st, sqlite3_stmt *s, struct wf_row *out)
+{
+	int rc = sqlite3_step(s);
+
+	if (rc == SQLITE_ROW) {
+		read_wf(s, out);
+		done(s);
+		return 0;
+	}
+	done(s);
+	return rc == SQLITE_DONE ? -ENOENT : sql_error(st, rc, "workflow");
+}
+
+int store_wf_by_name(struct store *st, const char *name, size_t len,
+		     struct wf_row *out)
+{
+	sqlite3_stmt *s = stmt(st, S_WF_BY_NAME);
+
+	if (!s)
+		return -EIO;
+	bind_blob(s, 1, name, len);
+	return get_one_wf(st, s, out);
+}
+
+int store_wf_by_id(struct store *st, int64_t id, struct wf_row *out)
+{
+	sqlite3_stmt *s = stmt(st, S_WF_BY_ID);
+
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, id);
+	return get_one_wf(st, s, out);
+}
+
+int store_wf_insert(struct store *st, struct wf_row *row)
+{
+	sqlite3_stmt *s = stmt(st, S_WF_INSERT);
+	int rc;
+
+	if (!s)
+		return -EIO;
+	bind_wf(s, row);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		row->id = sqlite3_column_int64(s, 0);
+		done(s);
+		return 0;
+	}
+	done(s);
+	if ((rc & 0xff) == SQLITE_CONSTRAINT)
+		return -EEXIST;
+	return sql_error(st, rc, "insert workflow");
+}
+
+int store_wf_update(struct store *st, const struct wf_row *row)
+{
+	sqlite3_stmt *s = stmt(st, S_WF_UPDATE);
+	int rc;
+
+	if (!s)
+		return -EIO;
+	bind_wf(s, row);
+	rc = sqlite3_step(s);
+	done(s);
+	if (rc == SQLITE_DONE)
+		return sqlite3_changes(st->db) ? 0 : -ENOENT;
+	if ((rc & 0xff) == SQLITE_CONSTRAINT)
+		return -EEXIST;
+	return sql_error(st, rc, "update workflow");
+}
+
+int store_wf_delete(struct store *st, int64_t id)
+{
+	static const enum stmt_id order[] = {
+		S_WF_DELETE_KEYS, S_WF_DELETE_STEPS, S_WF_DELETE_EVENTS,
+		S_WF_DELETE,
+	};
+
+	for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
+		sqlite3_stmt *s = stmt(st, order[i]);
+		int rc;
+
+		if (!s)
+			return -EIO;
+		sqlite3_bind_int64(s, 1, id);
+		rc = exec_stmt(st, s, "delete workflow");
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+int store_wf_list(struct store *st, int64_t after, struct wf_row *rows,
+		  int max, int *n)
+{
+	sqlite3_stmt *s = stmt(st, S_WF_LIST);
+	int rc;
+
+	*n = 0;
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, after);
+	sqlite3_bind_int(s, 2, max);
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+		read_wf(s, &rows[(*n)++]);
+	done(s);
+	return rc == SQLITE_DONE ? 0 : sql_error(st, rc, "list workflows");
+}
+
+/* ---- keys ------------------------------------------------------------- */
+
+static void read_key(sqlite3_stmt *s, struct key_row *k)
+{
+	k->id = sqlite3_column_int64(s, 0);
+	k->wf = sqlite3_column_int64(s, 1);
+	k->name_len = copy_name(s, 2, k->name);
+	k->status = (enum key_status)sqlite3_column_int(s, 3);
+	k->generation = sqlite3_column_int64(s, 4);
+	k->attempt = sqlite3_column_int64(s, 5);
+	k->expires_ms = sqlite3_column_int64(s, 6);
+	k->mtime_ns = sqlite3_column_int64(s, 7);
+	k->holder_pid = (int32_t)sqlite3_column_int64(s, 8);
+	k->holder_uid = (uint32_t)sqlite3_column_int64(s, 9);
+	k->result_len = sqlite3_column_int64(s, 10);
+}
+
+static void bind_key(sqlite3_stmt *s, const struct key_row *k)
+{
+	sqlite3_bind_int64(s, 1, k->id);
+	sqlite3_bind_int64(s, 2, k->wf);
+	bind_blob(s, 3, k->name, k->name_len);
+	sqlite3_bind_int(s, 4, k->status);
+	sqlite3_bind_int64(s, 5, k->generation);
+	sqlite3_bind_int64(s, 6, k->attempt);
+	sqlite3_bind_int64(s, 7, k->expires_ms);
+	sqlite3_bind_int64(s, 8, k->mtime_ns);
+	sqlite3_bind_int64(s, 9, k->holder_pid);
+	sqlite3_bind_int64(s, 10, k->holder_uid);
+}
+
+static int get_one_key(struct store *st, sqlite3_stmt *s, struct key_row *out)
+{
+	int rc = sqlite3_step(s);
+
+	if (rc == SQLITE_ROW) {
+		read_key(s, out);
+		done(s);
+		return 0;
+	}
+	done(s);
+	return rc == SQLITE_DONE ? -ENOENT : sql_error(st, rc, "key");
+}
+
+int store_key_get(struct store *st, int64_t wf, const char *name,
+		  size_t len, struct key_row *out)
+{
+	sqlite3_stmt *s = stmt(st, S_KEY_GET);
+
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, wf);
+	bind_blob(s, 2, name, len);
+	return get_one_key(st, s, out);
+}
+
+int store_key_by_generation(struct store *st, int64_t generation,
+			    struct key_row *out)
+{
+	sqlite3_stmt *s = stmt(st, S_KEY_BY_GEN);
+
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, generation);
+	return get_one_key(st, s, out);
+}
+
+int store_key_result(struct store *st, int64_t id, char **buf, size_t *len)
+{
+	sqlite3_stmt *s = stmt(st, S_KEY_RESULT);
+	int rc;
+
+	*buf = NULL;
+	*len = 0;
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, id);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		size_t n = (size_t)sqlite3_column_bytes(s, 0);
+		const void *p = sqlite3_column_blob(s, 0);
+
+		*buf = malloc(n ? n : 1);
+		if (!*buf) {
+			done(s);
+			return -ENOMEM;
+		}
+		if (n)
+			memcpy(*buf, p, n);
+		*len = n;
+		done(s);
+		return 0;
+	}
+	done(s);
+	return rc == SQLITE_DONE ? -ENOENT : sql_error(st, rc, "key result");
+}
+
+int store_key_insert(struct store *st, struct key_row *row)
+{
+	sqlite3_stmt *s = stmt(st, S_KEY_INSERT);
+	int rc;
+
+	if (!s)
+		return -EIO;
+	bind_key(s, row);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		row->id = sqlite3_column_int64(s, 0);
+		done(s);
+		return 0;
+	}
+	done(s);
+	if ((rc & 0xff) == SQLITE_CONSTRAINT)
+		return -EEXIST;
+	return sql_error(st, rc, "insert key");
+}
+
+int store_key_update(struct store *st, const struct key_row *row)
+{
+	sqlite3_stmt *s = stmt(st, S_KEY_UPDATE);
+
+	if (!s)
+		return -EIO;
+	bind_key(s, row);
+	return exec_stmt(st, s, "update key");
+}
+
+int store_key_set_result(struct store *st, int64_t id, const char *buf,
+			 size_t len)
+{
+	sqlite3_stmt *s = stmt(st, S_KEY_SET_RESULT);
+
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, id);
+	if (len)
+		bind_blob(s, 2, buf, len);
+	else
+		sqlite3_bind_null(s, 2);
+	return exec_stmt(st, s, "key result");
+}
+
+int store_key_delete(struct store *st, int64_t id)
+{
+	sqlite3_stmt *s = stmt(st, S_KEY_DELETE);
+
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, id);
+	return exec_stmt(st, s, "delete key");
+}
+
+int store_key_list(struct store *st, int64_t wf, int64_t after,
+		   int64_t now_ms, struct key_row *rows, int max, int *n)
+{
+	sqlite3_stmt *s = stmt(st, S_KEY_LIST);
+	int rc;
+
+	*n = 0;
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, wf);
+	sqlite3_bind_int64(s, 2, after);
+	sqlite3_bind_int64(s, 3, now_ms);
+	sqlite3_bind_int(s, 4, max);
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+		read_key(s, &rows[(*n)++]);
+	done(s);
+	return rc == SQLITE_DONE ? 0 : sql_error(st, rc, "list keys");
+}
+
+static int count(struct store *st, sqlite3_stmt *s, int64_t *n)
+{
+	int rc = sqlite3_step(s);
+
+	*n = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+	done(s);
+	return rc == SQLITE_ROW ? 0 : sql_error(st, rc, "count");
+}
+
+int store_key_count(struct store *st, int64_t wf, int64_t now_ms, int64_t *n)
+{
+	sqlite3_stmt *s = stmt(st, S_KEY_COUNT);
+
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, wf);
+	sqlite3_bind_int64(s, 2, now_ms);
+	return count(st, s, n);
+}
+
+/* ---- checkpoints ------------------------------------------------------ */
+
+static void read_step(sqlite3_stmt *s, struct step_row *r)
+{
+	r->id = sqlite3_column_int64(s, 0);
+	r->wf = sqlite3_column_int64(s, 1);
+	r->epoch = sqlite3_column_int64(s, 2);
+	r->name_len = copy_name(s, 3, r->name);
+	r->size = sqlite3_column_int64(s, 4);
+	r->mtime_ns = sqlite3_column_int64(s, 5);
+}
+
+static int get_one_step(struct store *st, sqlite3_stmt *s, struct step_row *out)
+{
+	int rc = sqlite3_step(s);
+
+	if (rc == SQLITE_ROW) {
+		read_step(s, out);
+		done(s);
+		return 0;
+	}
+	done(s);
+	return rc == SQLITE_DONE ? -ENOENT : sql_error(st, rc, "step");
+}
+
+int store_step_get(struct store *st, int64_t wf, int64_t epoch,
+		   const char *name, size_t len, struct step_row *out)
+{
+	sqlite3_stmt *s = stmt(st, S_STEP_GET);
+
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, wf);
+	sqlite3_bind_int64(s, 2, epoch);
+	bind_blob(s, 3, name, len);
+	return get_one_step(st, s, out);
+}
+
+int store_step_by_id(struct store *st, int64_t id, struct step_row *out)
+{
+	sqlite3_stmt *s = stmt(st, S_STEP_BY_ID);
+
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, id);
+	return get_one_step(st, s, out);
+}
+
+int store_step_count(struct store *st, int64_t wf, int64_t epoch, int64_t *n)
+{
+	sqlite3_stmt *s = stmt(st, S_STEP_COUNT);
+
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, wf);
+	sqlite3_bind_int64(s, 2, epoch);
+	return count(st, s, n);
+}
+
+/* ---- events ----------------------------------------------------------- */
+
+static void bind_text_or_null(sqlite3_stmt *s, int i, const char *p, size_t len)
+{
+	if (p)
+		sqlite3_bind_text64(s, i, p, len, SQLITE_TRANSIENT, SQLITE_UTF8);
+	else
+		sqlite3_bind_null(s, i);
+}
+
+int store_event_append(struct store *st, int64_t wf, const struct event *ev)
+{
+	static const char hex[] = "0123456789abcdef";
+	char name_hex[2 * NAME_MAX_LEN + 1];
+	char label[32];
+	const char *name = ev->name;
+	size_t name_len = ev->name_len;
+	sqlite3_stmt *s = stmt(st, S_EVENT_RENDER);
+	sqlite3_stmt *ins, *grow;
+	size_t line_len;
+	int rc;
+
+	if (!s)
+		return -EIO;
+	label[0] = '\0';
+	if (ev->subject && name) {
+		/* Names that are not UTF-8 cannot be JSON strings: hex them. */
+		if (name_is_utf8(name, name_len)) {
+			snprintf(label, sizeof(label), "%s", ev->subject);
+		} else {
+			for (size_t i = 0; i < name_len; i++) {
+				name_hex[2 * i] = hex[(unsigned char)name[i] >> 4];
+				name_hex[2 * i + 1] = hex[(unsigned char)name[i] & 15];
+			}
+			name = name_hex;
+			name_len *= 2;
+			snprintf(label, sizeof(label), "%s_hex", ev->subject);
+		}
+	}
+	sqlite3_bind_int64(s, 1, ev->time_ms);
+	sqlite3_bind_text(s, 2, ev->type, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 3, label[0] ? label : "_", -1, SQLITE_TRANSIENT);
+	bind_text_or_null(s, 4, label[0] ? name : NULL, name_len);
+	if (ev->generation)
+		sqlite3_bind_int64(s, 5, ev->generation);
+	sqlite3_bind_text(s, 6, ev->detail_field ? ev->detail_field : "__", -1,
+			  SQLITE_STATIC);
+	bind_text_or_null(s, 7, ev->detail_field ? ev->detail : NULL,
+			  ev->detail_len);
+	sqlite3_bind_text(s, 8, ev->number_field ? ev->number_field : "___", -1,
+			  SQLITE_STATIC);
+	if (ev->number_field)
+		sqlite3_bind_int64(s, 9, ev->number_field_value);
+	sqlite3_bind_int64(s, 10, ev->pid);
+	sqlite3_bind_int64(s, 11, ev->uid);
+
+	rc = sqlite3_step(s);
+	if (rc != SQLITE_ROW) {
+		done(s);
+		return sql_error(st, rc, "render event");
+	}
+	line_len = (size_t)sqlite3_column_bytes(s, 0);
+	ins = stmt(st, S_EVENT_INSERT);
+	grow = stmt(st, S_EVENT_GROW);
+	if (!ins || !grow) {
+		done(s);
+		return -EIO;
+	}
+	sqlite3_bind_int64(ins, 1, wf);
+	sqlite3_bind_int64(ins, 2, ev->time_ms);
+	sqlite3_bind_text64(ins, 3, (const char *)sqlite3_column_text(s, 0),
+			    line_len, SQLITE_TRANSIENT, SQLITE_UTF8);
+	done(s);
+	rc = exec_stmt(st, ins, "insert event");
+	if (rc)
+		return rc;
+	sqlite3_bind_int64(grow, 1, wf);
+	sqlite3_bind_int64(grow, 2, (int64_t)line_len + 1);
+	return exec_stmt(st, grow, "grow events");
+}
+
+int store_event_read(struct store *st, int64_t wf, int64_t offset,
+		     char *buf, size_t size, size_t *got)
+{
+	sqlite3_stmt *s = stmt(st, S_EVENT_READ);
+	int rc = SQLITE_DONE;
+
+	*got = 0;
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, wf);
+	sqlite3_bind_int64(s, 2, offset);
+	while (*got < size && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+		int64_t off = sqlite3_column_int64(s, 0);
+		const char *line = (const char *)sqlite3_column_text(s, 1);
+		int64_t len = sqlite3_column_bytes(s, 1);
+		int64_t from, n;
+
+		/* The line and its newline occupy [off, off + len + 1). */
+		if (off + len + 1 <= offset)
+			continue;
+		from = offset > off ? offset - off : 0;
+		n = len + 1 - from;
+		if ((size_t)n > size - *got)
+			n = (int64_t)(size - *got);
+		for (int64_t i = 0; i < n; i++)
+			buf[*got + i] = from + i < len ? line[from + i] : '\n';
+		*got += (size_t)n;
+		offset = off + len + 1;
+	}
+	if (*got < size && rc != SQLITE_DONE) {
+		done(s);
+		return sql_error(st, rc, "read events");
+	}
+	done(s);
+	return 0;
+}

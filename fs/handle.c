@@ -1,0 +1,189 @@
+/*
+ * handle.c - open files, their buffers, and the lease renewer.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../core/key.h"
+#include "handle.h"
+
+#define RENEW_INTERVAL_MS 500
+
+struct handle *handle_new(enum handle_kind kind, uint64_t ino, int64_t wf,
+			  int flags)
+{
+	struct handle *h = calloc(1, sizeof(*h));
+
+	if (!h)
+		return NULL;
+	h->kind = kind;
+	h->ino = ino;
+	h->wf = wf;
+	h->writable = (flags & O_ACCMODE) != O_RDONLY;
+	h->append = (flags & O_APPEND) != 0;
+	pthread_mutex_init(&h->lock, NULL);
+	return h;
+}
+
+void handle_free(struct handle *h)
+{
+	if (!h)
+		return;
+	pthread_mutex_destroy(&h->lock);
+	free(h->buf);
+	free(h->undo);
+	free(h->snap);
+	free(h);
+}
+
+int handle_put(struct handle *h, const char *data, size_t size, int64_t off,
+	       size_t max)
+{
+	size_t at = h->append ? h->len : (size_t)off;
+	size_t end, overlap;
+
+	if (off < 0 || at > h->len)
+		return -EINVAL;
+	end = at + size;
+	if (end > max)
+		return -EFBIG;
+	if (end > h->cap) {
+		size_t cap = h->cap ? h->cap : 256;
+		char *p;
+
+		while (cap < end)
+			cap *= 2;
+		p = realloc(h->buf, cap);
+		if (!p)
+			return -ENOMEM;
+		h->buf = p;
+		h->cap = cap;
+	}
+	overlap = (end < h->len ? end : h->len) - at;
+	free(h->undo);
+	h->undo = NULL;
+	h->undo_size = 0;
+	if (overlap) {
+		h->undo = malloc(overlap);
+		if (!h->undo)
+			return -ENOMEM;
+		memcpy(h->undo, h->buf + at, overlap);
+		h->undo_size = overlap;
+	}
+	h->undo_len = h->len;
+	h->undo_at = at;
+	memcpy(h->buf + at, data, size);
+	if (end > h->len)
+		h->len = end;
+	return 0;
+}
+
+void handle_undo(struct handle *h)
+{
+	if (h->undo_size)
+		memcpy(h->buf + h->undo_at, h->undo, h->undo_size);
+	h->len = h->undo_len;
+}
+
+void handle_set_snapshot(struct handle *h, char *snap, size_t len)
+{
+	free(h->snap);
+	h->snap = snap;
+	h->snap_len = len;
+}
+
+void handle_renew_add(struct fs *fs, struct handle *h)
+{
+	pthread_mutex_lock(&fs->renew_lock);
+	h->next_renewing = fs->renewing;
+	fs->renewing = h;
+	h->renews = true;
+	pthread_mutex_unlock(&fs->renew_lock);
+}
+
+void handle_renew_remove(struct fs *fs, struct handle *h)
+{
+	struct handle **pp;
+
+	if (!h->renews)
+		return;
+	pthread_mutex_lock(&fs->renew_lock);
+	for (pp = &fs->renewing; *pp; pp = &(*pp)->next_renewing) {
+		if (*pp == h) {
+			*pp = h->next_renewing;
+			break;
+		}
+	}
+	h->renews = false;
+	pthread_mutex_unlock(&fs->renew_lock);
+}
+
+/*
+ * Every RENEW_INTERVAL_MS: collect the generations of open claims and let
+ * core renew those whose lease is a third gone.
+ */
+static void *renewer(void *arg)
+{
+	struct fs *fs = arg;
+	struct caller self = { .pid = getpid(), .uid = getuid(), .gid = getgid() };
+	int64_t *gens = NULL;
+	size_t cap = 0;
+
+	pthread_mutex_lock(&fs->renew_lock);
+	while (!fs->stopping) {
+		struct timespec until;
+		size_t n = 0;
+
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_nsec += RENEW_INTERVAL_MS * 1000000L;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&fs->renew_cond, &fs->renew_lock, &until);
+		if (fs->stopping)
+			break;
+		for (struct handle *h = fs->renewing; h; h = h->next_renewing) {
+			if (n == cap) {
+				size_t ncap = cap ? cap * 2 : 64;
+				int64_t *p = realloc(gens, ncap * sizeof(*gens));
+
+				if (!p)
+					break;
+				gens = p;
+				cap = ncap;
+			}
+			gens[n++] = h->generation;
+		}
+		pthread_mutex_unlock(&fs->renew_lock);
+		key_renew(&fs->core, gens, n, &self);
+		pthread_mutex_lock(&fs->renew_lock);
+	}
+	pthread_mutex_unlock(&fs->renew_lock);
+	free(gens);
+	return NULL;
+}
+
+int fs_renewer_start(struct fs *fs)
+{
+	int rc = pthread_create(&fs->renewer, NULL, renewer, fs);
+
+	fs->renewer_started = rc == 0;
+	return -rc;
+}
+
+void fs_renewer_stop(struct fs *fs)
+{
+	if (!fs->renewer_started)
+		return;
+	pthread_mutex_lock(&fs->renew_lock);
+	fs->stopping = true;
+	pthread_cond_signal(&fs->renew_cond);
+	pthread_mutex_unlock(&fs->renew_lock);
+	pthread_join(fs->renewer, NULL);
+	fs->renewer_started = false;
+}

@@ -1,0 +1,73 @@
+/*
+ * handle.h - an open file of the mount.
+ *
+ * A handle holds what its reader sees (a snapshot taken at open) and what
+ * its writer has written since the last commit (the buffer).  Writes are
+ * checked as they arrive and land in the buffer; the buffer is committed
+ * at the first flush or fsync after new data (dirty), never at release.
+ */
+#ifndef ONCE_HANDLE_H
+#define ONCE_HANDLE_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fs.h"
+
+enum handle_kind {
+	HANDLE_KEY,
+	HANDLE_POLICY,
+	HANDLE_FINGERPRINT,
+	HANDLE_EVENTS,
+	HANDLE_STATS,
+};
+
+struct handle {
+	enum handle_kind kind;
+	uint64_t ino;
+	int64_t wf;
+	int64_t generation;	/* HANDLE_KEY */
+	int field;		/* HANDLE_POLICY: enum policy_field */
+	bool writable;
+	bool append;
+	bool renews;		/* on fs->renewing */
+
+	pthread_mutex_t lock;
+	bool dirty;		/* written since the last commit */
+	char *buf;		/* what was written */
+	size_t len, cap;
+	size_t undo_len;	/* h->len before the last put */
+	size_t undo_at;		/* where the last put wrote */
+	char *undo;		/* the bytes it overwrote */
+	size_t undo_size;
+	char *snap;		/* what a reader sees */
+	size_t snap_len;
+
+	struct handle *next_renewing;
+};
+
+struct handle *handle_new(enum handle_kind kind, uint64_t ino, int64_t wf,
+			  int flags);
+void handle_free(struct handle *h);
+
+/*
+ * Place size bytes at off in the buffer (at its end for O_APPEND), growing
+ * it up to max.  Remembers what it replaced, so that a write the checks
+ * refuse can be taken back with handle_undo().  -EFBIG past max, -EINVAL
+ * for a write that would leave a hole, -ENOMEM.
+ */
+int handle_put(struct handle *h, const char *data, size_t size, int64_t off,
+	       size_t max);
+/* Take back the last handle_put(). */
+void handle_undo(struct handle *h);
+
+/* Take ownership of a malloc'd snapshot. */
+void handle_set_snapshot(struct handle *h, char *snap, size_t len);
+
+/* Register or drop a handle whose claim renews itself. */
+void handle_renew_add(struct fs *fs, struct handle *h);
+void handle_renew_remove(struct fs *fs, struct handle *h);
+
+#endif

@@ -1,0 +1,1300 @@
+/*
+ * ops.c - the FUSE low-level operations: each request is decoded into a
+ * core action, and the action's result into exactly one reply.
+ *
+ * No core lock is held while replying: core actions take and drop the
+ * store's lock themselves.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "../core/key.h"
+#include "../core/step.h"
+#include "../core/workflow.h"
+#include "handle.h"
+#include "inode.h"
+
+/* Fixed entries inside a workflow never change: the kernel may cache them. */
+#define FIXED_ENTRY_TIMEOUT 3600.0
+
+/* How many rows a readdir fetches from the store at once. */
+#define READDIR_BATCH 64
+
+static struct fs *fs_of(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+static struct caller caller_of(fuse_req_t req)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct caller c = { .pid = ctx->pid, .uid = ctx->uid, .gid = ctx->gid };
+
+	return c;
+}
+
+static void reply_rc(fuse_req_t req, int rc)
+{
+	fuse_reply_err(req, rc < 0 ? -rc : rc);
+}
+
+static bool name_is(const char *name, const char *fixed)
+{
+	return strcmp(name, fixed) == 0;
+}
+
+/* ---- attributes ------------------------------------------------------- */
+
+static void set_time(struct timespec *ts, int64_t ns)
+{
+	ts->tv_sec = ns / 1000000000;
+	ts->tv_nsec = ns % 1000000000;
+}
+
+static void fill_common(struct stat *st, uint64_t ino, uint32_t uid,
+			uint32_t gid, int64_t mtime_ns, int64_t ctime_ns)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = ino;
+	st->st_uid = uid;
+	st->st_gid = gid;
+	st->st_nlink = 1;
+	st->st_blksize = 4096;
+	set_time(&st->st_mtim, mtime_ns);
+	set_time(&st->st_atim, mtime_ns);
+	set_time(&st->st_ctim, ctime_ns);
+}
+
+static void set_size(struct stat *st, int64_t size)
+{
+	st->st_size = size;
+	st->st_blocks = (size + 511) / 512;
+}
+
+static void fill_root(const struct fs *fs, struct stat *st)
+{
+	fill_common(st, INO_ROOT, fs->owner_uid, fs->owner_gid,
+		    fs->mount_time_ns, fs->mount_time_ns);
+	st->st_mode = S_IFDIR | 0755;
+	st->st_nlink = 2;
+}
+
+static void fill_stats(const struct fs *fs, struct stat *st)
+{
+	fill_common(st, INO_STATS, fs->owner_uid, fs->owner_gid,
+		    fs->mount_time_ns, fs->mount_time_ns);
+	st->st_mode = S_IFREG | 0444;
+	set_size(st, 0);
+}
+
+static void fill_wf(const struct wf_row *w, int slot, struct stat *st)
+{
+	char value[32];
+
+	fill_common(st, ino_wf(w->id, slot), w->uid, w->gid, w->mtime_ns,
+		    w->ctime_ns);
+	switch (slot) {
+	case SLOT_DIR:
+		st->st_mode = S_IFDIR | w->mode;
+		st->st_nlink = 5;
+		break;
+	case SLOT_KEYS:
+	case SLOT_STEPS:
+	case SLOT_POLICY:
+		st->st_mode = S_IFDIR | w->mode;
+		st->st_nlink = 2;
+		break;
+	case SLOT_FINGERPRINT:
+		st->st_mode = S_IFREG | (w->mode & 0666);
+		set_size(st, w->fingerprint_len ? (int64_t)w->fingerprint_len + 1 : 0);
+		break;
+	case SLOT_EVENTS:
+		st->st_mode = S_IFREG | (w->mode & 0444);
+		set_size(st, w->events_size);
+		break;
+	default:
+		st->st_mode = S_IFREG | (w->mode & 0666);
+		set_size(st, (int64_t)policy_format(slot - SLOT_POLICY_FIELD,
+						    &w->policy, value,
+						    sizeof(value)));
+		break;
+	}
+}
+
+static int key_line_len(const struct key_row *k)
+{
+	return snprintf(NULL, 0, "%s %" PRId64 "\n", status_name(k->status),
+			k->generation);
+}
+
+static void fill_key(const struct wf_row *w, const struct key_row *k,
+		     struct stat *st)
+{
+	bool terminal = k->status != KEY_IN_FLIGHT;
+
+	fill_common(st, ino_make(INO_KIND_KEY, (uint64_t)k->generation),
+		    w->uid, w->gid, k->mtime_ns, k->mtime_ns);
+	st->st_mode = S_IFREG | (w->mode & (terminal ? 0444 : 0666));
+	set_size(st, key_line_len(k) + k->result_len);
+}
+
+/* The attributes of any inode: -ENOENT or -ESTALE when it is gone. */
+static int stat_ino(struct fs *fs, uint64_t ino, struct stat *st)
+{
+	struct wf_row w;
+	struct key_row k;
+	int rc;
+
+	if (ino == INO_ROOT) {
+		fill_root(fs, st);
+		return 0;
+	}
+	if (ino == INO_STATS) {
+		fill_stats(fs, st);
+		return 0;
+	}
+	switch (ino_kind(ino)) {
+	case INO_KIND_WORKFLOW:
+		rc = workflow_get(&fs->core, ino_wf_id(ino), &w);
+		if (rc == 0)
+			fill_wf(&w, ino_wf_slot(ino), st);
+		return rc;
+	case INO_KIND_KEY:
+		rc = key_get(&fs->core, ino_value(ino), &k);
+		if (rc == 0)
+			rc = workflow_get(&fs->core, k.wf, &w);
+		if (rc == -ENOENT)
+			rc = -ESTALE;
+		if (rc == 0)
+			fill_key(&w, &k, st);
+		return rc;
+	default:
+		return -ENOENT;
+	}
+}
+
+static void reply_entry(fuse_req_t req, const struct stat *st, double timeout)
+{
+	struct fuse_entry_param e;
+
+	memset(&e, 0, sizeof(e));
+	e.ino = st->st_ino;
+	e.attr = *st;
+	e.entry_timeout = timeout;
+	e.attr_timeout = 0;
+	fuse_reply_entry(req, &e);
+}
+
+/* ---- lookup and getattr ----------------------------------------------- */
+
+static const struct {
+	const char *name;
+	int slot;
+} wf_entries[] = {
+	{ "keys", SLOT_KEYS },
+	{ "steps", SLOT_STEPS },
+	{ "policy", SLOT_POLICY },
+	{ "input.fingerprint", SLOT_FINGERPRINT },
+	{ "events", SLOT_EVENTS },
+};
+
+#define N_WF_ENTRIES (sizeof(wf_entries) / sizeof(wf_entries[0]))
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fs *fs = fs_of(req);
+	size_t len = strlen(name);
+	struct stat st;
+	struct wf_row w;
+	struct key_row k;
+	int rc, field;
+
+	if (len > NAME_MAX_LEN) {
+		reply_rc(req, -ENAMETOOLONG);
+		return;
+	}
+	if (parent == INO_ROOT) {
+		if (name_is(name, ".stats")) {
+			fill_stats(fs, &st);
+			reply_entry(req, &st, FIXED_ENTRY_TIMEOUT);
+			return;
+		}
+		rc = workflow_lookup(&fs->core, name, len, &w);
+		if (rc == -EINVAL)
+			rc = -ENOENT;
+		if (rc) {
+			reply_rc(req, rc);
+			return;
+		}
+		fill_wf(&w, SLOT_DIR, &st);
+		reply_entry(req, &st, 0);
+		return;
+	}
+	if (ino_kind(parent) != INO_KIND_WORKFLOW) {
+		reply_rc(req, -ENOTDIR);
+		return;
+	}
+	rc = workflow_get(&fs->core, ino_wf_id(parent), &w);
+	if (rc) {
+		reply_rc(req, rc);
+		return;
+	}
+	switch (ino_wf_slot(parent)) {
+	case SLOT_DIR:
+		for (size_t i = 0; i < N_WF_ENTRIES; i++) {
+			if (name_is(name, wf_entries[i].name)) {
+				fill_wf(&w, wf_entries[i].slot, &st);
+				reply_entry(req, &st, FIXED_ENTRY_TIMEOUT);
+				return;
+			}
+		}
+		reply_rc(req, -ENOENT);
+		return;
+	case SLOT_POLICY:
+		field = policy_field_lookup(name, len);
+		if (field < 0) {
+			reply_rc(req, -ENOENT);
+			return;
+		}
+		fill_wf(&w, SLOT_POLICY_FIELD + field, &st);
+		reply_entry(req, &st, FIXED_ENTRY_TIMEOUT);
+		return;
+	case SLOT_KEYS:
+		rc = key_lookup(&fs->core, w.id, name, len, &k);
+		if (rc == -EINVAL)
+			rc = -ENOENT;
+		if (rc) {
+			reply_rc(req, rc);
+			return;
+		}
+		fill_key(&w, &k, &st);
+		reply_entry(req, &st, 0);
+		return;
+	case SLOT_STEPS:
+		reply_rc(req, -ENOENT);
+		return;
+	default:
+		reply_rc(req, -ENOTDIR);
+		return;
+	}
+}
+
+static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	(void)ino;
+	(void)nlookup;
+	fuse_reply_none(req);
+}
+
+static void op_forget_multi(fuse_req_t req, size_t count,
+			    struct fuse_forget_data *forgets)
+{
+	(void)count;
+	(void)forgets;
+	fuse_reply_none(req);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino,
+		       struct fuse_file_info *fi)
+{
+	struct stat st;
+	int rc = stat_ino(fs_of(req), ino, &st);
+
+	(void)fi;
+	if (rc)
+		reply_rc(req, rc);
+	else
+		fuse_reply_attr(req, &st, 0);
+}
+
+/* ---- setattr ---------------------------------------------------------- */
+
+static int setattr_workflow(struct fs *fs, fuse_ino_t ino, struct stat *attr,
+			    int to_set, struct stat *out)
+{
+	struct workflow_attr a = { 0 };
+	struct wf_row w;
+	int rc;
+
+	if (to_set & FUSE_SET_ATTR_SIZE)
+		return -EISDIR;
+	a.set_mode = to_set & FUSE_SET_ATTR_MODE;
+	a.mode = attr->st_mode & 07777;
+	a.set_uid = to_set & FUSE_SET_ATTR_UID;
+	a.uid = attr->st_uid;
+	a.set_gid = to_set & FUSE_SET_ATTR_GID;
+	a.gid = attr->st_gid;
+	if (to_set & FUSE_SET_ATTR_MTIME_NOW) {
+		a.set_mtime = true;
+		a.mtime_ns = once_now_ms(&fs->core) * 1000000;
+	} else if (to_set & FUSE_SET_ATTR_MTIME) {
+		a.set_mtime = true;
+		a.mtime_ns = (int64_t)attr->st_mtim.tv_sec * 1000000000 +
+			     attr->st_mtim.tv_nsec;
+	}
+	rc = workflow_setattr(&fs->core, ino_wf_id(ino), &a, &w);
+	if (rc == 0)
+		fill_wf(&w, SLOT_DIR, out);
+	return rc;
+}
+
+static int setattr_key(struct fs *fs, fuse_ino_t ino, int to_set,
+		       const struct caller *who, struct handle *h,
+		       struct stat *attr)
+{
+	int64_t gen = ino_value(ino);
+	struct key_row k;
+	int rc;
+
+	if (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID))
+		return -EPERM;
+	rc = key_get(&fs->core, gen, &k);
+	if (rc)
+		return rc;
+	if (k.status != KEY_IN_FLIGHT)
+		return key_refuse_write(who);
+	if (to_set & FUSE_SET_ATTR_SIZE) {
+		/* ftruncate on a finalizer's handle cuts what it wrote. */
+		if (h && h->kind == HANDLE_KEY) {
+			pthread_mutex_lock(&h->lock);
+			if ((size_t)attr->st_size < h->len)
+				h->len = (size_t)attr->st_size;
+			pthread_mutex_unlock(&h->lock);
+		}
+	}
+	if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME |
+		      FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW))
+		rc = key_touch(&fs->core, gen, who);
+	return rc;
+}
+
+/* policy files and input.fingerprint: a bare truncate changes nothing. */
+static int setattr_value_file(int to_set, struct handle *h, struct stat *attr)
+{
+	if (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID))
+		return -EPERM;
+	if ((to_set & FUSE_SET_ATTR_SIZE) && h &&
+	    (h->kind == HANDLE_POLICY || h->kind == HANDLE_FINGERPRINT)) {
+		pthread_mutex_lock(&h->lock);
+		if ((size_t)attr->st_size < h->len)
+			h->len = (size_t)attr->st_size;
+		pthread_mutex_unlock(&h->lock);
+	}
+	return 0;
+}
+
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
+		       int to_set, struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	struct caller who = caller_of(req);
+	struct handle *h = fi ? (struct handle *)(uintptr_t)fi->fh : NULL;
+	struct stat st;
+	int rc;
+
+	switch (ino_kind(ino)) {
+	case INO_KIND_WORKFLOW:
+		switch (ino_wf_slot(ino)) {
+		case SLOT_DIR:
+			rc = setattr_workflow(fs, ino, attr, to_set, &st);
+			if (rc == 0) {
+				fuse_reply_attr(req, &st, 0);
+				return;
+			}
+			break;
+		case SLOT_KEYS:
+		case SLOT_STEPS:
+		case SLOT_POLICY:
+			rc = (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID |
+					FUSE_SET_ATTR_GID | FUSE_SET_ATTR_SIZE))
+				     ? -EPERM : 0;
+			break;
+		case SLOT_EVENTS:
+			rc = -EPERM;
+			break;
+		default:
+			rc = setattr_value_file(to_set, h, attr);
+			break;
+		}
+		break;
+	case INO_KIND_KEY:
+		rc = setattr_key(fs, ino, to_set, &who, h, attr);
+		break;
+	default:
+		rc = -EPERM;
+		break;
+	}
+	if (rc == 0)
+		rc = stat_ino(fs, ino, &st);
+	if (rc)
+		reply_rc(req, rc);
+	else
+		fuse_reply_attr(req, &st, 0);
+}
+
+/* ---- directories ------------------------------------------------------ */
+
+static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
+		     mode_t mode)
+{
+	struct fs *fs = fs_of(req);
+	struct caller who = caller_of(req);
+	struct wf_row w;
+	struct stat st;
+	int rc;
+
+	if (parent != INO_ROOT) {
+		reply_rc(req, ino_kind(parent) == INO_KIND_WORKFLOW &&
+				      ino_wf_slot(parent) == SLOT_DIR
+			      ? -EPERM : -EPERM);
+		return;
+	}
+	if (name_is(name, ".stats")) {
+		reply_rc(req, -EEXIST);
+		return;
+	}
+	rc = workflow_create(&fs->core, name, strlen(name), mode, &who, &w);
+	if (rc) {
+		reply_rc(req, rc);
+		return;
+	}
+	fill_wf(&w, SLOT_DIR, &st);
+	reply_entry(req, &st, 0);
+}
+
+static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fs *fs = fs_of(req);
+	struct caller who = caller_of(req);
+	bool has = false;
+	int rc;
+
+	if (parent == INO_ROOT) {
+		rc = workflow_remove(&fs->core, name, strlen(name), &who);
+		reply_rc(req, rc);
+		return;
+	}
+	if (ino_kind(parent) != INO_KIND_WORKFLOW ||
+	    ino_wf_slot(parent) != SLOT_DIR) {
+		reply_rc(req, -ENOTDIR);
+		return;
+	}
+	/* The fixed directories stay; rmdir succeeds when they are empty. */
+	if (name_is(name, "keys"))
+		rc = workflow_has_keys(&fs->core, ino_wf_id(parent), &has);
+	else if (name_is(name, "steps"))
+		rc = workflow_has_steps(&fs->core, ino_wf_id(parent), &has);
+	else if (name_is(name, "policy"))
+		rc = 0;
+	else if (name_is(name, "events") || name_is(name, "input.fingerprint"))
+		rc = -ENOTDIR;
+	else
+		rc = -ENOENT;
+	if (rc == 0 && has)
+		rc = -ENOTEMPTY;
+	reply_rc(req, rc);
+}
+
+struct dirbuf {
+	fuse_req_t req;
+	char *p;
+	size_t size, used;
+};
+
+/* Add an entry whose successor starts at cookie next; false when full. */
+static bool dir_add(struct dirbuf *d, const char *name, uint64_t ino,
+		    mode_t mode, off_t next)
+{
+	struct stat st = { .st_ino = ino, .st_mode = mode };
+	size_t need = fuse_add_direntry(d->req, NULL, 0, name, NULL, 0);
+
+	if (d->used + need > d->size)
+		return false;
+	fuse_add_direntry(d->req, d->p + d->used, d->size - d->used, name, &st,
+			  next);
+	d->used += need;
+	return true;
+}
+
+/*
+ * Cookies: 1 and 2 follow "." and ".."; the fixed entries come next; rows
+ * of the store follow with cookie FIRST_ROW + id, so a listing resumes
+ * after the last id it returned, whatever was added or removed meanwhile.
+ */
+#define FIRST_ROW 16
+
+static int list_root(struct fs *fs, struct dirbuf *d, off_t off)
+{
+	struct wf_row *rows;
+	int n, rc = 0;
+
+	if (off < 3 && !dir_add(d, ".stats", INO_STATS, S_IFREG, 3))
+		return 0;
+	if (off < FIRST_ROW)
+		off = FIRST_ROW;
+	rows = malloc(sizeof(*rows) * READDIR_BATCH);
+	if (!rows)
+		return -ENOMEM;
+	for (;;) {
+		rc = workflow_list(&fs->core, off - FIRST_ROW, rows,
+				   READDIR_BATCH, &n);
+		if (rc || n == 0)
+			break;
+		for (int i = 0; i < n; i++) {
+			if (!dir_add(d, rows[i].name, ino_wf(rows[i].id, SLOT_DIR),
+				     S_IFDIR, FIRST_ROW + rows[i].id))
+				goto out;
+			off = FIRST_ROW + rows[i].id;
+		}
+	}
+out:
+	free(rows);
+	return rc;
+}
+
+static int list_keys(struct fs *fs, int64_t wf, struct dirbuf *d, off_t off)
+{
+	struct key_row *rows;
+	int n, rc = 0;
+
+	if (off < FIRST_ROW)
+		off = FIRST_ROW;
+	rows = malloc(sizeof(*rows) * READDIR_BATCH);
+	if (!rows)
+		return -ENOMEM;
+	for (;;) {
+		rc = key_list(&fs->core, wf, off - FIRST_ROW, rows,
+			      READDIR_BATCH, &n);
+		if (rc || n == 0)
+			break;
+		for (int i = 0; i < n; i++) {
+			if (!dir_add(d, rows[i].name,
+				     ino_make(INO_KIND_KEY,
+					      (uint64_t)rows[i].generation),
+				     S_IFREG, FIRST_ROW + rows[i].id))
+				goto out;
+			off = FIRST_ROW + rows[i].id;
+		}
+	}
+out:
+	free(rows);
+	return rc;
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	struct dirbuf d = { .req = req, .size = size };
+	struct wf_row w;
+	int rc = 0;
+
+	(void)fi;
+	if (ino != INO_ROOT) {
+		if (ino_kind(ino) != INO_KIND_WORKFLOW) {
+			reply_rc(req, -ENOTDIR);
+			return;
+		}
+		rc = workflow_get(&fs->core, ino_wf_id(ino), &w);
+		if (rc) {
+			reply_rc(req, rc);
+			return;
+		}
+	}
+	d.p = malloc(size);
+	if (!d.p) {
+		reply_rc(req, -ENOMEM);
+		return;
+	}
+	if (off < 1 && !dir_add(&d, ".", ino, S_IFDIR, 1))
+		goto out;
+	if (off < 2 && !dir_add(&d, "..", INO_ROOT, S_IFDIR, 2))
+		goto out;
+	if (ino == INO_ROOT) {
+		rc = list_root(fs, &d, off);
+		goto out;
+	}
+	switch (ino_wf_slot(ino)) {
+	case SLOT_DIR:
+		for (size_t i = 0; i < N_WF_ENTRIES; i++) {
+			int slot = wf_entries[i].slot;
+
+			if (off >= (off_t)(3 + i))
+				continue;
+			if (!dir_add(&d, wf_entries[i].name, ino_wf(w.id, slot),
+				     slot == SLOT_FINGERPRINT || slot == SLOT_EVENTS
+					     ? S_IFREG : S_IFDIR,
+				     (off_t)(3 + i)))
+				break;
+		}
+		break;
+	case SLOT_POLICY:
+		for (int f = 0; f < POLICY_NFIELDS; f++) {
+			if (off >= 3 + f)
+				continue;
+			if (!dir_add(&d, policy_field_name(f),
+				     ino_wf(w.id, SLOT_POLICY_FIELD + f), S_IFREG,
+				     3 + f))
+				break;
+		}
+		break;
+	case SLOT_KEYS:
+		rc = list_keys(fs, w.id, &d, off);
+		break;
+	case SLOT_STEPS:
+		break;
+	default:
+		rc = -ENOTDIR;
+		break;
+	}
+out:
+	if (rc && d.used == 0)
+		reply_rc(req, rc);
+	else
+		fuse_reply_buf(req, d.p, d.used);
+	free(d.p);
+}
+
+/* ---- unlink and rename ------------------------------------------------ */
+
+static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fs *fs = fs_of(req);
+	struct caller who = caller_of(req);
+	size_t len = strlen(name);
+	int64_t wf = ino_wf_id(parent);
+	int rc, field;
+
+	if (parent == INO_ROOT) {
+		reply_rc(req, name_is(name, ".stats") ? -EPERM : -EISDIR);
+		return;
+	}
+	if (ino_kind(parent) != INO_KIND_WORKFLOW) {
+		reply_rc(req, -ENOTDIR);
+		return;
+	}
+	switch (ino_wf_slot(parent)) {
+	case SLOT_DIR:
+		if (name_is(name, "events"))
+			rc = 0;	/* rm -rf walks past it; the log stays */
+		else if (name_is(name, "input.fingerprint"))
+			rc = step_set_fingerprint(&fs->core, wf, NULL, 0, &who);
+		else
+			rc = -ENOENT;
+		break;
+	case SLOT_KEYS:
+		rc = key_release(&fs->core, wf, name, len, &who);
+		if (rc == -EINVAL)
+			rc = -ENOENT;
+		break;
+	case SLOT_POLICY:
+		field = policy_field_lookup(name, len);
+		rc = field < 0 ? -ENOENT
+			       : workflow_set_policy(&fs->core, wf, field, NULL,
+						     0, &who);
+		break;
+	default:
+		rc = -ENOENT;
+		break;
+	}
+	reply_rc(req, rc);
+}
+
+static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
+		      fuse_ino_t newparent, const char *newname,
+		      unsigned int flags)
+{
+	struct fs *fs = fs_of(req);
+	struct caller who = caller_of(req);
+	unsigned int wflags = 0;
+	int rc;
+
+	if (flags & RENAME_EXCHANGE) {
+		reply_rc(req, -EINVAL);
+		return;
+	}
+	if (flags & RENAME_NOREPLACE)
+		wflags |= WORKFLOW_RENAME_NOREPLACE;
+	if (parent == INO_ROOT && newparent == INO_ROOT) {
+		if (name_is(name, ".stats") || name_is(newname, ".stats"))
+			rc = -EPERM;
+		else
+			rc = workflow_rename(&fs->core, name, strlen(name),
+					     newname, strlen(newname), wflags,
+					     &who);
+		reply_rc(req, rc);
+		return;
+	}
+	/* Never EXDEV: mv would copy and unlink, claiming and releasing keys. */
+	reply_rc(req, -EPERM);
+}
+
+static void op_refuse(fuse_req_t req)
+{
+	reply_rc(req, -EPERM);
+}
+
+static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
+		     mode_t mode, dev_t rdev)
+{
+	(void)parent;
+	(void)name;
+	(void)mode;
+	(void)rdev;
+	op_refuse(req);
+}
+
+static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent,
+		       const char *name)
+{
+	(void)link;
+	(void)parent;
+	(void)name;
+	op_refuse(req);
+}
+
+static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
+		    const char *newname)
+{
+	(void)ino;
+	(void)newparent;
+	(void)newname;
+	op_refuse(req);
+}
+
+/* ---- open, create, read, write ---------------------------------------- */
+
+static void reply_open(fuse_req_t req, struct fuse_file_info *fi,
+		       struct handle *h)
+{
+	fi->fh = (uintptr_t)h;
+	fi->direct_io = 1;
+	fi->keep_cache = 0;
+	if (fuse_reply_open(req, fi) == -ENOENT) {
+		/* The opener was interrupted: no release will follow. */
+		handle_free(h);
+	}
+}
+
+static int format_stats(struct fs *fs, char **out, size_t *len)
+{
+	struct once_stats *s = &fs->core.stats;
+	struct store_stats ss;
+	char *buf = NULL;
+	size_t size = 0;
+	FILE *f = open_memstream(&buf, &size);
+
+	if (!f)
+		return -ENOMEM;
+	store_get_stats(fs->core.store, &ss);
+#define LOAD(x) ((unsigned long long)__atomic_load_n(&(x), __ATOMIC_RELAXED))
+	fprintf(f, "claims %llu\n", LOAD(s->claims));
+	fprintf(f, "adoptions %llu\n", LOAD(s->adoptions));
+	fprintf(f, "conflicts %llu\n", LOAD(s->conflicts));
+	fprintf(f, "finalizes %llu\n", LOAD(s->finalizes));
+	fprintf(f, "releases %llu\n", LOAD(s->releases));
+	fprintf(f, "renewals %llu\n", LOAD(s->renewals));
+	fprintf(f, "fenced %llu\n", LOAD(s->fenced));
+	fprintf(f, "checkpoints %llu\n", LOAD(s->checkpoints));
+#undef LOAD
+	fprintf(f, "commits %llu\n", (unsigned long long)ss.commits);
+	fprintf(f, "fsyncs %llu\n", (unsigned long long)ss.syncs);
+	if (fclose(f)) {
+		free(buf);
+		return -ENOMEM;
+	}
+	*out = buf;
+	*len = size;
+	return 0;
+}
+
+/* Open an existing key: the snapshot for readers, checks for writers. */
+static int open_key(struct fs *fs, uint64_t ino, int flags,
+		    const struct caller *who, struct handle **out)
+{
+	struct handle *h;
+	struct key_row k;
+	char *snap;
+	size_t len;
+	int rc;
+
+	rc = key_content(&fs->core, ino_value(ino), &k, &snap, &len);
+	if (rc)
+		return rc;
+	h = handle_new(HANDLE_KEY, ino, k.wf, flags);
+	if (!h) {
+		free(snap);
+		return -ENOMEM;
+	}
+	handle_set_snapshot(h, snap, len);
+	h->generation = k.generation;
+	if (h->writable) {
+		if (k.status != KEY_IN_FLIGHT) {
+			handle_free(h);
+			return key_refuse_write(who);
+		}
+		handle_renew_add(fs, h);
+	}
+	*out = h;
+	return 0;
+}
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	struct caller who = caller_of(req);
+	struct handle *h = NULL;
+	struct wf_row w;
+	char *snap = NULL;
+	size_t len = 0;
+	int rc = 0, slot;
+
+	if (ino == INO_STATS) {
+		if ((fi->flags & O_ACCMODE) != O_RDONLY) {
+			reply_rc(req, -EPERM);
+			return;
+		}
+		rc = format_stats(fs, &snap, &len);
+		h = rc ? NULL : handle_new(HANDLE_STATS, ino, 0, fi->flags);
+		goto out;
+	}
+	switch (ino_kind(ino)) {
+	case INO_KIND_KEY:
+		rc = open_key(fs, ino, fi->flags, &who, &h);
+		if (rc == 0) {
+			reply_open(req, fi, h);
+			return;
+		}
+		reply_rc(req, rc);
+		return;
+	case INO_KIND_WORKFLOW:
+		break;
+	default:
+		reply_rc(req, -ENOENT);
+		return;
+	}
+	rc = workflow_get(&fs->core, ino_wf_id(ino), &w);
+	if (rc) {
+		reply_rc(req, rc);
+		return;
+	}
+	slot = ino_wf_slot(ino);
+	if (slot == SLOT_EVENTS) {
+		if ((fi->flags & O_ACCMODE) != O_RDONLY) {
+			reply_rc(req, -EPERM);
+			return;
+		}
+		h = handle_new(HANDLE_EVENTS, ino, w.id, fi->flags);
+	} else if (slot == SLOT_FINGERPRINT) {
+		len = w.fingerprint_len ? w.fingerprint_len + 1 : 0;
+		snap = malloc(len + 1);
+		if (snap) {
+			memcpy(snap, w.fingerprint, w.fingerprint_len);
+			snap[w.fingerprint_len] = '\n';
+		}
+		h = handle_new(HANDLE_FINGERPRINT, ino, w.id, fi->flags);
+	} else if (slot >= SLOT_POLICY_FIELD) {
+		snap = malloc(32);
+		if (snap)
+			len = policy_format(slot - SLOT_POLICY_FIELD, &w.policy,
+					    snap, 32);
+		h = handle_new(HANDLE_POLICY, ino, w.id, fi->flags);
+		if (h)
+			h->field = slot - SLOT_POLICY_FIELD;
+	} else {
+		reply_rc(req, -EISDIR);
+		return;
+	}
+	if (!snap && h && h->kind != HANDLE_EVENTS)
+		rc = -ENOMEM;
+out:
+	if (!rc && !h)
+		rc = -ENOMEM;
+	if (rc) {
+		free(snap);
+		handle_free(h);
+		reply_rc(req, rc);
+		return;
+	}
+	handle_set_snapshot(h, snap, len);
+	reply_open(req, fi, h);
+}
+
+static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
+		      mode_t mode, struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	struct caller who = caller_of(req);
+	struct fuse_entry_param e;
+	struct handle *h = NULL;
+	struct wf_row w;
+	struct key_row k;
+	size_t len = strlen(name);
+	int rc;
+
+	(void)mode;
+	if (parent == INO_ROOT || ino_kind(parent) != INO_KIND_WORKFLOW ||
+	    ino_wf_slot(parent) != SLOT_KEYS) {
+		reply_rc(req, len > NAME_MAX_LEN ? -ENAMETOOLONG : -EPERM);
+		return;
+	}
+	rc = workflow_get(&fs->core, ino_wf_id(parent), &w);
+	if (rc) {
+		reply_rc(req, rc);
+		return;
+	}
+	if (!(fi->flags & O_EXCL)) {
+		/* Only an exclusive create claims; open a live key, else ENOENT. */
+		rc = key_lookup(&fs->core, w.id, name, len, &k);
+		if (rc == -EINVAL)
+			rc = -ENOENT;
+		if (rc == 0)
+			rc = open_key(fs, ino_make(INO_KIND_KEY,
+						   (uint64_t)k.generation),
+				      fi->flags, &who, &h);
+	} else {
+		rc = key_claim(&fs->core, w.id, name, len, &who, &k);
+		if (rc == 0) {
+			rc = open_key(fs, ino_make(INO_KIND_KEY,
+						   (uint64_t)k.generation),
+				      fi->flags, &who, &h);
+			if (rc == 0 && !h->renews)
+				handle_renew_add(fs, h);
+		}
+	}
+	if (rc) {
+		reply_rc(req, rc);
+		return;
+	}
+	memset(&e, 0, sizeof(e));
+	fill_key(&w, &k, &e.attr);
+	e.ino = e.attr.st_ino;
+	fi->fh = (uintptr_t)h;
+	fi->direct_io = 1;
+	if (fuse_reply_create(req, &e, fi) == -ENOENT) {
+		handle_renew_remove(fs, h);
+		handle_free(h);
+	}
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+	char *buf;
+	size_t got = 0;
+	int rc = 0;
+
+	(void)ino;
+	if (h->kind == HANDLE_EVENTS) {
+		buf = malloc(size ? size : 1);
+		if (!buf) {
+			reply_rc(req, -ENOMEM);
+			return;
+		}
+		rc = store_begin(fs->core.store, false);
+		if (rc == 0) {
+			rc = store_event_read(fs->core.store, h->wf, off, buf,
+					      size, &got);
+			rc = once_end(&fs->core, rc);
+		}
+		if (rc)
+			reply_rc(req, rc);
+		else
+			fuse_reply_buf(req, buf, got);
+		free(buf);
+		return;
+	}
+	pthread_mutex_lock(&h->lock);
+	if ((size_t)off < h->snap_len) {
+		got = h->snap_len - (size_t)off;
+		if (got > size)
+			got = size;
+	}
+	fuse_reply_buf(req, got ? h->snap + off : NULL, got);
+	pthread_mutex_unlock(&h->lock);
+}
+
+/* The checks of write(): they run on the buffer as it would become. */
+static int check_write(struct fs *fs, struct handle *h,
+		       const struct caller *who)
+{
+	switch (h->kind) {
+	case HANDLE_KEY:
+		return key_check_write(&fs->core, h->generation, h->buf, h->len,
+				       who);
+	case HANDLE_POLICY:
+		return workflow_check_policy(h->field, h->buf, h->len);
+	case HANDLE_FINGERPRINT:
+		return step_check_fingerprint(&fs->core, h->wf, h->buf, h->len);
+	default:
+		return -EBADF;
+	}
+}
+
+static size_t write_limit(struct fs *fs, struct handle *h)
+{
+	switch (h->kind) {
+	case HANDLE_KEY:
+		return fs->core.config.max_result + KEY_STATUS_LINE_MAX + 1;
+	case HANDLE_FINGERPRINT:
+		return FINGERPRINT_MAX + 1;
+	default:
+		return 64;
+	}
+}
+
+static void op_write(fuse_req_t req, fuse_ino_t ino, const char *data,
+		     size_t size, off_t off, struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	struct caller who = caller_of(req);
+	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+	int rc;
+
+	(void)ino;
+	if (!h->writable || h->kind == HANDLE_EVENTS || h->kind == HANDLE_STATS) {
+		reply_rc(req, -EBADF);
+		return;
+	}
+	pthread_mutex_lock(&h->lock);
+	rc = handle_put(h, data, size, off, write_limit(fs, h));
+	if (rc == -EFBIG && h->kind != HANDLE_KEY)
+		rc = -EINVAL;	/* no valid value is that long */
+	if (rc == 0) {
+		rc = check_write(fs, h, &who);
+		if (rc == -EAGAIN)
+			rc = 0;	/* a status line not finished yet */
+		if (rc)
+			handle_undo(h);
+		else
+			h->dirty = true;
+	}
+	pthread_mutex_unlock(&h->lock);
+	if (rc)
+		reply_rc(req, rc);
+	else
+		fuse_reply_write(req, size);
+}
+
+/* Commit what a handle wrote since its last commit. */
+static int commit(struct fs *fs, struct handle *h, const struct caller *who)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&h->lock);
+	if (!h->dirty)
+		goto out;
+	switch (h->kind) {
+	case HANDLE_KEY:
+		rc = key_finalize(&fs->core, h->generation, h->buf, h->len, who);
+		break;
+	case HANDLE_POLICY:
+		rc = workflow_set_policy(&fs->core, h->wf, h->field, h->buf,
+					 h->len, who);
+		break;
+	case HANDLE_FINGERPRINT:
+		rc = step_set_fingerprint(&fs->core, h->wf, h->buf, h->len, who);
+		break;
+	default:
+		break;
+	}
+	if (rc == 0)
+		h->dirty = false;
+out:
+	pthread_mutex_unlock(&h->lock);
+	return rc;
+}
+
+static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct caller who = caller_of(req);
+
+	(void)ino;
+	reply_rc(req, commit(fs_of(req), (struct handle *)(uintptr_t)fi->fh,
+			     &who));
+}
+
+static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
+		     struct fuse_file_info *fi)
+{
+	struct caller who = caller_of(req);
+
+	(void)ino;
+	(void)datasync;
+	reply_rc(req, commit(fs_of(req), (struct handle *)(uintptr_t)fi->fh,
+			     &who));
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t ino,
+		       struct fuse_file_info *fi)
+{
+	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+
+	(void)ino;
+	handle_renew_remove(fs_of(req), h);
+	handle_free(h);
+	fuse_reply_err(req, 0);
+}
+
+static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
+			struct fuse_file_info *fi)
+{
+	(void)ino;
+	(void)datasync;
+	(void)fi;
+	fuse_reply_err(req, 0);
+}
+
+/* ---- extended attributes ---------------------------------------------- */
+
+static const char *const xattr_names[] = {
+	"user.oncefs.status",
+	"user.oncefs.generation",
+	"user.oncefs.attempt",
+	"user.oncefs.expires",
+	"user.oncefs.holder",
+};
+
+#define N_XATTRS (sizeof(xattr_names) / sizeof(xattr_names[0]))
+
+static void reply_xattr_value(fuse_req_t req, const char *value, size_t len,
+			      size_t size)
+{
+	if (size == 0)
+		fuse_reply_xattr(req, len);
+	else if (size < len)
+		reply_rc(req, -ERANGE);
+	else
+		fuse_reply_buf(req, value, len);
+}
+
+static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+			size_t size)
+{
+	struct key_row k;
+	char value[64];
+	int rc, n = -1;
+
+	if (ino_kind(ino) != INO_KIND_KEY) {
+		reply_rc(req, -ENODATA);
+		return;
+	}
+	rc = key_get(&fs_of(req)->core, ino_value(ino), &k);
+	if (rc) {
+		reply_rc(req, rc);
+		return;
+	}
+	if (name_is(name, xattr_names[0]))
+		n = snprintf(value, sizeof(value), "%s", status_name(k.status));
+	else if (name_is(name, xattr_names[1]))
+		n = snprintf(value, sizeof(value), "%" PRId64, k.generation);
+	else if (name_is(name, xattr_names[2]))
+		n = snprintf(value, sizeof(value), "%" PRId64, k.attempt);
+	else if (name_is(name, xattr_names[3]))
+		n = snprintf(value, sizeof(value), "%" PRId64,
+			     k.status == KEY_IN_FLIGHT ? k.expires_ms / 1000 : 0);
+	else if (name_is(name, xattr_names[4]))
+		n = snprintf(value, sizeof(value), "%" PRId32 " %" PRIu32,
+			     k.holder_pid, k.holder_uid);
+	if (n < 0) {
+		reply_rc(req, -ENODATA);
+		return;
+	}
+	reply_xattr_value(req, value, (size_t)n, size);
+}
+
+static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	char list[256];
+	size_t len = 0;
+
+	if (ino_kind(ino) == INO_KIND_KEY) {
+		for (size_t i = 0; i < N_XATTRS; i++) {
+			size_t n = strlen(xattr_names[i]) + 1;
+
+			memcpy(list + len, xattr_names[i], n);
+			len += n;
+		}
+	}
+	reply_xattr_value(req, list, len, size);
+}
+
+static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+			const char *value, size_t size, int flags)
+{
+	(void)name;
+	(void)value;
+	(void)size;
+	(void)flags;
+	reply_rc(req, ino_kind(ino) == INO_KIND_KEY ? -EPERM : -ENOTSUP);
+}
+
+static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	(void)name;
+	reply_rc(req, ino_kind(ino) == INO_KIND_KEY ? -EPERM : -ENOTSUP);
+}
+
+/* ---- the file system -------------------------------------------------- */
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct statvfs sv;
+
+	(void)ino;
+	memset(&sv, 0, sizeof(sv));
+	sv.f_bsize = 4096;
+	sv.f_frsize = 4096;
+	sv.f_namemax = NAME_MAX_LEN;
+	fuse_reply_statfs(req, &sv);
+}
+
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+	(void)userdata;
+	/* O_TRUNC arrives with the open, not as a separate truncate. */
+	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
+		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+	conn->want &= ~(unsigned int)FUSE_CAP_WRITEBACK_CACHE;
+	/* Directory listings change behind the kernel's back. */
+	conn->want &= ~(unsigned int)FUSE_CAP_READDIRPLUS;
+}
+
+const struct fuse_lowlevel_ops fs_ops = {
+	.init = op_init,
+	.lookup = op_lookup,
+	.forget = op_forget,
+	.forget_multi = op_forget_multi,
+	.getattr = op_getattr,
+	.setattr = op_setattr,
+	.mknod = op_mknod,
+	.mkdir = op_mkdir,
+	.unlink = op_unlink,
+	.rmdir = op_rmdir,
+	.symlink = op_symlink,
+	.rename = op_rename,
+	.link = op_link,
+	.open = op_open,
+	.read = op_read,
+	.write = op_write,
+	.flush = op_flush,
+	.release = op_release,
+	.fsync = op_fsync,
+	.readdir = op_readdir,
+	.fsyncdir = op_fsyncdir,
+	.statfs = op_statfs,
+	.setxattr = op_setxattr,
+	.getxattr = op_getxattr,
+	.listxattr = op_listxattr,
+	.removexattr = op_removexattr,
+	.create = op_create,
+};
