@@ -1,0 +1,187 @@
+"""Mount a real oncefs for a test, and always unmount it.
+
+Every integration test imports this module.  `Mount` starts the daemon
+built by meson (path in $ONCEFS) on a store in a fresh temporary
+directory and waits until the mount is live; leaving the `with` block,
+or any failure inside it, unmounts and stops the daemon.  A test process
+that dies still leaves nothing behind: the atexit hook unmounts what is
+left, and `run()` exits 77 (skip) only when FUSE cannot work at all.
+"""
+import atexit
+import errno
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+ONCEFS = os.environ.get("ONCEFS", os.path.join(os.path.dirname(__file__), "../../build/oncefs"))
+_live = []
+
+
+def fuse_available():
+    return os.path.exists("/dev/fuse") and shutil.which("fusermount3") is not None
+
+
+def _is_mounted(path):
+    path = os.path.realpath(path)
+    with open("/proc/self/mounts") as f:
+        return any(line.split()[1] == path for line in f)
+
+
+def _unmount(path):
+    for cmd in (["fusermount3", "-u", "-q", path], ["umount", "-l", path]):
+        if not _is_mounted(path):
+            return
+        subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+class Mount:
+    """A mounted oncefs; `store` may be shared by several Mounts."""
+
+    def __init__(self, store=None, options=("create",), tmp=None):
+        self.tmp = tmp or tempfile.mkdtemp(prefix="oncefs-test-")
+        self.own_tmp = tmp is None
+        self.store = store or os.path.join(self.tmp, "state.db")
+        self.options = list(options)
+        self.path = tempfile.mkdtemp(prefix="mnt-", dir=self.tmp)
+        self.proc = None
+
+    def start(self):
+        args = [ONCEFS, "-f"]
+        if self.options:
+            args += ["-o", ",".join(self.options)]
+        args += [self.store, self.path]
+        self.log = open(os.path.join(self.tmp, "oncefs-%d.log" % len(_live)), "ab")
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=self.log)
+        _live.append(self)
+        deadline = time.time() + 20
+        while not _is_mounted(self.path):
+            if self.proc.poll() is not None:
+                raise RuntimeError("oncefs exited with %d: %s" % (self.proc.returncode, self.read_log()))
+            if time.time() > deadline:
+                raise RuntimeError("oncefs did not mount")
+            time.sleep(0.01)
+        return self
+
+    def read_log(self):
+        self.log.flush()
+        with open(self.log.name, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def kill9(self):
+        """SIGKILL the daemon, as a crash would, and clean up the dead mount."""
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+        _unmount(self.path)
+
+    def stop(self):
+        if self.proc is None:
+            return
+        _unmount(self.path)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+        if self in _live:
+            _live.remove(self)
+        self.proc = None
+
+    def restart(self, options=None):
+        self.stop()
+        if options is not None:
+            self.options = list(options)
+        return self.start()
+
+    def p(self, *parts):
+        return os.path.join(self.path, *parts)
+
+    def cleanup(self):
+        self.stop()
+        if self.own_tmp:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self):
+        try:
+            return self.start()
+        except BaseException:
+            self.cleanup()
+            raise
+
+    def __exit__(self, *exc):
+        self.cleanup()
+        return False
+
+
+@atexit.register
+def _unmount_all():
+    for m in list(_live):
+        try:
+            m.stop()
+        except Exception:
+            pass
+
+
+def read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def write(path, data, flags=os.O_WRONLY | os.O_TRUNC):
+    """write() then close(), raising OSError from either."""
+    fd = os.open(path, flags)
+    try:
+        os.write(fd, data if isinstance(data, bytes) else data.encode())
+    finally:
+        os.close(fd)
+
+
+def claim(path):
+    """O_CREAT|O_EXCL: returns the open fd, raises FileExistsError."""
+    return os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+
+
+def sh(script, cwd=None, check=False):
+    """Run a bash script; returns CompletedProcess with text output."""
+    return subprocess.run(["bash", "-c", script], cwd=cwd, capture_output=True, text=True, check=check)
+
+
+def errno_of(fn, *args, **kw):
+    """The errno fn raises, or 0."""
+    try:
+        fn(*args, **kw)
+    except OSError as e:
+        return e.errno
+    return 0
+
+
+class MountedTest(unittest.TestCase):
+    """A test case with a fresh mount in self.m and a workflow in self.wf."""
+
+    options = ("create",)
+
+    def setUp(self):
+        self.m = Mount(options=self.options)
+        self.m.__enter__()
+        self.addCleanup(self.m.cleanup)
+        self.wf = self.m.p("wf")
+        os.mkdir(self.wf)
+
+    def key(self, name):
+        return os.path.join(self.wf, "keys", name)
+
+    def assertErrno(self, code, fn, *args, **kw):
+        got = errno_of(fn, *args, **kw)
+        self.assertEqual(got, code, "expected %s, got %s" % (errno.errorcode.get(code), errno.errorcode.get(got, got)))
+
+
+def run():
+    if not fuse_available():
+        print("FUSE is not available: skipping")
+        sys.exit(77)
+    unittest.main(verbosity=2)

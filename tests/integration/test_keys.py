@@ -1,0 +1,71 @@
+"""Keys over a real mount: claim, finalize, read, release, fencing."""
+import errno
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+from harness import MountedTest, claim, read, write, run  # noqa: E402
+
+
+class Keys(MountedTest):
+    def test_claim_once(self):
+        fd = claim(self.key("k"))
+        self.assertErrno(errno.EEXIST, claim, self.key("k"))
+        self.assertEqual(read(self.key("k")).split()[0], b"in_flight")
+        os.write(fd, b"succeeded\nresult bytes")
+        os.close(fd)
+        data = read(self.key("k"))
+        status, gen = data.split(b"\n")[0].split()
+        self.assertEqual(status, b"succeeded")
+        self.assertEqual(data.split(b"\n", 1)[1], b"result bytes")
+        self.assertEqual(os.stat(self.key("k")).st_mode & 0o777, 0o444)
+        self.assertEqual(os.stat(self.key("k")).st_size, len(data))
+
+    def test_non_exclusive_create_is_enoent(self):
+        self.assertErrno(errno.ENOENT, os.open, self.key("k"), os.O_CREAT | os.O_WRONLY)
+        self.assertFalse(os.path.exists(self.key("k")))
+
+    def test_bad_status_fails_write(self):
+        fd = claim(self.key("k"))
+        try:
+            self.assertErrno(errno.EINVAL, os.write, fd, b"done\n")
+            self.assertErrno(errno.EINVAL, os.write, fd, b"in_flight\n")
+        finally:
+            os.close(fd)
+        self.assertEqual(read(self.key("k")).split()[0], b"in_flight")
+
+    def test_wrong_generation_is_estale(self):
+        fd = claim(self.key("k"))
+        gen = int(read(self.key("k")).split()[1])
+        self.assertErrno(errno.ESTALE, os.write, fd, b"succeeded %d\n" % (gen + 1000))
+        os.write(fd, b"succeeded %d\n" % gen)
+        os.close(fd)
+        self.assertEqual(read(self.key("k")).split()[0], b"succeeded")
+
+    def test_failed_frees_key_under_dedup_success(self):
+        fd = claim(self.key("k"))
+        os.write(fd, b"failed\n")
+        os.close(fd)
+        self.assertFalse(os.path.exists(self.key("k")))
+        fd = claim(self.key("k"))
+        self.assertEqual(os.getxattr(self.key("k"), "user.oncefs.attempt"), b"2")
+        os.close(fd)
+
+    def test_release(self):
+        os.close(claim(self.key("k")))
+        os.unlink(self.key("k"))
+        self.assertFalse(os.path.exists(self.key("k")))
+        os.close(claim(self.key("k")))
+
+    def test_terminal_refuses_root_writes(self):
+        fd = claim(self.key("k"))
+        os.write(fd, b"succeeded\n")
+        os.close(fd)
+        self.assertErrno(errno.EPERM, write, self.key("k"), b"failed\n")
+        self.assertErrno(errno.EPERM, os.truncate, self.key("k"), 0)
+        self.assertErrno(errno.EPERM, os.utime, self.key("k"))
+        self.assertErrno(errno.EPERM, os.chmod, self.key("k"), 0o644)
+
+
+if __name__ == "__main__":
+    run()
