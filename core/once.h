@@ -26,6 +26,7 @@ struct caller {
 struct once_config {
 	size_t max_result;		/* bytes of a key's result */
 	int64_t max_checkpoint;		/* bytes of one checkpoint */
+	const char *tmpdir;		/* private copies of checkpoints */
 };
 
 /* Counters of one mount, shown in .stats. */

@@ -2,9 +2,15 @@
  * step.c - checkpoints and input fingerprints (see step.h).
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "step.h"
+#include "workflow.h"
 
 /* Inside a transaction: the effect a new value would have on w. */
 static int decide(struct once *o, const struct wf_row *w, const char *value,
@@ -83,4 +89,419 @@ int step_set_fingerprint(struct once *o, int64_t wf, const char *buf,
 		rc = once_event(o, wf, who, &ev);
 out:
 	return once_end(o, rc);
+}
+
+/* ---- checkpoints ------------------------------------------------------ */
+
+struct step_writer {
+	int64_t id;
+	int64_t wf;
+	int64_t epoch;
+	int fd;			/* the private copy */
+	int64_t size;
+};
+
+static void step_event(struct event *ev, const char *type,
+		       const struct step_row *r)
+{
+	*ev = (struct event){
+		.type = type,
+		.subject = "step",
+		.name = r->name,
+		.name_len = r->name_len,
+	};
+}
+
+/* Inside a transaction: the workflow and, by name, its visible step. */
+static int find_step(struct once *o, int64_t wf, const char *name, size_t len,
+		     struct wf_row *w, struct step_row *out)
+{
+	int rc = store_wf_by_id(o->store, wf, w);
+
+	if (rc == 0)
+		rc = store_step_get(o->store, wf, w->epoch, name, len, out);
+	return rc;
+}
+
+/* Inside a transaction: a step by id, if it is visible. */
+static int visible_step(struct once *o, int64_t id, struct step_row *out)
+{
+	struct wf_row w;
+	int rc = store_step_by_id(o->store, id, out);
+
+	if (rc == 0)
+		rc = store_wf_by_id(o->store, out->wf, &w);
+	if (rc == 0 && w.epoch != out->epoch)
+		rc = -ENOENT;
+	return rc == -ENOENT ? -ESTALE : rc;
+}
+
+int step_lookup(struct once *o, int64_t wf, const char *name, size_t len,
+		struct step_row *out)
+{
+	struct wf_row w;
+	int rc = name_check(name, len);
+
+	if (rc)
+		return rc;
+	rc = store_begin(o->store, false);
+	if (rc)
+		return rc;
+	rc = find_step(o, wf, name, len, &w, out);
+	return once_end(o, rc);
+}
+
+int step_get(struct once *o, int64_t id, struct step_row *out)
+{
+	int rc = store_begin(o->store, false);
+
+	if (rc)
+		return rc;
+	rc = visible_step(o, id, out);
+	return once_end(o, rc);
+}
+
+int step_list(struct once *o, int64_t wf, int64_t after, struct step_row *rows,
+	      int max, int *n)
+{
+	struct wf_row w;
+	int rc = store_begin(o->store, false);
+
+	*n = 0;
+	if (rc)
+		return rc;
+	rc = store_wf_by_id(o->store, wf, &w);
+	if (rc == 0)
+		rc = store_step_list(o->store, wf, w.epoch, after, rows, max, n);
+	return once_end(o, rc);
+}
+
+int step_create(struct once *o, int64_t wf, const char *name, size_t len,
+		bool excl, const struct caller *who, struct step_row *out)
+{
+	struct wf_row w;
+	struct event ev;
+	int rc = name_check(name, len);
+
+	if (rc)
+		return rc;
+	rc = store_begin(o->store, true);
+	if (rc)
+		return rc;
+	rc = find_step(o, wf, name, len, &w, out);
+	if (rc == 0) {
+		rc = excl ? -EEXIST : 0;
+		goto out;
+	}
+	if (rc != -ENOENT)
+		goto out;
+	memset(out, 0, sizeof(*out));
+	out->wf = wf;
+	out->epoch = w.epoch;
+	memcpy(out->name, name, len);
+	out->name[len] = '\0';
+	out->name_len = len;
+	out->mtime_ns = once_now_ms(o) * 1000000;
+	rc = store_step_insert(o->store, out);
+	step_event(&ev, "checkpoint", out);
+	ev.number_field = "size";
+	if (rc == 0)
+		rc = once_event(o, wf, who, &ev);
+out:
+	return once_end(o, rc);
+}
+
+int step_remove(struct once *o, int64_t wf, const char *name, size_t len,
+		const struct caller *who)
+{
+	struct step_row r;
+	struct wf_row w;
+	struct event ev;
+	int rc = name_check(name, len);
+
+	if (rc)
+		return rc;
+	rc = store_begin(o->store, true);
+	if (rc)
+		return rc;
+	rc = find_step(o, wf, name, len, &w, &r);
+	if (rc == 0)
+		rc = store_step_delete(o->store, r.id);
+	step_event(&ev, "remove", &r);
+	if (rc == 0)
+		rc = once_event(o, wf, who, &ev);
+	return once_end(o, rc);
+}
+
+int step_rename(struct once *o, int64_t wf, const char *from, size_t from_len,
+		const char *to, size_t to_len, bool noreplace,
+		const struct caller *who)
+{
+	struct step_row r, target;
+	struct wf_row w;
+	struct event ev;
+	int rc = name_check(from, from_len);
+
+	if (rc == 0)
+		rc = name_check(to, to_len);
+	if (rc)
+		return rc;
+	rc = store_begin(o->store, true);
+	if (rc)
+		return rc;
+	rc = find_step(o, wf, from, from_len, &w, &r);
+	if (rc)
+		goto out;
+	if (from_len == to_len && memcmp(from, to, to_len) == 0)
+		goto out;
+	rc = store_step_get(o->store, wf, w.epoch, to, to_len, &target);
+	if (rc == 0) {
+		rc = noreplace ? -EEXIST : store_step_delete(o->store, target.id);
+	} else if (rc == -ENOENT) {
+		rc = 0;
+	}
+	if (rc)
+		goto out;
+	memcpy(r.name, to, to_len);
+	r.name[to_len] = '\0';
+	r.name_len = to_len;
+	rc = store_step_update(o->store, &r);
+	step_event(&ev, "rename", &r);
+	ev.detail_field = "from";
+	ev.detail = from;
+	ev.detail_len = from_len;
+	if (!name_is_utf8(from, from_len))
+		ev.detail_field = NULL;
+	if (rc == 0)
+		rc = once_event(o, wf, who, &ev);
+out:
+	return once_end(o, rc);
+}
+
+int step_set_mtime(struct once *o, int64_t id, int64_t mtime_ns)
+{
+	struct step_row r;
+	int rc = store_begin(o->store, true);
+
+	if (rc)
+		return rc;
+	rc = visible_step(o, id, &r);
+	r.mtime_ns = mtime_ns;
+	if (rc == 0)
+		rc = store_step_update(o->store, &r);
+	return once_end(o, rc);
+}
+
+static int open_private_copy(struct once *o)
+{
+	const char *dir = o->config.tmpdir ? o->config.tmpdir : P_tmpdir;
+	char path[PATH_MAX];
+	int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+
+	if (fd >= 0)
+		return fd;
+	snprintf(path, sizeof(path), "%s/oncefs-step-XXXXXX", dir);
+	fd = mkostemp(path, O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	unlink(path);
+	return fd;
+}
+
+/* Copy a checkpoint's committed content into fd. */
+static int copy_content(struct once *o, int64_t id, int fd, int64_t *size)
+{
+	struct store_reader *r;
+	char *buf = malloc(256 * 1024);
+	int64_t off = 0;
+	int rc;
+
+	if (!buf)
+		return -ENOMEM;
+	rc = store_reader_open(o->store, id, &r, size);
+	if (rc == -ENOENT)
+		rc = -ESTALE;
+	while (rc == 0 && off < *size) {
+		size_t got;
+
+		rc = store_reader_read(r, off, buf, 256 * 1024, &got);
+		if (rc == 0 && pwrite(fd, buf, got, off) != (ssize_t)got)
+			rc = errno ? -errno : -EIO;
+		off += (int64_t)got;
+	}
+	if (r)
+		store_reader_close(r);
+	free(buf);
+	return rc;
+}
+
+int step_writer_open(struct once *o, int64_t id, bool truncate,
+		     struct step_writer **out)
+{
+	struct step_writer *w;
+	struct step_row r;
+	int rc = step_get(o, id, &r);
+
+	*out = NULL;
+	if (rc)
+		return rc;
+	w = calloc(1, sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	w->id = id;
+	w->wf = r.wf;
+	w->epoch = r.epoch;
+	w->fd = open_private_copy(o);
+	if (w->fd < 0) {
+		rc = w->fd;
+		free(w);
+		return rc;
+	}
+	if (!truncate) {
+		rc = copy_content(o, id, w->fd, &w->size);
+		if (rc) {
+			step_writer_close(w);
+			return rc;
+		}
+	}
+	*out = w;
+	return 0;
+}
+
+/* Is the writer's fingerprint still the workflow's?  -ESTALE if not. */
+static int writer_current(struct once *o, const struct step_writer *w)
+{
+	struct wf_row r;
+	int rc = workflow_get(o, w->wf, &r);
+
+	if (rc == -ENOENT || (rc == 0 && r.epoch != w->epoch))
+		rc = -ESTALE;
+	return rc;
+}
+
+int step_writer_write(struct once *o, struct step_writer *w, int64_t off,
+		      const char *buf, size_t size, bool append)
+{
+	ssize_t n;
+	int rc;
+
+	if (append)
+		off = w->size;
+	if (off < 0 || off + (int64_t)size > o->config.max_checkpoint)
+		return -EFBIG;
+	rc = writer_current(o, w);
+	if (rc)
+		return rc;
+	n = pwrite(w->fd, buf, size, off);
+	if (n < 0)
+		return -errno;
+	if ((size_t)n != size)
+		return -ENOSPC;
+	if (off + (int64_t)size > w->size)
+		w->size = off + (int64_t)size;
+	return 0;
+}
+
+int step_writer_read(struct step_writer *w, int64_t off, char *buf,
+		     size_t size, size_t *got)
+{
+	ssize_t n = pread(w->fd, buf, size, off);
+
+	*got = n > 0 ? (size_t)n : 0;
+	return n < 0 ? -errno : 0;
+}
+
+int step_writer_truncate(struct once *o, struct step_writer *w, int64_t size)
+{
+	int rc;
+
+	if (size < 0 || size > o->config.max_checkpoint)
+		return -EFBIG;
+	rc = writer_current(o, w);
+	if (rc)
+		return rc;
+	if (ftruncate(w->fd, size))
+		return -errno;
+	w->size = size;
+	return 0;
+}
+
+int64_t step_writer_size(const struct step_writer *w)
+{
+	return w->size;
+}
+
+int64_t step_writer_id(const struct step_writer *w)
+{
+	return w->id;
+}
+
+int step_writer_commit(struct once *o, struct step_writer *w,
+		       const struct caller *who)
+{
+	struct step_row r;
+	struct wf_row wr;
+	struct event ev;
+	int rc = store_begin(o->store, true);
+
+	if (rc)
+		return rc;
+	rc = store_wf_by_id(o->store, w->wf, &wr);
+	if (rc == 0 && wr.epoch != w->epoch)
+		rc = -ESTALE;
+	if (rc == 0)
+		rc = store_step_by_id(o->store, w->id, &r);
+	if (rc == -ENOENT) {
+		/* Removed while open: like a write to an unlinked file. */
+		rc = 0;
+		goto out;
+	}
+	if (rc == 0)
+		rc = store_step_write(o->store, w->id, w->fd, w->size,
+				      once_now_ms(o) * 1000000);
+	step_event(&ev, "checkpoint", &r);
+	ev.number_field = "size";
+	ev.number_field_value = w->size;
+	if (rc == 0)
+		rc = once_event(o, w->wf, who, &ev);
+out:
+	rc = once_end(o, rc);
+	if (rc == 0)
+		once_count(&o->stats.checkpoints);
+	return rc;
+}
+
+void step_writer_close(struct step_writer *w)
+{
+	if (!w)
+		return;
+	if (w->fd >= 0)
+		close(w->fd);
+	free(w);
+}
+
+int step_purge(struct once *o, int max, int64_t *n)
+{
+	int rc = store_begin(o->store, true);
+
+	*n = 0;
+	if (rc)
+		return rc;
+	rc = store_step_purge(o->store, max, n);
+	return once_end(o, rc);
+}
+
+int step_truncate(struct once *o, int64_t id, int64_t size,
+		  const struct caller *who)
+{
+	struct step_writer *w;
+	int rc = step_writer_open(o, id, size == 0, &w);
+
+	if (rc)
+		return rc;
+	rc = step_writer_truncate(o, w, size);
+	if (rc == 0)
+		rc = step_writer_commit(o, w, who);
+	step_writer_close(w);
+	return rc;
 }

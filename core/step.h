@@ -20,6 +20,68 @@
 #include "once.h"
 
 /*
+ * A writer works on a private copy (a temporary file) of the checkpoint
+ * and commits it whole, in one transaction: readers, a crash, or another
+ * writer see the old content or the new, never a mix.  A writer belongs
+ * to the epoch its checkpoint had when it was opened; once the fingerprint
+ * has moved on (reset), its writes and its commit fail with -ESTALE.
+ */
+struct step_writer;
+
+/* The visible checkpoint of that name: -ENOENT. */
+int step_lookup(struct once *o, int64_t wf, const char *name, size_t len,
+		struct step_row *out);
+
+/* A checkpoint by id: -ESTALE when it is gone or no longer visible. */
+int step_get(struct once *o, int64_t id, struct step_row *out);
+
+/* Visible checkpoints with id > after, in id order (a stable cursor). */
+int step_list(struct once *o, int64_t wf, int64_t after, struct step_row *rows,
+	      int max, int *n);
+
+/*
+ * Create an empty checkpoint (open with O_CREAT), or with excl=false find
+ * the existing one.  -EEXIST when excl and it exists.
+ */
+int step_create(struct once *o, int64_t wf, const char *name, size_t len,
+		bool excl, const struct caller *who, struct step_row *out);
+
+/* rm steps/S. */
+int step_remove(struct once *o, int64_t wf, const char *name, size_t len,
+		const struct caller *who);
+
+/* rename within steps/: -EEXIST under noreplace, -ENOENT. */
+int step_rename(struct once *o, int64_t wf, const char *from, size_t from_len,
+		const char *to, size_t to_len, bool noreplace,
+		const struct caller *who);
+
+/* utimes on a checkpoint. */
+int step_set_mtime(struct once *o, int64_t id, int64_t mtime_ns);
+
+/* Open a private copy: empty with truncate, else the committed content. */
+int step_writer_open(struct once *o, int64_t id, bool truncate,
+		     struct step_writer **out);
+/* -EFBIG past max_checkpoint, -ESTALE once the fingerprint moved on. */
+int step_writer_write(struct once *o, struct step_writer *w, int64_t off,
+		      const char *buf, size_t size, bool append);
+int step_writer_read(struct step_writer *w, int64_t off, char *buf,
+		     size_t size, size_t *got);
+int step_writer_truncate(struct once *o, struct step_writer *w, int64_t size);
+int64_t step_writer_size(const struct step_writer *w);
+int64_t step_writer_id(const struct step_writer *w);
+/* Commit the private copy as the checkpoint's new content. */
+int step_writer_commit(struct once *o, struct step_writer *w,
+		       const struct caller *who);
+void step_writer_close(struct step_writer *w);
+
+/* truncate(2) by path: a private copy cut to size, committed at once. */
+int step_truncate(struct once *o, int64_t id, int64_t size,
+		  const struct caller *who);
+
+/* Purge up to max checkpoints of old fingerprints; *n gets the count. */
+int step_purge(struct once *o, int max, int64_t *n);
+
+/*
  * The checks of write() for input.fingerprint: the value's syntax
  * (-EINVAL) and the raise rule (-EBUSY).
  */

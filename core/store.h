@@ -163,12 +163,39 @@ int store_key_list(struct store *st, int64_t wf, int64_t after,
 int store_key_count(struct store *st, int64_t wf, int64_t now_ms,
 		    int64_t *n);
 
-/* Checkpoints. */
+/* Checkpoints: rows of (workflow, epoch, name) with their content. */
 int store_step_get(struct store *st, int64_t wf, int64_t epoch,
 		   const char *name, size_t len, struct step_row *out);
 int store_step_by_id(struct store *st, int64_t id, struct step_row *out);
 int store_step_count(struct store *st, int64_t wf, int64_t epoch,
 		     int64_t *n);
+/* Checkpoints of an epoch with id > after, by id. */
+int store_step_list(struct store *st, int64_t wf, int64_t epoch,
+		    int64_t after, struct step_row *rows, int max, int *n);
+/* An empty checkpoint; fills in row->id.  -EEXIST when the name is taken. */
+int store_step_insert(struct store *st, struct step_row *row);
+/* Name and mtime of row->id (content untouched). -EEXIST on a name clash. */
+int store_step_update(struct store *st, const struct step_row *row);
+/* Replace the content of checkpoint id with size bytes read from fd at 0. */
+int store_step_write(struct store *st, int64_t id, int fd, int64_t size,
+		     int64_t mtime_ns);
+int store_step_delete(struct store *st, int64_t id);
+/* Delete up to max checkpoints of epochs older than their workflow's. */
+int store_step_purge(struct store *st, int max, int64_t *purged);
+
+/*
+ * A reader sees one version of a checkpoint from open to close, whatever
+ * happens to the checkpoint meanwhile: it holds a read transaction of its
+ * own (on a connection of its own), so that neither a rewrite nor a purge,
+ * by this process or another, changes what it reads.  Call outside any
+ * transaction.  -ENOENT when the checkpoint is gone.
+ */
+struct store_reader;
+int store_reader_open(struct store *st, int64_t id, struct store_reader **out,
+		      int64_t *size);
+int store_reader_read(struct store_reader *r, int64_t off, char *buf,
+		      size_t size, size_t *got);
+void store_reader_close(struct store_reader *r);
 
 /* Events: append one, and read the rendered file of a workflow. */
 int store_event_append(struct store *st, int64_t wf, const struct event *ev);

@@ -21,6 +21,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <syslog.h>
+#include <unistd.h>
 
 #include <sqlite3.h>
 
@@ -55,6 +56,12 @@ enum stmt_id {
 	S_STEP_GET,
 	S_STEP_BY_ID,
 	S_STEP_COUNT,
+	S_STEP_LIST,
+	S_STEP_INSERT,
+	S_STEP_UPDATE,
+	S_STEP_RESIZE,
+	S_STEP_DELETE,
+	S_STEP_PURGE,
 	S_EVENT_RENDER,
 	S_EVENT_INSERT,
 	S_EVENT_GROW,
@@ -111,6 +118,16 @@ static const char *const sql[S_NSTMTS] = {
 		"WHERE wf = ?1 AND epoch = ?2 AND name = ?3",
 	[S_STEP_BY_ID] = "SELECT " STEP_COLS " FROM steps WHERE id = ?1",
 	[S_STEP_COUNT] = "SELECT count(*) FROM steps WHERE wf = ?1 AND epoch = ?2",
+	[S_STEP_LIST] = "SELECT " STEP_COLS " FROM steps WHERE wf = ?1 AND "
+		"epoch = ?2 AND id > ?3 ORDER BY id LIMIT ?4",
+	[S_STEP_INSERT] = "INSERT INTO steps(wf, epoch, name, size, mtime_ns, data) "
+		"VALUES(?2, ?3, ?4, 0, ?6, zeroblob(0)) RETURNING id",
+	[S_STEP_UPDATE] = "UPDATE steps SET name = ?4, mtime_ns = ?6 WHERE id = ?1",
+	[S_STEP_RESIZE] = "UPDATE steps SET size = ?2, mtime_ns = ?3, "
+		"data = zeroblob(?2) WHERE id = ?1",
+	[S_STEP_DELETE] = "DELETE FROM steps WHERE id = ?1",
+	[S_STEP_PURGE] = "DELETE FROM steps WHERE id IN (SELECT s.id FROM steps s "
+		"JOIN workflows w ON w.id = s.wf WHERE s.epoch < w.epoch LIMIT ?1)",
 	/*
 	 * json_patch() drops the members whose value is null, so absent
 	 * fields (bound as NULL under the placeholder label "_") vanish.
@@ -175,7 +192,12 @@ static const char schema[] =
 
 struct store {
 	sqlite3 *db;
+	char *path;
+	int busy_timeout_ms;
 	pthread_mutex_t lock;
+	pthread_mutex_t pool_lock;
+	sqlite3 *idle_readers[8];	/* connections kept for store_reader */
+	int n_idle_readers;
 	sqlite3_stmt *stmts[S_NSTMTS];
 	enum store_sync sync;
 	bool in_write;
@@ -386,7 +408,14 @@ int store_open(const char *path, const struct store_options *opt,
 	st = calloc(1, sizeof(*st));
 	if (!st)
 		return -ENOMEM;
+	st->path = strdup(path);
+	if (!st->path) {
+		free(st);
+		return -ENOMEM;
+	}
+	st->busy_timeout_ms = opt->busy_timeout_ms;
 	pthread_mutex_init(&st->lock, NULL);
+	pthread_mutex_init(&st->pool_lock, NULL);
 	st->sync = opt->sync;
 
 	flags = SQLITE_OPEN_NOMUTEX;
@@ -447,6 +476,8 @@ int store_open(const char *path, const struct store_options *opt,
 out_close:
 	sqlite3_close(st->db);
 	pthread_mutex_destroy(&st->lock);
+	pthread_mutex_destroy(&st->pool_lock);
+	free(st->path);
 	free(st);
 	return rc;
 }
@@ -457,8 +488,12 @@ void store_close(struct store *st)
 		return;
 	for (int i = 0; i < S_NSTMTS; i++)
 		sqlite3_finalize(st->stmts[i]);
+	for (int i = 0; i < st->n_idle_readers; i++)
+		sqlite3_close(st->idle_readers[i]);
 	sqlite3_close(st->db);
 	pthread_mutex_destroy(&st->lock);
+	pthread_mutex_destroy(&st->pool_lock);
+	free(st->path);
 	free(st);
 }
 
@@ -1059,4 +1094,249 @@ int store_event_read(struct store *st, int64_t wf, int64_t offset,
 	}
 	done(s);
 	return 0;
+}
+
+static void bind_step(sqlite3_stmt *s, const struct step_row *r)
+{
+	sqlite3_bind_int64(s, 1, r->id);
+	sqlite3_bind_int64(s, 2, r->wf);
+	sqlite3_bind_int64(s, 3, r->epoch);
+	bind_blob(s, 4, r->name, r->name_len);
+	sqlite3_bind_int64(s, 6, r->mtime_ns);
+}
+
+int store_step_list(struct store *st, int64_t wf, int64_t epoch,
+		    int64_t after, struct step_row *rows, int max, int *n)
+{
+	sqlite3_stmt *s = stmt(st, S_STEP_LIST);
+	int rc;
+
+	*n = 0;
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, wf);
+	sqlite3_bind_int64(s, 2, epoch);
+	sqlite3_bind_int64(s, 3, after);
+	sqlite3_bind_int(s, 4, max);
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+		read_step(s, &rows[(*n)++]);
+	done(s);
+	return rc == SQLITE_DONE ? 0 : sql_error(st, rc, "list steps");
+}
+
+int store_step_insert(struct store *st, struct step_row *row)
+{
+	sqlite3_stmt *s = stmt(st, S_STEP_INSERT);
+	int rc;
+
+	if (!s)
+		return -EIO;
+	bind_step(s, row);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		row->id = sqlite3_column_int64(s, 0);
+		row->size = 0;
+		done(s);
+		return 0;
+	}
+	done(s);
+	if ((rc & 0xff) == SQLITE_CONSTRAINT)
+		return -EEXIST;
+	return sql_error(st, rc, "insert step");
+}
+
+int store_step_update(struct store *st, const struct step_row *row)
+{
+	sqlite3_stmt *s = stmt(st, S_STEP_UPDATE);
+	int rc;
+
+	if (!s)
+		return -EIO;
+	bind_step(s, row);
+	rc = sqlite3_step(s);
+	done(s);
+	if (rc == SQLITE_DONE)
+		return 0;
+	if ((rc & 0xff) == SQLITE_CONSTRAINT)
+		return -EEXIST;
+	return sql_error(st, rc, "update step");
+}
+
+#define BLOB_CHUNK (256 * 1024)
+
+int store_step_write(struct store *st, int64_t id, int fd, int64_t size,
+		     int64_t mtime_ns)
+{
+	sqlite3_stmt *s = stmt(st, S_STEP_RESIZE);
+	sqlite3_blob *blob = NULL;
+	char *chunk = NULL;
+	int64_t off = 0;
+	int rc;
+
+	if (!s)
+		return -EIO;
+	if (size > INT32_MAX)
+		return -EFBIG;	/* SQLite's limit on one value */
+	sqlite3_bind_int64(s, 1, id);
+	sqlite3_bind_int64(s, 2, size);
+	sqlite3_bind_int64(s, 3, mtime_ns);
+	rc = exec_stmt(st, s, "resize step");
+	if (rc || size == 0)
+		return rc;
+	rc = sqlite3_blob_open(st->db, "main", "steps", "data", id, 1, &blob);
+	if (rc != SQLITE_OK)
+		return sql_error(st, rc, "open step blob");
+	chunk = malloc(BLOB_CHUNK);
+	if (!chunk) {
+		sqlite3_blob_close(blob);
+		return -ENOMEM;
+	}
+	rc = 0;
+	while (off < size) {
+		size_t want = size - off > BLOB_CHUNK ? BLOB_CHUNK : (size_t)(size - off);
+		ssize_t n = pread(fd, chunk, want, off);
+
+		if (n <= 0) {
+			rc = n < 0 ? -errno : -EIO;
+			break;
+		}
+		rc = sqlite3_blob_write(blob, chunk, (int)n, (int)off);
+		if (rc != SQLITE_OK) {
+			rc = sql_error(st, rc, "write step blob");
+			break;
+		}
+		rc = 0;
+		off += n;
+	}
+	free(chunk);
+	sqlite3_blob_close(blob);
+	return rc;
+}
+
+int store_step_delete(struct store *st, int64_t id)
+{
+	sqlite3_stmt *s = stmt(st, S_STEP_DELETE);
+
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, id);
+	return exec_stmt(st, s, "delete step");
+}
+
+int store_step_purge(struct store *st, int max, int64_t *purged)
+{
+	sqlite3_stmt *s = stmt(st, S_STEP_PURGE);
+	int rc;
+
+	*purged = 0;
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int(s, 1, max);
+	rc = exec_stmt(st, s, "purge steps");
+	if (rc == 0)
+		*purged = sqlite3_changes(st->db);
+	return rc;
+}
+
+/* ---- readers ---------------------------------------------------------- */
+
+struct store_reader {
+	struct store *st;
+	sqlite3 *db;
+	sqlite3_blob *blob;
+	int64_t size;
+};
+
+static sqlite3 *reader_connection(struct store *st)
+{
+	sqlite3 *db = NULL;
+
+	pthread_mutex_lock(&st->pool_lock);
+	if (st->n_idle_readers > 0)
+		db = st->idle_readers[--st->n_idle_readers];
+	pthread_mutex_unlock(&st->pool_lock);
+	if (db)
+		return db;
+	if (sqlite3_open_v2(st->path, &db, SQLITE_OPEN_READONLY |
+			    SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+		syslog(LOG_ERR, "oncefs: reader: %s", sqlite3_errmsg(db));
+		sqlite3_close(db);
+		return NULL;
+	}
+	sqlite3_busy_timeout(db, st->busy_timeout_ms);
+	return db;
+}
+
+static void reader_connection_done(struct store *st, sqlite3 *db)
+{
+	pthread_mutex_lock(&st->pool_lock);
+	if (st->n_idle_readers < (int)(sizeof(st->idle_readers) /
+				       sizeof(st->idle_readers[0]))) {
+		st->idle_readers[st->n_idle_readers++] = db;
+		db = NULL;
+	}
+	pthread_mutex_unlock(&st->pool_lock);
+	sqlite3_close(db);
+}
+
+int store_reader_open(struct store *st, int64_t id, struct store_reader **out,
+		      int64_t *size)
+{
+	struct store_reader *r = calloc(1, sizeof(*r));
+	int rc;
+
+	*out = NULL;
+	if (!r)
+		return -ENOMEM;
+	r->st = st;
+	r->db = reader_connection(st);
+	if (!r->db) {
+		free(r);
+		return -EIO;
+	}
+	/* The snapshot begins with the first read inside the transaction. */
+	rc = sqlite3_exec(r->db, "BEGIN", NULL, NULL, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_blob_open(r->db, "main", "steps", "data", id, 0,
+				       &r->blob);
+	if (rc != SQLITE_OK) {
+		int err = (rc & 0xff) == SQLITE_ERROR ? -ENOENT
+			: (rc & 0xff) == SQLITE_BUSY ? -EAGAIN : -EIO;
+
+		sqlite3_exec(r->db, "ROLLBACK", NULL, NULL, NULL);
+		reader_connection_done(st, r->db);
+		free(r);
+		return err;
+	}
+	r->size = sqlite3_blob_bytes(r->blob);
+	*size = r->size;
+	*out = r;
+	return 0;
+}
+
+int store_reader_read(struct store_reader *r, int64_t off, char *buf,
+		      size_t size, size_t *got)
+{
+	int rc;
+
+	*got = 0;
+	if (off >= r->size)
+		return 0;
+	if ((int64_t)size > r->size - off)
+		size = (size_t)(r->size - off);
+	rc = sqlite3_blob_read(r->blob, buf, (int)size, (int)off);
+	if (rc != SQLITE_OK)
+		return -EIO;
+	*got = size;
+	return 0;
+}
+
+void store_reader_close(struct store_reader *r)
+{
+	if (!r)
+		return;
+	sqlite3_blob_close(r->blob);
+	sqlite3_exec(r->db, "COMMIT", NULL, NULL, NULL);
+	reader_connection_done(r->st, r->db);
+	free(r);
 }

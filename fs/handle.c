@@ -9,9 +9,12 @@
 #include <unistd.h>
 
 #include "../core/key.h"
+#include "../core/step.h"
 #include "handle.h"
 
 #define RENEW_INTERVAL_MS 500
+#define PURGE_BATCH 200
+#define PURGE_BATCHES 50
 
 struct handle *handle_new(enum handle_kind kind, uint64_t ino, int64_t wf,
 			  int flags)
@@ -34,6 +37,8 @@ void handle_free(struct handle *h)
 	if (!h)
 		return;
 	pthread_mutex_destroy(&h->lock);
+	step_writer_close(h->writer);
+	store_reader_close(h->reader);
 	free(h->buf);
 	free(h->undo);
 	free(h->snap);
@@ -123,6 +128,20 @@ void handle_renew_remove(struct fs *fs, struct handle *h)
 }
 
 /*
+ * Purge checkpoints of old fingerprints in small batches, each its own
+ * transaction, so that claims wait for one batch at most.
+ */
+static void purge(struct fs *fs)
+{
+	int64_t n;
+
+	for (int i = 0; i < PURGE_BATCHES; i++) {
+		if (step_purge(&fs->core, PURGE_BATCH, &n) || n < PURGE_BATCH)
+			break;
+	}
+}
+
+/*
  * Every RENEW_INTERVAL_MS: collect the generations of open claims and let
  * core renew those whose lease is a third gone.
  */
@@ -161,6 +180,7 @@ static void *renewer(void *arg)
 		}
 		pthread_mutex_unlock(&fs->renew_lock);
 		key_renew(&fs->core, gens, n, &self);
+		purge(fs);
 		pthread_mutex_lock(&fs->renew_lock);
 	}
 	pthread_mutex_unlock(&fs->renew_lock);

@@ -22,7 +22,11 @@ enum handle_kind {
 	HANDLE_FINGERPRINT,
 	HANDLE_EVENTS,
 	HANDLE_STATS,
+	HANDLE_STEP,
 };
+
+struct step_writer;
+struct store_reader;
 
 struct handle {
 	enum handle_kind kind;
@@ -33,6 +37,9 @@ struct handle {
 	bool writable;
 	bool append;
 	bool renews;		/* on fs->renewing */
+	bool truncated;		/* HANDLE_STEP opened with O_TRUNC, not yet committed */
+	struct step_writer *writer;	/* HANDLE_STEP opened for writing */
+	struct store_reader *reader;	/* HANDLE_STEP opened for reading */
 
 	pthread_mutex_t lock;
 	bool dirty;		/* written since the last commit */

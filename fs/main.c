@@ -185,6 +185,32 @@ static int wait_for_child(pid_t child, int fd)
 	return status;
 }
 
+/*
+ * The absolute directory of path into dir, and in *base the last
+ * component of path (pointing into path).  0, or -1 with errno.
+ */
+static int absolute_dir(const char *path, char *dir, size_t size,
+			const char **base)
+{
+	char parent[PATH_MAX];
+	const char *slash = strrchr(path, '/');
+	char resolved[PATH_MAX];
+
+	if (slash) {
+		snprintf(parent, sizeof(parent), "%.*s", (int)(slash - path), path);
+		if (!parent[0])
+			snprintf(parent, sizeof(parent), "/");
+		*base = slash + 1;
+	} else {
+		snprintf(parent, sizeof(parent), ".");
+		*base = path;
+	}
+	if (!realpath(parent, resolved))
+		return -1;
+	snprintf(dir, size, "%s", resolved);
+	return 0;
+}
+
 static void detach(void)
 {
 	int fd = open("/dev/null", O_RDWR);
@@ -216,6 +242,8 @@ int main(int argc, char *argv[])
 	struct timespec now;
 	char err[512] = "";
 	char fsname[PATH_MAX + 16];
+	char tmpdir[PATH_MAX];
+	const char *base = NULL;
 	int report_fd = -1;
 	int64_t size;
 	int rc = 1;
@@ -291,6 +319,26 @@ int main(int argc, char *argv[])
 		report_fd = fds[1];
 	}
 
+	/*
+	 * The daemon leaves its working directory: name the store by an
+	 * absolute path.  Private copies of checkpoints live beside it.
+	 */
+	if (strncmp(opt.store, "postgres", 8) != 0 &&
+	    absolute_dir(opt.store, tmpdir, sizeof(tmpdir), &base)) {
+		fprintf(stderr, "oncefs: %s: %s\n", opt.store, strerror(errno));
+		rc = 1;
+		goto out;
+	}
+	if (base) {
+		char *abs = malloc(strlen(tmpdir) + strlen(base) + 2);
+
+		if (!abs)
+			goto out;
+		sprintf(abs, "%s/%s", tmpdir, base);
+		free(opt.store);
+		opt.store = abs;
+	}
+
 	rc = store_open(opt.store, &sopt, &st, err, sizeof(err));
 	if (rc) {
 		fprintf(stderr, "oncefs: %s: %s\n", opt.store, err);
@@ -302,6 +350,7 @@ int main(int argc, char *argv[])
 		rc = 1;
 		goto out;
 	}
+	cfg.tmpdir = tmpdir;
 	once_init(&fs->core, st, &cfg);
 	fs->owner_uid = getuid();
 	fs->owner_gid = getgid();

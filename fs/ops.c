@@ -145,11 +145,21 @@ static void fill_key(const struct wf_row *w, const struct key_row *k,
 	set_size(st, key_line_len(k) + k->result_len);
 }
 
+static void fill_step(const struct wf_row *w, const struct step_row *r,
+		      struct stat *st)
+{
+	fill_common(st, ino_make(INO_KIND_STEP, (uint64_t)r->id), w->uid,
+		    w->gid, r->mtime_ns, r->mtime_ns);
+	st->st_mode = S_IFREG | (w->mode & 0666);
+	set_size(st, r->size);
+}
+
 /* The attributes of any inode: -ENOENT or -ESTALE when it is gone. */
 static int stat_ino(struct fs *fs, uint64_t ino, struct stat *st)
 {
 	struct wf_row w;
 	struct key_row k;
+	struct step_row r;
 	int rc;
 
 	if (ino == INO_ROOT) {
@@ -174,6 +184,15 @@ static int stat_ino(struct fs *fs, uint64_t ino, struct stat *st)
 			rc = -ESTALE;
 		if (rc == 0)
 			fill_key(&w, &k, st);
+		return rc;
+	case INO_KIND_STEP:
+		rc = step_get(&fs->core, ino_value(ino), &r);
+		if (rc == 0)
+			rc = workflow_get(&fs->core, r.wf, &w);
+		if (rc == -ENOENT)
+			rc = -ESTALE;
+		if (rc == 0)
+			fill_step(&w, &r, st);
 		return rc;
 	default:
 		return -ENOENT;
@@ -214,6 +233,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct stat st;
 	struct wf_row w;
 	struct key_row k;
+	struct step_row r;
 	int rc, field;
 
 	if (len > NAME_MAX_LEN) {
@@ -278,7 +298,15 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		reply_entry(req, &st, 0);
 		return;
 	case SLOT_STEPS:
-		reply_rc(req, -ENOENT);
+		rc = step_lookup(&fs->core, w.id, name, len, &r);
+		if (rc == -EINVAL)
+			rc = -ENOENT;
+		if (rc) {
+			reply_rc(req, rc);
+			return;
+		}
+		fill_step(&w, &r, &st);
+		reply_entry(req, &st, 0);
 		return;
 	default:
 		reply_rc(req, -ENOTDIR);
@@ -375,6 +403,37 @@ static int setattr_key(struct fs *fs, fuse_ino_t ino, int to_set,
 	return rc;
 }
 
+static int setattr_step(struct fs *fs, fuse_ino_t ino, struct stat *attr,
+			int to_set, const struct caller *who, struct handle *h)
+{
+	int64_t id = ino_value(ino);
+	int rc = 0;
+
+	if (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID))
+		return -EPERM;
+	if (to_set & FUSE_SET_ATTR_SIZE) {
+		if (h && h->kind == HANDLE_STEP && h->writer) {
+			pthread_mutex_lock(&h->lock);
+			rc = step_writer_truncate(&fs->core, h->writer,
+						  attr->st_size);
+			if (rc == 0)
+				h->dirty = true;
+			pthread_mutex_unlock(&h->lock);
+		} else {
+			rc = step_truncate(&fs->core, id, attr->st_size, who);
+		}
+	}
+	if (rc == 0 && (to_set & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW))) {
+		int64_t ns = once_now_ms(&fs->core) * 1000000;
+
+		if (!(to_set & FUSE_SET_ATTR_MTIME_NOW))
+			ns = (int64_t)attr->st_mtim.tv_sec * 1000000000 +
+			     attr->st_mtim.tv_nsec;
+		rc = step_set_mtime(&fs->core, id, ns);
+	}
+	return rc;
+}
+
 /* policy files and input.fingerprint: a bare truncate changes nothing. */
 static int setattr_value_file(int to_set, struct handle *h, struct stat *attr)
 {
@@ -426,6 +485,9 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 		break;
 	case INO_KIND_KEY:
 		rc = setattr_key(fs, ino, to_set, &who, h, attr);
+		break;
+	case INO_KIND_STEP:
+		rc = setattr_step(fs, ino, attr, to_set, &who, h);
 		break;
 	default:
 		rc = -EPERM;
@@ -588,6 +650,34 @@ out:
 	return rc;
 }
 
+static int list_steps(struct fs *fs, int64_t wf, struct dirbuf *d, off_t off)
+{
+	struct step_row *rows;
+	int n, rc = 0;
+
+	if (off < FIRST_ROW)
+		off = FIRST_ROW;
+	rows = malloc(sizeof(*rows) * READDIR_BATCH);
+	if (!rows)
+		return -ENOMEM;
+	for (;;) {
+		rc = step_list(&fs->core, wf, off - FIRST_ROW, rows,
+			       READDIR_BATCH, &n);
+		if (rc || n == 0)
+			break;
+		for (int i = 0; i < n; i++) {
+			if (!dir_add(d, rows[i].name,
+				     ino_make(INO_KIND_STEP, (uint64_t)rows[i].id),
+				     S_IFREG, FIRST_ROW + rows[i].id))
+				goto out;
+			off = FIRST_ROW + rows[i].id;
+		}
+	}
+out:
+	free(rows);
+	return rc;
+}
+
 static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		       struct fuse_file_info *fi)
 {
@@ -649,6 +739,7 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		rc = list_keys(fs, w.id, &d, off);
 		break;
 	case SLOT_STEPS:
+		rc = list_steps(fs, w.id, &d, off);
 		break;
 	default:
 		rc = -ENOTDIR;
@@ -694,6 +785,11 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 		if (rc == -EINVAL)
 			rc = -ENOENT;
 		break;
+	case SLOT_STEPS:
+		rc = step_remove(&fs->core, wf, name, len, &who);
+		if (rc == -EINVAL)
+			rc = -ENOENT;
+		break;
 	case SLOT_POLICY:
 		field = policy_field_lookup(name, len);
 		rc = field < 0 ? -ENOENT
@@ -729,6 +825,14 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 			rc = workflow_rename(&fs->core, name, strlen(name),
 					     newname, strlen(newname), wflags,
 					     &who);
+		reply_rc(req, rc);
+		return;
+	}
+	if (parent == newparent && ino_kind(parent) == INO_KIND_WORKFLOW &&
+	    ino_wf_slot(parent) == SLOT_STEPS) {
+		rc = step_rename(&fs->core, ino_wf_id(parent), name, strlen(name),
+				 newname, strlen(newname),
+				 flags & RENAME_NOREPLACE, &who);
 		reply_rc(req, rc);
 		return;
 	}
@@ -846,6 +950,38 @@ static int open_key(struct fs *fs, uint64_t ino, int flags,
 	return 0;
 }
 
+/* Open a checkpoint: a snapshot for readers, a private copy for writers. */
+static int open_step(struct fs *fs, uint64_t ino, int flags, bool created,
+		     struct handle **out)
+{
+	struct handle *h;
+	struct step_row r;
+	int64_t size;
+	int rc = step_get(&fs->core, ino_value(ino), &r);
+
+	if (rc)
+		return rc;
+	h = handle_new(HANDLE_STEP, ino, r.wf, flags);
+	if (!h)
+		return -ENOMEM;
+	if (h->writable) {
+		bool trunc = created || (flags & O_TRUNC);
+
+		rc = step_writer_open(&fs->core, r.id, trunc, &h->writer);
+		h->truncated = !created && (flags & O_TRUNC);
+	} else {
+		rc = store_reader_open(fs->core.store, r.id, &h->reader, &size);
+		if (rc == -ENOENT)
+			rc = -ESTALE;
+	}
+	if (rc) {
+		handle_free(h);
+		return rc;
+	}
+	*out = h;
+	return 0;
+}
+
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req);
@@ -868,6 +1004,14 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	switch (ino_kind(ino)) {
 	case INO_KIND_KEY:
 		rc = open_key(fs, ino, fi->flags, &who, &h);
+		if (rc == 0) {
+			reply_open(req, fi, h);
+			return;
+		}
+		reply_rc(req, rc);
+		return;
+	case INO_KIND_STEP:
+		rc = open_step(fs, ino, fi->flags, false, &h);
 		if (rc == 0) {
 			reply_open(req, fi, h);
 			return;
@@ -927,6 +1071,35 @@ out:
 	reply_open(req, fi, h);
 }
 
+static void create_step(fuse_req_t req, struct fs *fs, const struct wf_row *w,
+			const char *name, size_t len, struct fuse_file_info *fi)
+{
+	struct caller who = caller_of(req);
+	struct fuse_entry_param e;
+	struct handle *h = NULL;
+	struct step_row r;
+	int rc;
+
+	rc = step_create(&fs->core, w->id, name, len, fi->flags & O_EXCL, &who,
+			 &r);
+	if (rc == -EINVAL && len > NAME_MAX_LEN)
+		rc = -ENAMETOOLONG;
+	if (rc == 0)
+		rc = open_step(fs, ino_make(INO_KIND_STEP, (uint64_t)r.id),
+			       fi->flags, r.size == 0, &h);
+	if (rc) {
+		reply_rc(req, rc);
+		return;
+	}
+	memset(&e, 0, sizeof(e));
+	fill_step(w, &r, &e.attr);
+	e.ino = e.attr.st_ino;
+	fi->fh = (uintptr_t)h;
+	fi->direct_io = 1;
+	if (fuse_reply_create(req, &e, fi) == -ENOENT)
+		handle_free(h);
+}
+
 static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		      mode_t mode, struct fuse_file_info *fi)
 {
@@ -941,13 +1114,18 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 
 	(void)mode;
 	if (parent == INO_ROOT || ino_kind(parent) != INO_KIND_WORKFLOW ||
-	    ino_wf_slot(parent) != SLOT_KEYS) {
+	    (ino_wf_slot(parent) != SLOT_KEYS &&
+	     ino_wf_slot(parent) != SLOT_STEPS)) {
 		reply_rc(req, len > NAME_MAX_LEN ? -ENAMETOOLONG : -EPERM);
 		return;
 	}
 	rc = workflow_get(&fs->core, ino_wf_id(parent), &w);
 	if (rc) {
 		reply_rc(req, rc);
+		return;
+	}
+	if (ino_wf_slot(parent) == SLOT_STEPS) {
+		create_step(req, fs, &w, name, len, fi);
 		return;
 	}
 	if (!(fi->flags & O_EXCL)) {
@@ -1013,6 +1191,25 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		free(buf);
 		return;
 	}
+	if (h->kind == HANDLE_STEP) {
+		buf = malloc(size ? size : 1);
+		if (!buf) {
+			reply_rc(req, -ENOMEM);
+			return;
+		}
+		pthread_mutex_lock(&h->lock);
+		if (h->writer)
+			rc = step_writer_read(h->writer, off, buf, size, &got);
+		else
+			rc = store_reader_read(h->reader, off, buf, size, &got);
+		pthread_mutex_unlock(&h->lock);
+		if (rc)
+			reply_rc(req, rc);
+		else
+			fuse_reply_buf(req, buf, got);
+		free(buf);
+		return;
+	}
 	pthread_mutex_lock(&h->lock);
 	if ((size_t)off < h->snap_len) {
 		got = h->snap_len - (size_t)off;
@@ -1066,6 +1263,18 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *data,
 		return;
 	}
 	pthread_mutex_lock(&h->lock);
+	if (h->kind == HANDLE_STEP) {
+		rc = step_writer_write(&fs->core, h->writer, off, data, size,
+				       h->append);
+		if (rc == 0)
+			h->dirty = true;
+		pthread_mutex_unlock(&h->lock);
+		if (rc)
+			reply_rc(req, rc);
+		else
+			fuse_reply_write(req, size);
+		return;
+	}
 	rc = handle_put(h, data, size, off, write_limit(fs, h));
 	if (rc == -EFBIG && h->kind != HANDLE_KEY)
 		rc = -EINVAL;	/* no valid value is that long */
@@ -1104,11 +1313,16 @@ static int commit(struct fs *fs, struct handle *h, const struct caller *who)
 	case HANDLE_FINGERPRINT:
 		rc = step_set_fingerprint(&fs->core, h->wf, h->buf, h->len, who);
 		break;
+	case HANDLE_STEP:
+		rc = step_writer_commit(&fs->core, h->writer, who);
+		break;
 	default:
 		break;
 	}
-	if (rc == 0)
+	if (rc == 0) {
 		h->dirty = false;
+		h->truncated = false;
+	}
 out:
 	pthread_mutex_unlock(&h->lock);
 	return rc;
@@ -1138,8 +1352,18 @@ static void op_release(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
 {
 	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+	struct caller who = caller_of(req);
 
 	(void)ino;
+	/*
+	 * The one exception to "release never commits": a checkpoint opened
+	 * with O_TRUNC and closed without a write (": > steps/x") is emptied
+	 * now, since no flush could tell that nothing more was coming.
+	 */
+	if (h->kind == HANDLE_STEP && h->truncated && h->writer) {
+		h->dirty = true;
+		commit(fs_of(req), h, &who);
+	}
 	handle_renew_remove(fs_of(req), h);
 	handle_free(h);
 	fuse_reply_err(req, 0);

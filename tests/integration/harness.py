@@ -68,7 +68,8 @@ class Mount:
         return self
 
     def read_log(self):
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         with open(self.log.name, "rb") as f:
             return f.read().decode(errors="replace")
 
@@ -77,20 +78,28 @@ class Mount:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait()
         _unmount(self.path)
+        self.log.close()
+        if self in _live:
+            _live.remove(self)
+        self.proc = None
 
     def stop(self):
         if self.proc is None:
             return
         _unmount(self.path)
         try:
-            self.proc.wait(timeout=20)
+            code = self.proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+            code = "hung"
         self.log.close()
         if self in _live:
             _live.remove(self)
         self.proc = None
+        if code != 0:
+            # A sanitizer report or a crash of the daemon fails the test.
+            raise RuntimeError("oncefs exited with %s:\n%s" % (code, self.read_log()))
 
     def restart(self, options=None):
         self.stop()
