@@ -134,7 +134,10 @@ int store_wf_by_name(struct store *st, const char *name, size_t len,
 int store_wf_by_id(struct store *st, int64_t id, struct wf_row *out);
 /* Fills in row->id.  -EEXIST when the name is taken. */
 int store_wf_insert(struct store *st, struct wf_row *row);
-/* Writes every mutable field of the row with row->id. */
+/*
+ * Writes every mutable field of the row with row->id, but events_size,
+ * which only store_event_append() changes.
+ */
 int store_wf_update(struct store *st, const struct wf_row *row);
 /* Deletes the workflow with its keys, checkpoints and events. */
 int store_wf_delete(struct store *st, int64_t id);

@@ -92,7 +92,7 @@ static const char *const sql[S_NSTMTS] = {
 	[S_WF_UPDATE] = "UPDATE workflows SET name = ?2, uid = ?3, gid = ?4, "
 		"mode = ?5, ctime_ns = ?6, mtime_ns = ?7, on_input_change = ?8, "
 		"dedup_on = ?9, in_flight_ttl = ?10, retention = ?11, "
-		"fingerprint = ?12, epoch = ?13, events_size = ?14 WHERE id = ?1",
+		"fingerprint = ?12, epoch = ?13 WHERE id = ?1",
 	[S_WF_DELETE] = "DELETE FROM workflows WHERE id = ?1",
 	[S_WF_DELETE_KEYS] = "DELETE FROM keys WHERE wf = ?1",
 	[S_WF_DELETE_STEPS] = "DELETE FROM steps WHERE wf = ?1",

@@ -1294,6 +1294,50 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *data,
 		fuse_reply_write(req, size);
 }
 
+/*
+ * Is the process closing this file dying of a signal?  The kernel closes
+ * a killed process's files too, and a FLUSH looks the same either way; but
+ * by then do_exit() has marked the task PF_EXITING and stored its exit
+ * code (/proc/PID/stat fields 9 and 52), and a signal death shows in the
+ * code's low seven bits.  A process that exits, even with a failure
+ * status, is not dying of a signal: what it wrote is committed.
+ */
+static bool dying_by_signal(pid_t pid)
+{
+	char path[64], buf[1024];
+	unsigned long long flags = 0;
+	long long exit_code = 0;
+	const char *p;
+	ssize_t n;
+	int fd, field;
+
+	if (pid <= 0)
+		return false;
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	buf[n] = '\0';
+	p = strrchr(buf, ')');
+	if (!p)
+		return false;
+	/* After ") " comes field 3; count fields up to 52. */
+	for (field = 2; *p && field < 52; p++) {
+		if (*p != ' ')
+			continue;
+		field++;
+		if (field == 9)
+			flags = strtoull(p + 1, NULL, 10);
+		else if (field == 52)
+			exit_code = strtoll(p + 1, NULL, 10);
+	}
+	return (flags & 0x4 /* PF_EXITING */) && (exit_code & 0x7f) != 0;
+}
+
 /* Commit what a handle wrote since its last commit. */
 static int commit(struct fs *fs, struct handle *h, const struct caller *who)
 {
@@ -1302,6 +1346,13 @@ static int commit(struct fs *fs, struct handle *h, const struct caller *who)
 	pthread_mutex_lock(&h->lock);
 	if (!h->dirty)
 		goto out;
+	if ((h->kind == HANDLE_STEP || h->kind == HANDLE_KEY) &&
+	    dying_by_signal(who->pid)) {
+		/* Killed half way: keep the old checkpoint, leave the claim. */
+		h->dirty = false;
+		h->truncated = false;
+		goto out;
+	}
 	switch (h->kind) {
 	case HANDLE_KEY:
 		rc = key_finalize(&fs->core, h->generation, h->buf, h->len, who);
