@@ -61,7 +61,10 @@ enum stmt_id {
 	S_STEP_UPDATE,
 	S_STEP_RESIZE,
 	S_STEP_DELETE,
-	S_STEP_PURGE,
+	S_STEP_PURGE_PICK,
+	S_CHUNKS_DELETE,
+	S_CHUNK_INSERT,
+	S_WF_DELETE_CHUNKS,
 	S_EVENT_RENDER,
 	S_EVENT_INSERT,
 	S_EVENT_GROW,
@@ -120,14 +123,17 @@ static const char *const sql[S_NSTMTS] = {
 	[S_STEP_COUNT] = "SELECT count(*) FROM steps WHERE wf = ?1 AND epoch = ?2",
 	[S_STEP_LIST] = "SELECT " STEP_COLS " FROM steps WHERE wf = ?1 AND "
 		"epoch = ?2 AND id > ?3 ORDER BY id LIMIT ?4",
-	[S_STEP_INSERT] = "INSERT INTO steps(wf, epoch, name, size, mtime_ns, data) "
-		"VALUES(?2, ?3, ?4, 0, ?6, zeroblob(0)) RETURNING id",
+	[S_STEP_INSERT] = "INSERT INTO steps(wf, epoch, name, size, mtime_ns) "
+		"VALUES(?2, ?3, ?4, 0, ?6) RETURNING id",
 	[S_STEP_UPDATE] = "UPDATE steps SET name = ?4, mtime_ns = ?6 WHERE id = ?1",
-	[S_STEP_RESIZE] = "UPDATE steps SET size = ?2, mtime_ns = ?3, "
-		"data = zeroblob(?2) WHERE id = ?1",
+	[S_STEP_RESIZE] = "UPDATE steps SET size = ?2, mtime_ns = ?3 WHERE id = ?1",
 	[S_STEP_DELETE] = "DELETE FROM steps WHERE id = ?1",
-	[S_STEP_PURGE] = "DELETE FROM steps WHERE id IN (SELECT s.id FROM steps s "
-		"JOIN workflows w ON w.id = s.wf WHERE s.epoch < w.epoch LIMIT ?1)",
+	[S_STEP_PURGE_PICK] = "SELECT s.id FROM workflows w JOIN steps s "
+		"ON s.wf = w.id AND s.epoch < w.epoch LIMIT ?1",
+	[S_CHUNKS_DELETE] = "DELETE FROM chunks WHERE step = ?1",
+	[S_CHUNK_INSERT] = "INSERT INTO chunks(step, seq, data) VALUES(?1, ?2, ?3)",
+	[S_WF_DELETE_CHUNKS] = "DELETE FROM chunks WHERE step IN "
+		"(SELECT id FROM steps WHERE wf = ?1)",
 	/*
 	 * json_patch() drops the members whose value is null, so absent
 	 * fields (bound as NULL under the placeholder label "_") vanish.
@@ -179,9 +185,15 @@ static const char schema[] =
 	"  name BLOB NOT NULL,"
 	"  size INTEGER NOT NULL,"
 	"  mtime_ns INTEGER NOT NULL,"
-	"  data BLOB,"
 	"  UNIQUE(wf, epoch, name));"
 	"CREATE INDEX steps_by_workflow ON steps(wf, epoch, id);"
+	/* A checkpoint's content, in STORE_CHUNK pieces. */
+	"CREATE TABLE chunks("
+	"  id INTEGER PRIMARY KEY,"
+	"  step INTEGER NOT NULL,"
+	"  seq INTEGER NOT NULL,"
+	"  data BLOB NOT NULL,"
+	"  UNIQUE(step, seq));"
 	"CREATE TABLE events("
 	"  id INTEGER PRIMARY KEY,"
 	"  wf INTEGER NOT NULL,"
@@ -463,6 +475,10 @@ int store_open(const char *path, const struct store_options *opt,
 		if (rc == SQLITE_OK)
 			rc = pragma_int(st->db, "PRAGMA wal_autocheckpoint = 4000",
 					&dummy);
+		/* A large checkpoint grows the WAL; shrink it back afterwards. */
+		if (rc == SQLITE_OK)
+			rc = pragma_int(st->db, "PRAGMA journal_size_limit = 67108864",
+					&dummy);
 		if (rc != SQLITE_OK) {
 			snprintf(err, errlen, "cannot set up %s: %s", path,
 				 sqlite3_errmsg(st->db));
@@ -693,7 +709,8 @@ int store_wf_update(struct store *st, const struct wf_row *row)
 int store_wf_delete(struct store *st, int64_t id)
 {
 	static const enum stmt_id order[] = {
-		S_WF_DELETE_KEYS, S_WF_DELETE_STEPS, S_WF_DELETE_EVENTS,
+		S_WF_DELETE_KEYS, S_WF_DELETE_CHUNKS, S_WF_DELETE_STEPS,
+		S_WF_DELETE_EVENTS,
 		S_WF_DELETE,
 	};
 
@@ -1162,61 +1179,78 @@ int store_step_update(struct store *st, const struct step_row *row)
 	return sql_error(st, rc, "update step");
 }
 
-#define BLOB_CHUNK (256 * 1024)
+/*
+ * Content is cut into STORE_CHUNK pieces: SQLite caps one value at 10^9
+ * bytes, and a reader of a large checkpoint reads one piece at a time.
+ */
+#define STORE_CHUNK (1024 * 1024)
+
+static int delete_chunks(struct store *st, int64_t id)
+{
+	sqlite3_stmt *s = stmt(st, S_CHUNKS_DELETE);
+
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, id);
+	return exec_stmt(st, s, "delete chunks");
+}
 
 int store_step_write(struct store *st, int64_t id, int fd, int64_t size,
 		     int64_t mtime_ns)
 {
 	sqlite3_stmt *s = stmt(st, S_STEP_RESIZE);
-	sqlite3_blob *blob = NULL;
+	sqlite3_stmt *ins = stmt(st, S_CHUNK_INSERT);
 	char *chunk = NULL;
 	int64_t off = 0;
 	int rc;
 
-	if (!s)
+	if (!s || !ins)
 		return -EIO;
-	if (size > INT32_MAX)
-		return -EFBIG;	/* SQLite's limit on one value */
 	sqlite3_bind_int64(s, 1, id);
 	sqlite3_bind_int64(s, 2, size);
 	sqlite3_bind_int64(s, 3, mtime_ns);
 	rc = exec_stmt(st, s, "resize step");
+	if (rc == 0)
+		rc = delete_chunks(st, id);
 	if (rc || size == 0)
 		return rc;
-	rc = sqlite3_blob_open(st->db, "main", "steps", "data", id, 1, &blob);
-	if (rc != SQLITE_OK)
-		return sql_error(st, rc, "open step blob");
-	chunk = malloc(BLOB_CHUNK);
-	if (!chunk) {
-		sqlite3_blob_close(blob);
+	chunk = malloc(STORE_CHUNK);
+	if (!chunk)
 		return -ENOMEM;
-	}
-	rc = 0;
 	while (off < size) {
-		size_t want = size - off > BLOB_CHUNK ? BLOB_CHUNK : (size_t)(size - off);
-		ssize_t n = pread(fd, chunk, want, off);
+		size_t want = size - off > STORE_CHUNK ? STORE_CHUNK
+						       : (size_t)(size - off);
+		size_t got = 0;
 
-		if (n <= 0) {
-			rc = n < 0 ? -errno : -EIO;
-			break;
+		while (got < want) {
+			ssize_t n = pread(fd, chunk + got, want - got, off + got);
+
+			if (n <= 0) {
+				rc = n < 0 ? -errno : -EIO;
+				goto out;
+			}
+			got += (size_t)n;
 		}
-		rc = sqlite3_blob_write(blob, chunk, (int)n, (int)off);
-		if (rc != SQLITE_OK) {
-			rc = sql_error(st, rc, "write step blob");
-			break;
-		}
-		rc = 0;
-		off += n;
+		sqlite3_bind_int64(ins, 1, id);
+		sqlite3_bind_int64(ins, 2, off / STORE_CHUNK);
+		sqlite3_bind_blob(ins, 3, chunk, (int)want, SQLITE_STATIC);
+		rc = exec_stmt(st, ins, "write chunk");
+		if (rc)
+			goto out;
+		off += (int64_t)want;
 	}
+out:
 	free(chunk);
-	sqlite3_blob_close(blob);
 	return rc;
 }
 
 int store_step_delete(struct store *st, int64_t id)
 {
 	sqlite3_stmt *s = stmt(st, S_STEP_DELETE);
+	int rc = delete_chunks(st, id);
 
+	if (rc)
+		return rc;
 	if (!s)
 		return -EIO;
 	sqlite3_bind_int64(s, 1, id);
@@ -1225,16 +1259,26 @@ int store_step_delete(struct store *st, int64_t id)
 
 int store_step_purge(struct store *st, int max, int64_t *purged)
 {
-	sqlite3_stmt *s = stmt(st, S_STEP_PURGE);
-	int rc;
+	sqlite3_stmt *s = stmt(st, S_STEP_PURGE_PICK);
+	int64_t *ids;
+	int n = 0, rc;
 
 	*purged = 0;
 	if (!s)
 		return -EIO;
+	ids = malloc(sizeof(*ids) * (size_t)(max > 0 ? max : 1));
+	if (!ids)
+		return -ENOMEM;
 	sqlite3_bind_int(s, 1, max);
-	rc = exec_stmt(st, s, "purge steps");
+	while (n < max && (rc = sqlite3_step(s)) == SQLITE_ROW)
+		ids[n++] = sqlite3_column_int64(s, 0);
+	done(s);
+	rc = 0;
+	for (int i = 0; i < n && rc == 0; i++)
+		rc = store_step_delete(st, ids[i]);
+	free(ids);
 	if (rc == 0)
-		*purged = sqlite3_changes(st->db);
+		*purged = n;
 	return rc;
 }
 
@@ -1243,7 +1287,10 @@ int store_step_purge(struct store *st, int max, int64_t *purged)
 struct store_reader {
 	struct store *st;
 	sqlite3 *db;
-	sqlite3_blob *blob;
+	sqlite3_stmt *find;	/* the rowid of a chunk */
+	sqlite3_blob *blob;	/* the chunk last read */
+	int64_t seq;		/* its number */
+	int64_t step;
 	int64_t size;
 };
 
@@ -1283,12 +1330,15 @@ int store_reader_open(struct store *st, int64_t id, struct store_reader **out,
 		      int64_t *size)
 {
 	struct store_reader *r = calloc(1, sizeof(*r));
+	sqlite3_stmt *q = NULL;
 	int rc;
 
 	*out = NULL;
 	if (!r)
 		return -ENOMEM;
 	r->st = st;
+	r->step = id;
+	r->seq = -1;
 	r->db = reader_connection(st);
 	if (!r->db) {
 		free(r);
@@ -1297,37 +1347,84 @@ int store_reader_open(struct store *st, int64_t id, struct store_reader **out,
 	/* The snapshot begins with the first read inside the transaction. */
 	rc = sqlite3_exec(r->db, "BEGIN", NULL, NULL, NULL);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_blob_open(r->db, "main", "steps", "data", id, 0,
-				       &r->blob);
+		rc = sqlite3_prepare_v2(r->db, "SELECT size FROM steps WHERE id = ?1",
+					-1, &q, NULL);
+	if (rc == SQLITE_OK) {
+		sqlite3_bind_int64(q, 1, id);
+		rc = sqlite3_step(q);
+		if (rc == SQLITE_ROW) {
+			r->size = sqlite3_column_int64(q, 0);
+			rc = SQLITE_OK;
+		} else if (rc == SQLITE_DONE) {
+			rc = SQLITE_NOTFOUND;
+		}
+	}
+	sqlite3_finalize(q);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_prepare_v2(r->db, "SELECT id FROM chunks WHERE "
+					"step = ?1 AND seq = ?2", -1, &r->find,
+					NULL);
 	if (rc != SQLITE_OK) {
-		int err = (rc & 0xff) == SQLITE_ERROR ? -ENOENT
+		int err = rc == SQLITE_NOTFOUND ? -ENOENT
 			: (rc & 0xff) == SQLITE_BUSY ? -EAGAIN : -EIO;
 
-		sqlite3_exec(r->db, "ROLLBACK", NULL, NULL, NULL);
-		reader_connection_done(st, r->db);
-		free(r);
+		store_reader_close(r);
 		return err;
 	}
-	r->size = sqlite3_blob_bytes(r->blob);
 	*size = r->size;
 	*out = r;
+	return 0;
+}
+
+/* Point r->blob at chunk seq. */
+static int reader_seek(struct store_reader *r, int64_t seq)
+{
+	int64_t rowid;
+	int rc;
+
+	if (seq == r->seq)
+		return 0;
+	sqlite3_bind_int64(r->find, 1, r->step);
+	sqlite3_bind_int64(r->find, 2, seq);
+	rc = sqlite3_step(r->find);
+	rowid = rc == SQLITE_ROW ? sqlite3_column_int64(r->find, 0) : -1;
+	sqlite3_reset(r->find);
+	if (rowid < 0)
+		return -EIO;	/* the size promised a chunk that is not there */
+	if (r->blob)
+		rc = sqlite3_blob_reopen(r->blob, rowid);
+	else
+		rc = sqlite3_blob_open(r->db, "main", "chunks", "data", rowid, 0,
+				       &r->blob);
+	if (rc != SQLITE_OK)
+		return -EIO;
+	r->seq = seq;
 	return 0;
 }
 
 int store_reader_read(struct store_reader *r, int64_t off, char *buf,
 		      size_t size, size_t *got)
 {
-	int rc;
-
 	*got = 0;
-	if (off >= r->size)
+	if (off < 0 || off >= r->size)
 		return 0;
 	if ((int64_t)size > r->size - off)
 		size = (size_t)(r->size - off);
-	rc = sqlite3_blob_read(r->blob, buf, (int)size, (int)off);
-	if (rc != SQLITE_OK)
-		return -EIO;
-	*got = size;
+	while (*got < size) {
+		int64_t at = off + (int64_t)*got;
+		int64_t in = at % STORE_CHUNK;
+		size_t n = size - *got;
+		int rc = reader_seek(r, at / STORE_CHUNK);
+
+		if (rc)
+			return rc;
+		if ((int64_t)n > STORE_CHUNK - in)
+			n = (size_t)(STORE_CHUNK - in);
+		if (sqlite3_blob_read(r->blob, buf + *got, (int)n, (int)in) !=
+		    SQLITE_OK)
+			return -EIO;
+		*got += n;
+	}
 	return 0;
 }
 
@@ -1336,6 +1433,7 @@ void store_reader_close(struct store_reader *r)
 	if (!r)
 		return;
 	sqlite3_blob_close(r->blob);
+	sqlite3_finalize(r->find);
 	sqlite3_exec(r->db, "COMMIT", NULL, NULL, NULL);
 	reader_connection_done(r->st, r->db);
 	free(r);
