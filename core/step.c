@@ -12,19 +12,22 @@
 #include "step.h"
 #include "workflow.h"
 
-/* Inside a transaction: the effect a new value would have on w. */
+/*
+ * Inside a transaction: would a new value change anything (*same), and
+ * does the current epoch hold checkpoints (*steps)?  -EBUSY under raise.
+ */
 static int decide(struct once *o, const struct wf_row *w, const char *value,
-		  size_t len, bool *same)
+		  size_t len, bool *same, bool *steps)
 {
-	int64_t n = 0;
 	int rc;
 
+	*steps = false;
 	*same = len == w->fingerprint_len &&
 		memcmp(value, w->fingerprint, len) == 0;
-	if (*same || w->policy.on_input_change != ON_INPUT_RAISE)
+	if (*same)
 		return 0;
-	rc = store_step_count(o->store, w->id, w->epoch, &n);
-	if (rc == 0 && n > 0)
+	rc = store_step_any(o->store, w->id, w->epoch, steps);
+	if (rc == 0 && *steps && w->policy.on_input_change == ON_INPUT_RAISE)
 		rc = -EBUSY;
 	return rc;
 }
@@ -34,7 +37,7 @@ int step_check_fingerprint(struct once *o, int64_t wf, const char *buf,
 {
 	struct wf_row w;
 	size_t vlen;
-	bool same;
+	bool same, steps;
 	int rc = fingerprint_parse(buf, len, &vlen);
 
 	if (rc)
@@ -44,7 +47,7 @@ int step_check_fingerprint(struct once *o, int64_t wf, const char *buf,
 		return rc;
 	rc = store_wf_by_id(o->store, wf, &w);
 	if (rc == 0)
-		rc = decide(o, &w, buf, vlen, &same);
+		rc = decide(o, &w, buf, vlen, &same, &steps);
 	return once_end(o, rc);
 }
 
@@ -54,7 +57,7 @@ int step_set_fingerprint(struct once *o, int64_t wf, const char *buf,
 	struct event ev = { .type = "fingerprint", .detail_field = "value" };
 	struct wf_row w;
 	size_t vlen = 0;
-	bool same;
+	bool same, steps;
 	int rc = buf ? fingerprint_parse(buf, len, &vlen) : 0;
 
 	if (rc)
@@ -64,10 +67,10 @@ int step_set_fingerprint(struct once *o, int64_t wf, const char *buf,
 		return rc;
 	rc = store_wf_by_id(o->store, wf, &w);
 	if (rc == 0)
-		rc = decide(o, &w, buf, vlen, &same);
+		rc = decide(o, &w, buf, vlen, &same, &steps);
 	if (rc || same)
 		goto out;
-	if (w.policy.on_input_change == ON_INPUT_RESET) {
+	if (w.policy.on_input_change == ON_INPUT_RESET && steps) {
 		struct event inv = {
 			.type = "invalidate",
 			.number_field = "epoch",

@@ -162,16 +162,15 @@ int store_key_delete(struct store *st, int64_t id);
 /* Keys with id > after, by id, that are terminal or leased past now_ms. */
 int store_key_list(struct store *st, int64_t wf, int64_t after,
 		   int64_t now_ms, struct key_row *rows, int max, int *n);
-/* Live keys of a workflow (as store_key_list counts them). */
-int store_key_count(struct store *st, int64_t wf, int64_t now_ms,
-		    int64_t *n);
+/* Does the workflow hold a live key (as store_key_list lists them)? */
+int store_key_any(struct store *st, int64_t wf, int64_t now_ms, bool *any);
 
 /* Checkpoints: rows of (workflow, epoch, name) with their content. */
 int store_step_get(struct store *st, int64_t wf, int64_t epoch,
 		   const char *name, size_t len, struct step_row *out);
 int store_step_by_id(struct store *st, int64_t id, struct step_row *out);
-int store_step_count(struct store *st, int64_t wf, int64_t epoch,
-		     int64_t *n);
+/* Does the epoch hold a checkpoint?  Constant time. */
+int store_step_any(struct store *st, int64_t wf, int64_t epoch, bool *any);
 /* Checkpoints of an epoch with id > after, by id. */
 int store_step_list(struct store *st, int64_t wf, int64_t epoch,
 		    int64_t after, struct step_row *rows, int max, int *n);

@@ -52,10 +52,10 @@ enum stmt_id {
 	S_KEY_SET_RESULT,
 	S_KEY_DELETE,
 	S_KEY_LIST,
-	S_KEY_COUNT,
+	S_KEY_ANY,
 	S_STEP_GET,
 	S_STEP_BY_ID,
-	S_STEP_COUNT,
+	S_STEP_ANY,
 	S_STEP_LIST,
 	S_STEP_INSERT,
 	S_STEP_UPDATE,
@@ -115,12 +115,13 @@ static const char *const sql[S_NSTMTS] = {
 	[S_KEY_DELETE] = "DELETE FROM keys WHERE id = ?1",
 	[S_KEY_LIST] = "SELECT " KEY_COLS " FROM keys WHERE wf = ?1 AND id > ?2 "
 		"AND (status IN (2, 3) OR (status = 1 AND expires_ms > ?3)) ORDER BY id LIMIT ?4",
-	[S_KEY_COUNT] = "SELECT count(*) FROM keys WHERE wf = ?1 "
-		"AND (status IN (2, 3) OR (status = 1 AND expires_ms > ?2))",
+	[S_KEY_ANY] = "SELECT EXISTS(SELECT 1 FROM keys WHERE wf = ?1 "
+		"AND (status IN (2, 3) OR (status = 1 AND expires_ms > ?2)))",
 	[S_STEP_GET] = "SELECT " STEP_COLS " FROM steps "
 		"WHERE wf = ?1 AND epoch = ?2 AND name = ?3",
 	[S_STEP_BY_ID] = "SELECT " STEP_COLS " FROM steps WHERE id = ?1",
-	[S_STEP_COUNT] = "SELECT count(*) FROM steps WHERE wf = ?1 AND epoch = ?2",
+	[S_STEP_ANY] = "SELECT EXISTS(SELECT 1 FROM steps WHERE wf = ?1 "
+		"AND epoch = ?2)",
 	[S_STEP_LIST] = "SELECT " STEP_COLS " FROM steps WHERE wf = ?1 AND "
 		"epoch = ?2 AND id > ?3 ORDER BY id LIMIT ?4",
 	[S_STEP_INSERT] = "INSERT INTO steps(wf, epoch, name, size, mtime_ns) "
@@ -916,24 +917,24 @@ int store_key_list(struct store *st, int64_t wf, int64_t after,
 	return rc == SQLITE_DONE ? 0 : sql_error(st, rc, "list keys");
 }
 
-static int count(struct store *st, sqlite3_stmt *s, int64_t *n)
+static int exists(struct store *st, sqlite3_stmt *s, bool *any)
 {
 	int rc = sqlite3_step(s);
 
-	*n = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+	*any = rc == SQLITE_ROW && sqlite3_column_int(s, 0) != 0;
 	done(s);
-	return rc == SQLITE_ROW ? 0 : sql_error(st, rc, "count");
+	return rc == SQLITE_ROW ? 0 : sql_error(st, rc, "exists");
 }
 
-int store_key_count(struct store *st, int64_t wf, int64_t now_ms, int64_t *n)
+int store_key_any(struct store *st, int64_t wf, int64_t now_ms, bool *any)
 {
-	sqlite3_stmt *s = stmt(st, S_KEY_COUNT);
+	sqlite3_stmt *s = stmt(st, S_KEY_ANY);
 
 	if (!s)
 		return -EIO;
 	sqlite3_bind_int64(s, 1, wf);
 	sqlite3_bind_int64(s, 2, now_ms);
-	return count(st, s, n);
+	return exists(st, s, any);
 }
 
 /* ---- checkpoints ------------------------------------------------------ */
@@ -984,15 +985,15 @@ int store_step_by_id(struct store *st, int64_t id, struct step_row *out)
 	return get_one_step(st, s, out);
 }
 
-int store_step_count(struct store *st, int64_t wf, int64_t epoch, int64_t *n)
+int store_step_any(struct store *st, int64_t wf, int64_t epoch, bool *any)
 {
-	sqlite3_stmt *s = stmt(st, S_STEP_COUNT);
+	sqlite3_stmt *s = stmt(st, S_STEP_ANY);
 
 	if (!s)
 		return -EIO;
 	sqlite3_bind_int64(s, 1, wf);
 	sqlite3_bind_int64(s, 2, epoch);
-	return count(st, s, n);
+	return exists(st, s, any);
 }
 
 /* ---- events ----------------------------------------------------------- */

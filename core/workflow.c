@@ -67,12 +67,12 @@ int workflow_get(struct once *o, int64_t id, struct wf_row *out)
 /* Inside a transaction: is the workflow empty? */
 static int check_empty(struct once *o, const struct wf_row *w)
 {
-	int64_t keys = 0, steps = 0;
+	bool keys = false, steps = false;
 	int rc;
 
-	rc = store_key_count(o->store, w->id, once_now_ms(o), &keys);
+	rc = store_key_any(o->store, w->id, once_now_ms(o), &keys);
 	if (rc == 0)
-		rc = store_step_count(o->store, w->id, w->epoch, &steps);
+		rc = store_step_any(o->store, w->id, w->epoch, &steps);
 	if (rc == 0 && (keys || steps))
 		rc = -ENOTEMPTY;
 	return rc;
@@ -237,27 +237,25 @@ out:
 
 int workflow_has_keys(struct once *o, int64_t id, bool *has)
 {
-	int64_t n = 0;
 	int rc = store_begin(o->store, false);
 
+	*has = false;
 	if (rc)
 		return rc;
-	rc = store_key_count(o->store, id, once_now_ms(o), &n);
-	*has = n > 0;
+	rc = store_key_any(o->store, id, once_now_ms(o), has);
 	return once_end(o, rc);
 }
 
 int workflow_has_steps(struct once *o, int64_t id, bool *has)
 {
 	struct wf_row w;
-	int64_t n = 0;
 	int rc = store_begin(o->store, false);
 
+	*has = false;
 	if (rc)
 		return rc;
 	rc = store_wf_by_id(o->store, id, &w);
 	if (rc == 0)
-		rc = store_step_count(o->store, id, w.epoch, &n);
-	*has = n > 0;
+		rc = store_step_any(o->store, id, w.epoch, has);
 	return once_end(o, rc);
 }
