@@ -1,11 +1,13 @@
 /*
  * store_sqlite.c - the store (store.h) on an embedded SQLite database.
  *
- * One connection per store, serialized by st->lock: SQLite allows one
- * writer at a time anyway, and BEGIN IMMEDIATE takes the write lock up
+ * Writes go through one connection, serialized by st->lock: SQLite allows
+ * one writer at a time anyway, and BEGIN IMMEDIATE takes the write lock up
  * front so that two processes never deadlock upgrading a read.  Other
  * processes (other mounts, oncectl) wait for the lock up to the busy
- * timeout.
+ * timeout.  Read transactions run on a read-only connection of the calling
+ * thread's own, so that lookups never wait for the lock: WAL gives each a
+ * consistent snapshot of the last commit.
  *
  * The database is recognized by its application_id ("once") and carries
  * its schema version in user_version.  Nothing is written to a file until
@@ -203,9 +205,22 @@ static const char schema[] =
 	"  line TEXT NOT NULL);"
 	"CREATE INDEX events_by_workflow ON events(wf, off);";
 
-struct store {
+/* A connection with its prepared statements. */
+struct conn {
 	sqlite3 *db;
+	sqlite3_stmt *stmts[S_NSTMTS];
+	struct store *owner;
+	struct conn *next;
+};
+
+struct store {
+	struct conn main;	/* every write, under st->lock */
 	char *path;
+	pthread_key_t reader_key; /* each thread's read-only connection */
+	bool have_reader_key;
+	bool read_only_main;	/* opened read-only: everything on main */
+	pthread_mutex_t readers_lock;
+	struct conn *readers;	/* all of them, to close */
 	int busy_timeout_ms;
 	pthread_mutex_t lock;
 	pthread_mutex_t pool_lock;
@@ -216,6 +231,9 @@ struct store {
 	bool in_write;
 	struct store_stats stats;
 };
+
+/* The connection of the calling thread's current transaction. */
+static __thread struct conn *active;
 
 /* Map a SQLite result code to -errno, logging what is not the user's. */
 static int sql_error(struct store *st, int rc, const char *what)
@@ -231,7 +249,8 @@ static int sql_error(struct store *st, int rc, const char *what)
 	case SQLITE_NOMEM:
 		return -ENOMEM;
 	default:
-		syslog(LOG_ERR, "oncefs: %s: %s", what, sqlite3_errmsg(st->db));
+		syslog(LOG_ERR, "oncefs: %s: %s", what,
+		       sqlite3_errmsg(active ? active->db : st->main.db));
 		return -EIO;
 	}
 }
@@ -239,16 +258,17 @@ static int sql_error(struct store *st, int rc, const char *what)
 /* The prepared statement for id, reset and with bindings cleared. */
 static sqlite3_stmt *stmt(struct store *st, enum stmt_id id)
 {
-	sqlite3_stmt *s = st->stmts[id];
+	struct conn *c = active ? active : &st->main;
+	sqlite3_stmt *s = c->stmts[id];
 
 	if (!s) {
-		if (sqlite3_prepare_v3(st->db, sql[id], -1,
+		if (sqlite3_prepare_v3(c->db, sql[id], -1,
 				       SQLITE_PREPARE_PERSISTENT, &s, NULL)) {
 			syslog(LOG_ERR, "oncefs: prepare: %s",
-			       sqlite3_errmsg(st->db));
+			       sqlite3_errmsg(c->db));
 			return NULL;
 		}
-		st->stmts[id] = s;
+		c->stmts[id] = s;
 	}
 	return s;
 }
@@ -382,6 +402,61 @@ static int check_store(sqlite3 *db, bool *empty, char *err, size_t errlen)
 	return 0;
 }
 
+static void close_conn(struct conn *c)
+{
+	for (int i = 0; i < S_NSTMTS; i++)
+		sqlite3_finalize(c->stmts[i]);
+	sqlite3_close(c->db);
+}
+
+/* A thread ends: its read connection goes. */
+static void drop_reader(void *arg)
+{
+	struct conn *c = arg;
+	struct store *st = c->owner;
+
+	pthread_mutex_lock(&st->readers_lock);
+	for (struct conn **pp = &st->readers; *pp; pp = &(*pp)->next) {
+		if (*pp == c) {
+			*pp = c->next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&st->readers_lock);
+	close_conn(c);
+	free(c);
+}
+
+/* The calling thread's read-only connection, opened on first use. */
+static struct conn *reader_conn(struct store *st)
+{
+	struct conn *c;
+
+	if (!st->have_reader_key || st->read_only_main)
+		return NULL;
+	c = pthread_getspecific(st->reader_key);
+	if (c)
+		return c;
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return NULL;
+	if (sqlite3_open_v2(st->path, &c->db, SQLITE_OPEN_READONLY |
+			    SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+		sqlite3_close(c->db);
+		free(c);
+		return NULL;
+	}
+	sqlite3_extended_result_codes(c->db, 0);
+	sqlite3_busy_timeout(c->db, st->busy_timeout_ms);
+	c->owner = st;
+	pthread_mutex_lock(&st->readers_lock);
+	c->next = st->readers;
+	st->readers = c;
+	pthread_mutex_unlock(&st->readers_lock);
+	pthread_setspecific(st->reader_key, c);
+	return c;
+}
+
 int store_open(const char *path, const struct store_options *opt,
 	       struct store **out, char *err, size_t errlen)
 {
@@ -427,8 +502,13 @@ int store_open(const char *path, const struct store_options *opt,
 		return -ENOMEM;
 	}
 	st->busy_timeout_ms = opt->busy_timeout_ms;
+	st->read_only_main = opt->read_only;
+	st->main.owner = st;
 	pthread_mutex_init(&st->lock, NULL);
 	pthread_mutex_init(&st->pool_lock, NULL);
+	pthread_mutex_init(&st->readers_lock, NULL);
+	st->have_reader_key = pthread_key_create(&st->reader_key,
+						 drop_reader) == 0;
 	st->sync = opt->sync;
 
 	flags = SQLITE_OPEN_NOMUTEX;
@@ -436,20 +516,20 @@ int store_open(const char *path, const struct store_options *opt,
 		flags |= SQLITE_OPEN_READONLY;
 	else
 		flags |= SQLITE_OPEN_READWRITE | (opt->create ? SQLITE_OPEN_CREATE : 0);
-	rc = sqlite3_open_v2(path, &st->db, flags, NULL);
+	rc = sqlite3_open_v2(path, &st->main.db, flags, NULL);
 	if (rc != SQLITE_OK) {
 		snprintf(err, errlen, "cannot open %s: %s", path,
-			 st->db ? sqlite3_errmsg(st->db) : sqlite3_errstr(rc));
+			 st->main.db ? sqlite3_errmsg(st->main.db) : sqlite3_errstr(rc));
 		rc = -EIO;
 		goto out_close;
 	}
-	sqlite3_extended_result_codes(st->db, 0);
-	sqlite3_busy_timeout(st->db, opt->busy_timeout_ms);
+	sqlite3_extended_result_codes(st->main.db, 0);
+	sqlite3_busy_timeout(st->main.db, opt->busy_timeout_ms);
 
-	rc = check_store(st->db, &empty, err, errlen);
+	rc = check_store(st->main.db, &empty, err, errlen);
 	if (rc)
 		goto out_close;
-	if (!opt->read_only && sqlite3_db_readonly(st->db, "main") == 1) {
+	if (!opt->read_only && sqlite3_db_readonly(st->main.db, "main") == 1) {
 		snprintf(err, errlen, "%s is read-only (mount a writable copy, "
 			 "or inspect it with oncectl)", path);
 		rc = -EROFS;
@@ -461,28 +541,28 @@ int store_open(const char *path, const struct store_options *opt,
 			rc = -EINVAL;
 			goto out_close;
 		}
-		rc = create_schema(st->db, err, errlen);
+		rc = create_schema(st->main.db, err, errlen);
 		if (rc)
 			goto out_close;
 	}
 	if (!opt->read_only) {
 		int64_t dummy;
 
-		rc = sqlite3_exec(st->db, "PRAGMA journal_mode = WAL", NULL, NULL,
+		rc = sqlite3_exec(st->main.db, "PRAGMA journal_mode = WAL", NULL, NULL,
 				  NULL);
 		if (rc == SQLITE_OK)
-			rc = sqlite3_exec(st->db, sync_pragma[opt->sync], NULL,
+			rc = sqlite3_exec(st->main.db, sync_pragma[opt->sync], NULL,
 					  NULL, NULL);
 		if (rc == SQLITE_OK)
-			rc = pragma_int(st->db, "PRAGMA wal_autocheckpoint = 4000",
+			rc = pragma_int(st->main.db, "PRAGMA wal_autocheckpoint = 4000",
 					&dummy);
 		/* A large checkpoint grows the WAL; shrink it back afterwards. */
 		if (rc == SQLITE_OK)
-			rc = pragma_int(st->db, "PRAGMA journal_size_limit = 67108864",
+			rc = pragma_int(st->main.db, "PRAGMA journal_size_limit = 67108864",
 					&dummy);
 		if (rc != SQLITE_OK) {
 			snprintf(err, errlen, "cannot set up %s: %s", path,
-				 sqlite3_errmsg(st->db));
+				 sqlite3_errmsg(st->main.db));
 			rc = -EIO;
 			goto out_close;
 		}
@@ -491,9 +571,12 @@ int store_open(const char *path, const struct store_options *opt,
 	return 0;
 
 out_close:
-	sqlite3_close(st->db);
+	sqlite3_close(st->main.db);
+	if (st->have_reader_key)
+		pthread_key_delete(st->reader_key);
 	pthread_mutex_destroy(&st->lock);
 	pthread_mutex_destroy(&st->pool_lock);
+	pthread_mutex_destroy(&st->readers_lock);
 	free(st->path);
 	free(st);
 	return rc;
@@ -503,13 +586,21 @@ void store_close(struct store *st)
 {
 	if (!st)
 		return;
-	for (int i = 0; i < S_NSTMTS; i++)
-		sqlite3_finalize(st->stmts[i]);
+	if (st->have_reader_key)
+		pthread_key_delete(st->reader_key);
+	while (st->readers) {
+		struct conn *c = st->readers;
+
+		st->readers = c->next;
+		close_conn(c);
+		free(c);
+	}
+	close_conn(&st->main);
 	for (int i = 0; i < st->n_idle_readers; i++)
 		sqlite3_close(st->idle_readers[i]);
-	sqlite3_close(st->db);
 	pthread_mutex_destroy(&st->lock);
 	pthread_mutex_destroy(&st->pool_lock);
+	pthread_mutex_destroy(&st->readers_lock);
 	free(st->path);
 	free(st);
 }
@@ -525,18 +616,37 @@ void store_get_stats(struct store *st, struct store_stats *out)
 
 int store_begin(struct store *st, bool write)
 {
+	struct conn *c = write ? NULL : reader_conn(st);
 	sqlite3_stmt *s;
 	int rc;
 
-	pthread_mutex_lock(&st->lock);
+	if (!c) {
+		pthread_mutex_lock(&st->lock);
+		c = &st->main;
+	}
+	active = c;
 	s = stmt(st, write ? S_BEGIN_WRITE : S_BEGIN_READ);
 	rc = s ? exec_stmt(st, s, "begin") : -EIO;
 	if (rc) {
-		pthread_mutex_unlock(&st->lock);
+		active = NULL;
+		if (c == &st->main)
+			pthread_mutex_unlock(&st->lock);
 		return rc;
 	}
 	st->in_write = write;
 	return 0;
+}
+
+/* The end of a transaction: forget the connection, drop the lock. */
+static void end(struct store *st)
+{
+	struct conn *c = active;
+
+	active = NULL;
+	if (c == &st->main) {
+		st->in_write = false;
+		pthread_mutex_unlock(&st->lock);
+	}
 }
 
 int store_commit(struct store *st)
@@ -546,28 +656,26 @@ int store_commit(struct store *st)
 
 	if (rc) {
 		/* A failed COMMIT may leave the transaction open. */
-		if (!sqlite3_get_autocommit(st->db))
-			sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
-	} else if (st->in_write) {
+		if (!sqlite3_get_autocommit(active->db))
+			sqlite3_exec(active->db, "ROLLBACK", NULL, NULL, NULL);
+	} else if (active == &st->main && st->in_write) {
 		st->stats.commits++;
 		if (st->sync == STORE_SYNC_FULL)
 			st->stats.syncs++;
 	}
-	st->in_write = false;
-	pthread_mutex_unlock(&st->lock);
+	end(st);
 	return rc;
 }
 
 void store_rollback(struct store *st)
 {
-	if (!sqlite3_get_autocommit(st->db)) {
+	if (!sqlite3_get_autocommit(active->db)) {
 		sqlite3_stmt *s = stmt(st, S_ROLLBACK);
 
 		if (s)
 			exec_stmt(st, s, "rollback");
 	}
-	st->in_write = false;
-	pthread_mutex_unlock(&st->lock);
+	end(st);
 }
 
 int store_next_generation(struct store *st, int64_t *out)
@@ -701,7 +809,7 @@ int store_wf_update(struct store *st, const struct wf_row *row)
 	rc = sqlite3_step(s);
 	done(s);
 	if (rc == SQLITE_DONE)
-		return sqlite3_changes(st->db) ? 0 : -ENOENT;
+		return sqlite3_changes(active->db) ? 0 : -ENOENT;
 	if ((rc & 0xff) == SQLITE_CONSTRAINT)
 		return -EEXIST;
 	return sql_error(st, rc, "update workflow");
