@@ -198,10 +198,13 @@ out:
 static int check_bytes(struct once *o, const char *buf, size_t len,
 		       bool complete, struct status_line *sl)
 {
-	int rc = status_parse(buf, len, complete, sl);
+	const char *nl = memchr(buf, '\n', len);
+	size_t line = nl ? (size_t)(nl - buf) : len;
+	int rc;
 
-	if (rc == -EAGAIN)
-		return len > KEY_STATUS_LINE_MAX ? -EINVAL : -EAGAIN;
+	if (line > KEY_STATUS_LINE_MAX)
+		return -EINVAL;
+	rc = status_parse(buf, len, complete, sl);
 	if (rc)
 		return rc;
 	if (len - sl->result_off > o->config.max_result)
@@ -209,10 +212,31 @@ static int check_bytes(struct once *o, const char *buf, size_t len,
 	return 0;
 }
 
-/* Inside a transaction: may a handle of this generation finalize? */
+/*
+ * Could the digits of a generation read so far (an unfinished status
+ * line) still become this generation?
+ */
+static bool generation_prefix(const struct status_line *sl, int64_t generation)
+{
+	int64_t g = generation;
+	int digits = 0;
+
+	for (int64_t v = generation; v > 0; v /= 10)
+		digits++;
+	if (sl->generation_digits > digits)
+		return false;
+	for (int i = sl->generation_digits; i < digits; i++)
+		g /= 10;
+	return g == sl->generation;
+}
+
+/*
+ * Inside a transaction: may a handle of this generation finalize?  sl is
+ * the status line (whole or unfinished), or NULL.
+ */
 static int check_key(struct once *o, int64_t generation,
-		     const struct status_line *sl, const struct caller *who,
-		     struct key_row *k)
+		     const struct status_line *sl, bool whole,
+		     const struct caller *who, struct key_row *k)
 {
 	int rc = get_generation(o, generation, k);
 
@@ -220,8 +244,11 @@ static int check_key(struct once *o, int64_t generation,
 		return rc;
 	if (is_terminal(k))
 		return key_refuse_write(who);
-	if (sl && sl->generation && sl->generation != generation)
-		return -ESTALE;
+	if (sl && sl->generation_digits) {
+		if (whole ? sl->generation != generation
+			  : !generation_prefix(sl, generation))
+			return -ESTALE;
+	}
 	return 0;
 }
 
@@ -238,7 +265,7 @@ int key_check_write(struct once *o, int64_t generation, const char *buf,
 	rc = store_begin(o->store, false);
 	if (rc)
 		return rc;
-	rc = check_key(o, generation, whole ? &sl : NULL, who, &k);
+	rc = check_key(o, generation, &sl, whole, who, &k);
 	rc = once_end(o, rc);
 	if (rc == -ESTALE)
 		once_count(&o->stats.fenced);
@@ -259,7 +286,7 @@ int key_finalize(struct once *o, int64_t generation, const char *buf,
 	rc = store_begin(o->store, true);
 	if (rc)
 		return rc;
-	rc = check_key(o, generation, &sl, who, &k);
+	rc = check_key(o, generation, &sl, true, who, &k);
 	if (rc == 0)
 		rc = store_wf_by_id(o->store, k.wf, &w);
 	if (rc)
@@ -350,7 +377,7 @@ int key_touch(struct once *o, int64_t generation, const struct caller *who)
 
 	if (rc)
 		return rc;
-	rc = check_key(o, generation, NULL, who, &k);
+	rc = check_key(o, generation, NULL, false, who, &k);
 	if (rc == 0)
 		rc = renew(o, &k, who);
 	rc = once_end(o, rc);

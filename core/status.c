@@ -1,5 +1,14 @@
 /*
  * status.c - the finalizer's status line grammar (see status.h).
+ *
+ * The first line is read left to right by a small automaton, so that an
+ * unfinished line is accepted only while it can still become a valid one:
+ *
+ *   WORD --full word--> AFTER --' '--> DIGITS? --digit--> DIGITS
+ *                         |              |                  |
+ *                         '\r'           ' ' '\r'           ' ' '\r'
+ *                         v              v                  v
+ *                        TRAIL <------------------------- TRAIL (' ' '\r')*
  */
 #include <errno.h>
 #include <string.h>
@@ -23,74 +32,88 @@ const char *status_name(enum key_status s)
 	return "unknown";
 }
 
-/* Is buf[0..len) a prefix of word? Is it the whole word? */
-static int word_match(const char *word, const char *buf, size_t len)
-{
-	size_t wl = strlen(word);
+static const struct {
+	const char *word;
+	enum key_status status;
+} words[] = {
+	{ "succeeded", KEY_SUCCEEDED },
+	{ "failed", KEY_FAILED },
+};
 
-	if (len > wl)
-		len = wl;
-	if (memcmp(word, buf, len) != 0)
-		return 0;
-	return len == wl ? 2 : 1;
-}
+#define NWORDS (sizeof(words) / sizeof(words[0]))
+
+enum state { S_WORD, S_AFTER, S_SPACE, S_DIGITS, S_TRAIL };
 
 int status_parse(const char *buf, size_t len, bool complete,
 		 struct status_line *out)
 {
-	static const struct {
-		const char *word;
-		enum key_status status;
-	} words[] = {
-		{ "succeeded", KEY_SUCCEEDED },
-		{ "failed", KEY_FAILED },
-	};
 	const char *nl = memchr(buf, '\n', len);
 	size_t line = nl ? (size_t)(nl - buf) : len;
 	bool whole = nl != NULL || complete;
-	size_t end = line;
-	size_t i, wl = 0;
-	int64_t gen = 0;
+	enum state state = S_WORD;
 	int found = -1;
+	size_t i = 0;
 
-	while (end > 0 && (buf[end - 1] == ' ' || buf[end - 1] == '\r'))
-		end--;
+	out->generation = 0;
+	out->generation_digits = 0;
+	/* The word: a prefix of one of the words, then all of one. */
+	for (size_t w = 0; w < NWORDS; w++) {
+		size_t wl = strlen(words[w].word);
+		size_t n = line < wl ? line : wl;
 
-	for (size_t w = 0; w < sizeof(words) / sizeof(words[0]); w++) {
-		size_t n = strlen(words[w].word);
-		int m = word_match(words[w].word, buf, end);
-
-		if (m == 2 && (end == n || buf[n] == ' ')) {
-			found = (int)w;
-			wl = n;
-			break;
+		if (memcmp(words[w].word, buf, n) != 0)
+			continue;
+		if (line < wl) {
+			if (!whole)
+				return -EAGAIN;
+			continue;
 		}
-		if (m == 1 && end < n && !whole)
-			return -EAGAIN;
+		found = (int)w;
+		i = wl;
+		state = S_AFTER;
+		break;
 	}
 	if (found < 0)
 		return -EINVAL;
 
-	i = wl;
-	if (i < end) {
-		size_t digits;
+	for (; i < line; i++) {
+		char c = buf[i];
 
-		i++;	/* the single space */
-		digits = end - i;
-		if (digits == 0 || digits > GENERATION_DIGITS_MAX ||
-		    buf[i] == '0')
-			return -EINVAL;
-		for (; i < end; i++) {
-			if (buf[i] < '0' || buf[i] > '9')
+		switch (state) {
+		case S_AFTER:
+			if (c == ' ')
+				state = S_SPACE;
+			else if (c == '\r')
+				state = S_TRAIL;
+			else
 				return -EINVAL;
-			gen = gen * 10 + (buf[i] - '0');
+			break;
+		case S_SPACE:
+		case S_DIGITS:
+			if (c >= '0' && c <= '9') {
+				if ((state == S_SPACE && c == '0') ||
+				    out->generation_digits == GENERATION_DIGITS_MAX)
+					return -EINVAL;
+				out->generation = out->generation * 10 + (c - '0');
+				out->generation_digits++;
+				state = S_DIGITS;
+			} else if (c == ' ' || c == '\r') {
+				state = S_TRAIL;
+			} else {
+				return -EINVAL;
+			}
+			break;
+		case S_TRAIL:
+			if (c != ' ' && c != '\r')
+				return -EINVAL;
+			break;
+		case S_WORD:
+			return -EINVAL;
 		}
 	}
+	out->status = words[found].status;
 	if (!whole)
 		return -EAGAIN;
-
-	out->status = words[found].status;
-	out->generation = gen;
 	out->result_off = nl ? line + 1 : len;
 	return 0;
 }

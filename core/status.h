@@ -26,14 +26,15 @@ enum key_status {
 struct status_line {
 	enum key_status status;
 	int64_t generation;	/* 0 when the writer gave none */
+	int generation_digits;	/* how many digits it had */
 	size_t result_off;	/* offset of the result bytes in the buffer */
 };
 
 /*
  * Parse the first line of buf.  With complete=false the data may still
  * grow: a first line without its newline that is a valid beginning of a
- * status line gives -EAGAIN.  Returns 0 (and fills *out), -EAGAIN, or
- * -EINVAL.
+ * status line gives -EAGAIN, with the generation digits read so far in
+ * *out.  Returns 0 (and fills *out), -EAGAIN, or -EINVAL.
  */
 int status_parse(const char *buf, size_t len, bool complete,
 		 struct status_line *out);

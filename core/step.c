@@ -23,7 +23,7 @@ static int decide(struct once *o, const struct wf_row *w, const char *value,
 
 	*steps = false;
 	*same = len == w->fingerprint_len &&
-		memcmp(value, w->fingerprint, len) == 0;
+		(len == 0 || memcmp(value, w->fingerprint, len) == 0);
 	if (*same)
 		return 0;
 	rc = store_step_any(o->store, w->id, w->epoch, steps);
@@ -191,7 +191,10 @@ int step_create(struct once *o, int64_t wf, const char *name, size_t len,
 	rc = store_begin(o->store, true);
 	if (rc)
 		return rc;
-	rc = find_step(o, wf, name, len, &w, out);
+	rc = store_wf_by_id(o->store, wf, &w);
+	if (rc)
+		goto out;
+	rc = store_step_get(o->store, wf, w.epoch, name, len, out);
 	if (rc == 0) {
 		rc = excl ? -EEXIST : 0;
 		goto out;
@@ -390,7 +393,8 @@ int step_writer_write(struct once *o, struct step_writer *w, int64_t off,
 
 	if (append)
 		off = w->size;
-	if (off < 0 || off + (int64_t)size > o->config.max_checkpoint)
+	if (off < 0 || (int64_t)size > o->config.max_checkpoint ||
+	    off > o->config.max_checkpoint - (int64_t)size)
 		return -EFBIG;
 	rc = writer_current(o, w);
 	if (rc)

@@ -7,8 +7,9 @@
  * call these functions between store_begin() and store_commit().
  *
  * Every function returns 0 or -errno: -ENOENT for a missing row, -EIO for
- * a backend error (logged), -ENOSPC when the disk is full, -EBUSY when
- * another process held the store's write lock past the busy timeout.
+ * a backend error (logged), -ENOSPC when the disk is full, -EAGAIN when
+ * another process held the store's write lock past the busy timeout
+ * (-EBUSY is taken: it is the raise policy's answer).
  *
  * Transactions: store_begin() takes the store's lock and opens a
  * transaction; store_commit() or store_rollback() ends it and drops the

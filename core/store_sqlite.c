@@ -209,6 +209,7 @@ static const char schema[] =
 struct conn {
 	sqlite3 *db;
 	sqlite3_stmt *stmts[S_NSTMTS];
+	bool in_write;		/* in a write transaction */
 	struct store *owner;
 	struct conn *next;
 };
@@ -218,6 +219,8 @@ struct store {
 	char *path;
 	pthread_key_t reader_key; /* each thread's read-only connection */
 	bool have_reader_key;
+	pthread_key_t active_key;	/* each thread's current transaction */
+	bool have_active_key;
 	bool read_only_main;	/* opened read-only: everything on main */
 	pthread_mutex_t readers_lock;
 	struct conn *readers;	/* all of them, to close */
@@ -228,12 +231,17 @@ struct store {
 	int n_idle_readers;
 	sqlite3_stmt *stmts[S_NSTMTS];
 	enum store_sync sync;
-	bool in_write;
 	struct store_stats stats;
 };
 
-/* The connection of the calling thread's current transaction. */
-static __thread struct conn *active;
+/*
+ * The connection of the calling thread's current transaction on st (one
+ * thread may have transactions open on several stores).
+ */
+static struct conn *active_conn(struct store *st)
+{
+	return pthread_getspecific(st->active_key);
+}
 
 /* Map a SQLite result code to -errno, logging what is not the user's. */
 static int sql_error(struct store *st, int rc, const char *what)
@@ -250,7 +258,8 @@ static int sql_error(struct store *st, int rc, const char *what)
 		return -ENOMEM;
 	default:
 		syslog(LOG_ERR, "oncefs: %s: %s", what,
-		       sqlite3_errmsg(active ? active->db : st->main.db));
+		       sqlite3_errmsg(active_conn(st) ? active_conn(st)->db
+						      : st->main.db));
 		return -EIO;
 	}
 }
@@ -258,7 +267,7 @@ static int sql_error(struct store *st, int rc, const char *what)
 /* The prepared statement for id, reset and with bindings cleared. */
 static sqlite3_stmt *stmt(struct store *st, enum stmt_id id)
 {
-	struct conn *c = active ? active : &st->main;
+	struct conn *c = active_conn(st) ? active_conn(st) : &st->main;
 	sqlite3_stmt *s = c->stmts[id];
 
 	if (!s) {
@@ -509,6 +518,11 @@ int store_open(const char *path, const struct store_options *opt,
 	pthread_mutex_init(&st->readers_lock, NULL);
 	st->have_reader_key = pthread_key_create(&st->reader_key,
 						 drop_reader) == 0;
+	st->have_active_key = pthread_key_create(&st->active_key, NULL) == 0;
+	if (!st->have_active_key) {
+		rc = -ENOMEM;
+		goto out_close;
+	}
 	st->sync = opt->sync;
 
 	flags = SQLITE_OPEN_NOMUTEX;
@@ -574,6 +588,8 @@ out_close:
 	sqlite3_close(st->main.db);
 	if (st->have_reader_key)
 		pthread_key_delete(st->reader_key);
+	if (st->have_active_key)
+		pthread_key_delete(st->active_key);
 	pthread_mutex_destroy(&st->lock);
 	pthread_mutex_destroy(&st->pool_lock);
 	pthread_mutex_destroy(&st->readers_lock);
@@ -588,6 +604,8 @@ void store_close(struct store *st)
 		return;
 	if (st->have_reader_key)
 		pthread_key_delete(st->reader_key);
+	if (st->have_active_key)
+		pthread_key_delete(st->active_key);
 	while (st->readers) {
 		struct conn *c = st->readers;
 
@@ -624,58 +642,58 @@ int store_begin(struct store *st, bool write)
 		pthread_mutex_lock(&st->lock);
 		c = &st->main;
 	}
-	active = c;
+	pthread_setspecific(st->active_key, c);
 	s = stmt(st, write ? S_BEGIN_WRITE : S_BEGIN_READ);
 	rc = s ? exec_stmt(st, s, "begin") : -EIO;
 	if (rc) {
-		active = NULL;
+		pthread_setspecific(st->active_key, NULL);
 		if (c == &st->main)
 			pthread_mutex_unlock(&st->lock);
 		return rc;
 	}
-	st->in_write = write;
+	c->in_write = write;
 	return 0;
 }
 
 /* The end of a transaction: forget the connection, drop the lock. */
-static void end(struct store *st)
+static void end(struct store *st, struct conn *c)
 {
-	struct conn *c = active;
-
-	active = NULL;
-	if (c == &st->main) {
-		st->in_write = false;
+	pthread_setspecific(st->active_key, NULL);
+	c->in_write = false;
+	if (c == &st->main)
 		pthread_mutex_unlock(&st->lock);
-	}
 }
 
 int store_commit(struct store *st)
 {
+	struct conn *c = active_conn(st);
 	sqlite3_stmt *s = stmt(st, S_COMMIT);
 	int rc = s ? exec_stmt(st, s, "commit") : -EIO;
 
 	if (rc) {
 		/* A failed COMMIT may leave the transaction open. */
-		if (!sqlite3_get_autocommit(active->db))
-			sqlite3_exec(active->db, "ROLLBACK", NULL, NULL, NULL);
-	} else if (active == &st->main && st->in_write) {
+		if (!sqlite3_get_autocommit(c->db))
+			sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+	} else if (c->in_write) {
 		st->stats.commits++;
 		if (st->sync == STORE_SYNC_FULL)
 			st->stats.syncs++;
 	}
-	end(st);
+	end(st, c);
 	return rc;
 }
 
 void store_rollback(struct store *st)
 {
-	if (!sqlite3_get_autocommit(active->db)) {
+	struct conn *c = active_conn(st);
+
+	if (!sqlite3_get_autocommit(c->db)) {
 		sqlite3_stmt *s = stmt(st, S_ROLLBACK);
 
 		if (s)
 			exec_stmt(st, s, "rollback");
 	}
-	end(st);
+	end(st, c);
 }
 
 int store_next_generation(struct store *st, int64_t *out)
@@ -809,7 +827,7 @@ int store_wf_update(struct store *st, const struct wf_row *row)
 	rc = sqlite3_step(s);
 	done(s);
 	if (rc == SQLITE_DONE)
-		return sqlite3_changes(active->db) ? 0 : -ENOENT;
+		return sqlite3_changes(active_conn(st)->db) ? 0 : -ENOENT;
 	if ((rc & 0xff) == SQLITE_CONSTRAINT)
 		return -EEXIST;
 	return sql_error(st, rc, "update workflow");
