@@ -429,3 +429,26 @@ int key_list(struct once *o, int64_t wf, int64_t after, struct key_row *rows,
 	rc = store_key_list(o->store, wf, after, once_now_ms(o), rows, max, n);
 	return once_end(o, rc);
 }
+
+int key_fenced(struct once *o, int64_t wf, const char *name, size_t len,
+	       int64_t generation, const struct caller *who)
+{
+	struct event ev = {
+		.type = "fenced",
+		.subject = "key",
+		.name = name,
+		.name_len = len,
+		.generation = generation,
+	};
+	struct wf_row w;
+	int rc = store_begin(o->store, true);
+
+	if (rc)
+		return rc;
+	rc = store_wf_by_id(o->store, wf, &w);
+	if (rc == 0)
+		rc = once_event(o, wf, who, &ev);
+	if (rc == -ENOENT)
+		rc = 0;	/* the workflow is gone: nobody to tell */
+	return once_end(o, rc);
+}

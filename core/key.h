@@ -82,6 +82,13 @@ int key_touch(struct once *o, int64_t generation, const struct caller *who);
 int key_renew(struct once *o, const int64_t *generations, size_t n,
 	      const struct caller *who);
 
+/*
+ * Record in the events log that a handle of an old generation of key
+ * `name` was refused (-ESTALE).  Best effort: returns the store's error.
+ */
+int key_fenced(struct once *o, int64_t wf, const char *name, size_t len,
+	       int64_t generation, const struct caller *who);
+
 /* Live keys with id > after, in id order (a stable cursor). */
 int key_list(struct once *o, int64_t wf, int64_t after, struct key_row *rows,
 	     int max, int *n);

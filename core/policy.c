@@ -148,3 +148,43 @@ size_t policy_format(enum policy_field f, const struct policy *p, char *buf,
 		n = size ? (int)size - 1 : 0;
 	return (size_t)n;
 }
+
+int policy_check_partial(enum policy_field f, const char *buf, size_t len,
+			 bool complete)
+{
+	static const char *const *const words[] = {
+		[POLICY_ON_INPUT_CHANGE] = input_names,
+		[POLICY_DEDUP_ON] = dedup_names,
+	};
+	static const int nwords[] = {
+		[POLICY_ON_INPUT_CHANGE] = 3,
+		[POLICY_DEDUP_ON] = 2,
+	};
+	struct policy p;
+
+	policy_init(&p);
+	if (complete || memchr(buf, '\n', len))
+		return policy_parse(f, buf, len, &p);
+	if (policy_parse(f, buf, len, &p) == 0)
+		return 0;
+	/* Unfinished: trailing blanks end a value, so none may come yet. */
+	if (len > 0 && (buf[len - 1] == ' ' || buf[len - 1] == '\t' ||
+			buf[len - 1] == '\r'))
+		return -EINVAL;
+	if (f == POLICY_ON_INPUT_CHANGE || f == POLICY_DEDUP_ON) {
+		for (int i = 0; i < nwords[f]; i++) {
+			if (len < strlen(words[f][i]) &&
+			    memcmp(words[f][i], buf, len) == 0)
+				return -EAGAIN;
+		}
+		return -EINVAL;
+	}
+	/* A number: digits so far, no leading zero, not too long. */
+	if (len > 12 || (len > 0 && buf[0] == '0'))
+		return -EINVAL;	/* "0" alone was judged whole above */
+	for (size_t i = 0; i < len; i++) {
+		if (buf[i] < '0' || buf[i] > '9')
+			return -EINVAL;
+	}
+	return -EAGAIN;
+}

@@ -8,6 +8,7 @@
 #ifndef ONCE_POLICY_H
 #define ONCE_POLICY_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -55,6 +56,14 @@ int policy_field_lookup(const char *name, size_t len);
  */
 int policy_parse(enum policy_field f, const char *buf, size_t len,
 		 struct policy *p);
+
+/*
+ * The check of a value that may still be arriving in pieces: 0 when buf
+ * holds a whole valid value (ending in a newline, or complete), -EAGAIN
+ * when it is a valid beginning of one, -EINVAL otherwise.
+ */
+int policy_check_partial(enum policy_field f, const char *buf, size_t len,
+			 bool complete);
 
 /*
  * Write a field's value and a newline into buf (NUL-terminated).

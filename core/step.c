@@ -17,12 +17,14 @@
  * does the current epoch hold checkpoints (*steps)?  -EBUSY under raise.
  */
 static int decide(struct once *o, const struct wf_row *w, const char *value,
-		  size_t len, bool *same, bool *steps)
+		  size_t len, bool complete, bool *same, bool *steps)
 {
 	int rc;
 
 	*steps = false;
-	*same = len == w->fingerprint_len &&
+	/* An unfinished value may still become the current one. */
+	*same = (complete ? len == w->fingerprint_len
+			  : len <= w->fingerprint_len) &&
 		(len == 0 || memcmp(value, w->fingerprint, len) == 0);
 	if (*same)
 		return 0;
@@ -47,7 +49,8 @@ int step_check_fingerprint(struct once *o, int64_t wf, const char *buf,
 		return rc;
 	rc = store_wf_by_id(o->store, wf, &w);
 	if (rc == 0)
-		rc = decide(o, &w, buf, vlen, &same, &steps);
+		rc = decide(o, &w, buf, vlen, len > 0 && buf[len - 1] == '\n',
+			    &same, &steps);
 	return once_end(o, rc);
 }
 
@@ -67,7 +70,7 @@ int step_set_fingerprint(struct once *o, int64_t wf, const char *buf,
 		return rc;
 	rc = store_wf_by_id(o->store, wf, &w);
 	if (rc == 0)
-		rc = decide(o, &w, buf, vlen, &same, &steps);
+		rc = decide(o, &w, buf, vlen, true, &same, &steps);
 	if (rc || same)
 		goto out;
 	if (w.policy.on_input_change == ON_INPUT_RESET && steps) {

@@ -83,7 +83,9 @@ int step_purge(struct once *o, int max, int64_t *n);
 
 /*
  * The checks of write() for input.fingerprint: the value's syntax
- * (-EINVAL) and the raise rule (-EBUSY).
+ * (-EINVAL) and the raise rule (-EBUSY).  Bytes without their newline
+ * may be an unfinished value: under raise they pass while they can still
+ * become the current value.
  */
 int step_check_fingerprint(struct once *o, int64_t wf, const char *buf,
 			   size_t len);

@@ -367,6 +367,26 @@ static int create_schema(sqlite3 *db, char *err, size_t errlen)
 	return 0;
 }
 
+/* One query per table and index, each reading its first page. */
+static const char *const probes[] = {
+	"SELECT count(*) FROM sequence",
+	"SELECT count(*) FROM (SELECT * FROM workflows NOT INDEXED LIMIT 1)",
+	"SELECT count(*) FROM (SELECT name FROM workflows ORDER BY name LIMIT 1)",
+	"SELECT count(*) FROM (SELECT * FROM keys NOT INDEXED LIMIT 1)",
+	"SELECT count(*) FROM (SELECT 1 FROM keys INDEXED BY keys_by_workflow "
+	"WHERE wf > -1 LIMIT 1)",
+	"SELECT count(*) FROM (SELECT generation FROM keys ORDER BY generation "
+	"LIMIT 1)",
+	"SELECT count(*) FROM (SELECT wf, name FROM keys ORDER BY wf, name LIMIT 1)",
+	"SELECT count(*) FROM (SELECT * FROM steps NOT INDEXED LIMIT 1)",
+	"SELECT count(*) FROM (SELECT 1 FROM steps INDEXED BY steps_by_workflow "
+	"WHERE wf > -1 LIMIT 1)",
+	"SELECT count(*) FROM (SELECT * FROM chunks NOT INDEXED LIMIT 1)",
+	"SELECT count(*) FROM (SELECT * FROM events NOT INDEXED LIMIT 1)",
+	"SELECT count(*) FROM (SELECT 1 FROM events INDEXED BY events_by_workflow "
+	"WHERE wf > -1 LIMIT 1)",
+};
+
 /* Is this an oncefs store we can use?  Reads only. */
 static int check_store(sqlite3 *db, bool *empty, char *err, size_t errlen)
 {
@@ -401,12 +421,18 @@ static int check_store(sqlite3 *db, bool *empty, char *err, size_t errlen)
 		snprintf(err, errlen, "not an oncefs store (no schema version)");
 		return -EINVAL;
 	}
-	/* Make SQLite read the schema now: corruption shows up here. */
-	rc = pragma_int(db, "SELECT count(*) FROM sequence", &tables);
-	if (rc != SQLITE_OK) {
-		snprintf(err, errlen, "the store is corrupt: %s",
-			 sqlite3_errmsg(db));
-		return -EIO;
+	/*
+	 * Read the schema and the first page of every table and index now,
+	 * so that a damaged store is refused at mount rather than failing
+	 * later (a full check is `PRAGMA integrity_check`, too slow here).
+	 */
+	for (size_t i = 0; i < sizeof(probes) / sizeof(probes[0]); i++) {
+		rc = pragma_int(db, probes[i], &tables);
+		if (rc != SQLITE_OK) {
+			snprintf(err, errlen, "the store is corrupt: %s",
+				 sqlite3_errmsg(db));
+			return -EIO;
+		}
 	}
 	return 0;
 }

@@ -187,10 +187,7 @@ int workflow_setattr(struct once *o, int64_t id, const struct workflow_attr *a,
 
 int workflow_check_policy(enum policy_field f, const char *buf, size_t len)
 {
-	struct policy p;
-
-	policy_init(&p);
-	return policy_parse(f, buf, len, &p);
+	return policy_check_partial(f, buf, len, false);
 }
 
 int workflow_set_policy(struct once *o, int64_t id, enum policy_field f,
@@ -203,7 +200,7 @@ int workflow_set_policy(struct once *o, int64_t id, enum policy_field f,
 	int rc;
 
 	if (buf) {
-		rc = workflow_check_policy(f, buf, len);
+		rc = policy_check_partial(f, buf, len, true);
 		if (rc)
 			return rc;
 	}

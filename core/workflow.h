@@ -62,7 +62,10 @@ int workflow_list(struct once *o, int64_t after, struct wf_row *rows,
 int workflow_setattr(struct once *o, int64_t id, const struct workflow_attr *a,
 		     struct wf_row *out);
 
-/* Would these bytes be a valid value of the field?  0 or -EINVAL. */
+/*
+ * The check of write(): could these bytes, written so far, be a valid
+ * value of the field?  0 (or -EAGAIN for an unfinished value), -EINVAL.
+ */
 int workflow_check_policy(enum policy_field f, const char *buf, size_t len);
 
 /*

@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "fs.h"
+#include "../core/name.h"
 
 enum handle_kind {
 	HANDLE_KEY,
@@ -38,6 +39,9 @@ struct handle {
 	bool append;
 	bool renews;		/* on fs->renewing */
 	bool truncated;		/* HANDLE_STEP opened with O_TRUNC, not yet committed */
+	int poison;		/* a write was refused half way: commit nothing */
+	char name[NAME_MAX_LEN + 1];	/* HANDLE_KEY: the key's name */
+	size_t name_len;
 	struct step_writer *writer;	/* HANDLE_STEP opened for writing */
 	struct store_reader *reader;	/* HANDLE_STEP opened for reading */
 

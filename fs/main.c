@@ -240,6 +240,7 @@ int main(int argc, char *argv[])
 	struct store *st = NULL;
 	struct fs *fs = NULL;
 	struct timespec now;
+	struct stat sb;
 	char err[512] = "";
 	char fsname[PATH_MAX + 16];
 	char tmpdir[PATH_MAX];
@@ -293,6 +294,11 @@ int main(int argc, char *argv[])
 		return 2;
 	}
 
+	if (stat(opt.mountpoint, &sb) || !S_ISDIR(sb.st_mode)) {
+		fprintf(stderr, "oncefs: %s: not a directory to mount on\n",
+			opt.mountpoint);
+		return 1;
+	}
 	snprintf(fsname, sizeof(fsname), "-ofsname=oncefs:%s", opt.store);
 	if (fuse_opt_add_arg(&args, "-odefault_permissions,subtype=oncefs") ||
 	    fuse_opt_add_arg(&args, fsname))

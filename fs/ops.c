@@ -939,6 +939,8 @@ static int open_key(struct fs *fs, uint64_t ino, int flags,
 	}
 	handle_set_snapshot(h, snap, len);
 	h->generation = k.generation;
+	memcpy(h->name, k.name, k.name_len + 1);
+	h->name_len = k.name_len;
 	if (h->writable) {
 		if (k.status != KEY_IN_FLIGHT) {
 			handle_free(h);
@@ -1268,6 +1270,8 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *data,
 				       h->append);
 		if (rc == 0)
 			h->dirty = true;
+		else if (rc == -EFBIG)
+			h->poison = rc;
 		pthread_mutex_unlock(&h->lock);
 		if (rc)
 			reply_rc(req, rc);
@@ -1276,18 +1280,29 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *data,
 		return;
 	}
 	rc = handle_put(h, data, size, off, write_limit(fs, h));
+	/*
+	 * Too much for a key: the kernel may have split one write(2) and
+	 * passed us its first pieces; none of it may be committed.
+	 */
+	if (rc == -EFBIG && h->kind == HANDLE_KEY)
+		h->poison = rc;
 	if (rc == -EFBIG && h->kind != HANDLE_KEY)
 		rc = -EINVAL;	/* no valid value is that long */
 	if (rc == 0) {
 		rc = check_write(fs, h, &who);
 		if (rc == -EAGAIN)
-			rc = 0;	/* a status line not finished yet */
+			rc = 0;	/* a value not finished yet */
 		if (rc)
 			handle_undo(h);
 		else
 			h->dirty = true;
+		if (rc == -EFBIG && h->kind == HANDLE_KEY)
+			h->poison = rc;
 	}
 	pthread_mutex_unlock(&h->lock);
+	if (rc == -ESTALE && h->kind == HANDLE_KEY)
+		key_fenced(&fs->core, h->wf, h->name, h->name_len, h->generation,
+			   &who);
 	if (rc)
 		reply_rc(req, rc);
 	else
@@ -1344,6 +1359,10 @@ static int commit(struct fs *fs, struct handle *h, const struct caller *who)
 	int rc = 0;
 
 	pthread_mutex_lock(&h->lock);
+	if (h->poison) {
+		rc = h->poison;
+		goto out;
+	}
 	if (!h->dirty)
 		goto out;
 	if ((h->kind == HANDLE_STEP || h->kind == HANDLE_KEY) &&
@@ -1376,6 +1395,9 @@ static int commit(struct fs *fs, struct handle *h, const struct caller *who)
 	}
 out:
 	pthread_mutex_unlock(&h->lock);
+	if (rc == -ESTALE && h->kind == HANDLE_KEY)
+		key_fenced(&fs->core, h->wf, h->name, h->name_len, h->generation,
+			   who);
 	return rc;
 }
 
@@ -1411,7 +1433,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino,
 	 * with O_TRUNC and closed without a write (": > steps/x") is emptied
 	 * now, since no flush could tell that nothing more was coming.
 	 */
-	if (h->kind == HANDLE_STEP && h->truncated && h->writer) {
+	if (h->kind == HANDLE_STEP && h->truncated && h->writer && !h->poison) {
 		h->dirty = true;
 		commit(fs_of(req), h, &who);
 	}

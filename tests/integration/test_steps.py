@@ -73,12 +73,16 @@ class Steps(MountedTest):
 
     def test_size_limit(self):
         self.m.restart(options=["max_checkpoint=1K"])
-        fd = os.open(self.step("big"), os.O_WRONLY | os.O_CREAT)
+        write(self.step("big"), b"old", os.O_WRONLY | os.O_CREAT)
+        fd = os.open(self.step("big"), os.O_WRONLY | os.O_TRUNC)
         try:
             os.write(fd, b"a" * 1024)
             self.assertErrno(errno.EFBIG, os.write, fd, b"b")
         finally:
-            os.close(fd)
+            # Refused half way: the close says so and commits nothing.
+            self.assertErrno(errno.EFBIG, os.close, fd)
+        self.assertEqual(read(self.step("big")), b"old")
+        write(self.step("big"), b"a" * 1024, os.O_WRONLY | os.O_TRUNC)
         self.assertEqual(os.stat(self.step("big")).st_size, 1024)
 
     def test_reader_keeps_its_version(self):
@@ -133,6 +137,7 @@ class Steps(MountedTest):
         p.stdout.readline()
         p.send_signal(signal.SIGKILL)
         p.wait()
+        p.stdout.close()
         self.assertEqual(read(self.step("s")), b"old content")
         # A command that fails, but exits, still commits what it wrote.
         sh("{ printf partial; exit 3; } > steps/s", cwd=self.wf)
