@@ -249,34 +249,41 @@ int main(int argc, char *argv[])
 	int64_t size;
 	int rc = 1;
 
-	if (fuse_opt_parse(&args, &opt, option_spec, parse_option) != 0)
-		return 2;
+	if (fuse_opt_parse(&args, &opt, option_spec, parse_option) != 0) {
+		rc = 2;
+		goto out;
+	}
 	if (opt.help) {
 		usage(stdout);
-		return 0;
+		rc = 0;
+		goto out;
 	}
 	if (opt.version) {
 		printf("oncefs %s (libfuse %s, SQLite %s)\n", ONCEFS_VERSION,
 		       fuse_pkgversion(), STORE_SQLITE_VERSION);
-		return 0;
+		rc = 0;
+		goto out;
 	}
 	if (opt.nonopts != 2) {
 		usage(stderr);
-		return 2;
+		rc = 2;
+		goto out;
 	}
 	sopt.create = opt.create;
 	sopt.busy_timeout_ms = opt.busy_timeout_ms;
 	if (parse_sync(opt.sync, &sopt.sync)) {
 		fprintf(stderr, "oncefs: sync=%s: expected full, normal or off\n",
 			opt.sync);
-		return 2;
+		rc = 2;
+		goto out;
 	}
 	if (opt.max_result) {
 		size = parse_size(opt.max_result);
 		if (size < 0 || size > INT32_MAX) {
 			fprintf(stderr, "oncefs: max_result=%s: not a size\n",
 				opt.max_result);
-			return 2;
+			rc = 2;
+		goto out;
 		}
 		cfg.max_result = (size_t)size;
 	}
@@ -285,24 +292,29 @@ int main(int argc, char *argv[])
 		if (size < 0) {
 			fprintf(stderr, "oncefs: max_checkpoint=%s: not a size\n",
 				opt.max_checkpoint);
-			return 2;
+			rc = 2;
+		goto out;
 		}
 		cfg.max_checkpoint = size;
 	}
 	if (opt.busy_timeout_ms < 0) {
 		fprintf(stderr, "oncefs: busy_timeout must be >= 0\n");
-		return 2;
+		rc = 2;
+		goto out;
 	}
 
 	if (stat(opt.mountpoint, &sb) || !S_ISDIR(sb.st_mode)) {
 		fprintf(stderr, "oncefs: %s: not a directory to mount on\n",
 			opt.mountpoint);
-		return 1;
+		rc = 1;
+		goto out;
 	}
 	snprintf(fsname, sizeof(fsname), "-ofsname=oncefs:%s", opt.store);
 	if (fuse_opt_add_arg(&args, "-odefault_permissions,subtype=oncefs") ||
-	    fuse_opt_add_arg(&args, fsname))
-		return 1;
+	    fuse_opt_add_arg(&args, fsname)) {
+		rc = 1;
+		goto out;
+	}
 
 	if (!opt.foreground) {
 		int fds[2];
@@ -310,16 +322,19 @@ int main(int argc, char *argv[])
 
 		if (pipe(fds)) {
 			perror("oncefs: pipe");
-			return 1;
+			rc = 1;
+			goto out;
 		}
 		child = fork();
 		if (child < 0) {
 			perror("oncefs: fork");
-			return 1;
+			rc = 1;
+			goto out;
 		}
 		if (child > 0) {
 			close(fds[1]);
-			return wait_for_child(child, fds[0]);
+			rc = wait_for_child(child, fds[0]);
+			goto out;
 		}
 		close(fds[0]);
 		report_fd = fds[1];
