@@ -64,7 +64,7 @@ struct wf_row {
 	char fingerprint[FINGERPRINT_MAX + 1];
 	size_t fingerprint_len;	/* 0: unset */
 	int64_t epoch;		/* checkpoints of the current fingerprint */
-	int64_t events_size;	/* bytes of the rendered events file */
+	int64_t events_size;	/* bytes of the events file (after sweeps) */
 };
 
 struct key_row {
@@ -205,5 +205,44 @@ int store_event_append(struct store *st, int64_t wf, const struct event *ev);
 /* Up to size bytes of the events file from offset; *got gets the count. */
 int store_event_read(struct store *st, int64_t wf, int64_t offset,
 		     char *buf, size_t size, size_t *got);
+
+/* One event, as oncectl shows it. */
+struct event_view {
+	int64_t time_ms;
+	const char *line;	/* the JSON line */
+	const char *type;	/* "claim", ... */
+	const char *subject;	/* the key's or step's name, or "" */
+	int64_t generation;	/* 0: none */
+	const char *detail;	/* status, value, ... or "" */
+	int64_t pid, uid;
+};
+
+/*
+ * Call fn for each event of workflow wf at or after since_ms, oldest
+ * first, until it returns non-zero (which is returned).
+ */
+int store_event_list(struct store *st, int64_t wf, int64_t since_ms,
+		     int (*fn)(void *arg, const struct event_view *ev),
+		     void *arg);
+
+/*
+ * Check the store: the backend's own integrity check, then oncefs's
+ * invariants.  Calls report() once for each problem; *problems gets
+ * their number.  Inside a read transaction.
+ */
+int store_check(struct store *st, void (*report)(void *arg, const char *msg),
+		void *arg, int64_t *problems);
+
+/* Sweeping.  Claims whose lease ended by now_ms (in_flight, expired). */
+int store_key_expired(struct store *st, int64_t now_ms, struct key_row *rows,
+		      int max, int *n);
+/* Terminal or vacant keys unchanged for longer than their retention. */
+int store_key_retired(struct store *st, int64_t now_ms, struct key_row *rows,
+		      int max, int *n);
+/*
+ * Drop up to max events older than their workflow's retention; only the
+ * beginning of a log goes, so that the file keeps its shape.
+ */
+int store_event_trim(struct store *st, int64_t now_ms, int max, int64_t *n);
 
 #endif

@@ -71,11 +71,18 @@ enum stmt_id {
 	S_EVENT_INSERT,
 	S_EVENT_GROW,
 	S_EVENT_READ,
+	S_EVENT_BASE,
+	S_EVENT_TRIM,
+	S_EVENT_REBASE,
+	S_KEY_EXPIRED,
+	S_KEY_RETIRED,
+	S_EVENT_LIST,
 	S_NSTMTS
 };
 
 #define WF_COLS "id, name, uid, gid, mode, ctime_ns, mtime_ns, on_input_change, " \
-	"dedup_on, in_flight_ttl, retention, fingerprint, epoch, events_size"
+	"dedup_on, in_flight_ttl, retention, fingerprint, epoch, " \
+	"events_size - events_base"
 #define KEY_COLS "id, wf, name, status, generation, attempt, expires_ms, " \
 	"mtime_ns, holder_pid, holder_uid, length(result)"
 #define STEP_COLS "id, wf, epoch, name, size, mtime_ns"
@@ -92,7 +99,7 @@ static const char *const sql[S_NSTMTS] = {
 	[S_WF_INSERT] = "INSERT INTO workflows(name, uid, gid, mode, ctime_ns, "
 		"mtime_ns, on_input_change, dedup_on, in_flight_ttl, retention, "
 		"fingerprint, epoch, events_size) "
-		"VALUES(?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) "
+		"VALUES(?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 0) "
 		"RETURNING id",
 	[S_WF_UPDATE] = "UPDATE workflows SET name = ?2, uid = ?3, gid = ?4, "
 		"mode = ?5, ctime_ns = ?6, mtime_ns = ?7, on_input_change = ?8, "
@@ -149,6 +156,31 @@ static const char *const sql[S_NSTMTS] = {
 		"VALUES(?1, (SELECT events_size FROM workflows WHERE id = ?1), ?2, ?3)",
 	[S_EVENT_GROW] = "UPDATE workflows SET events_size = events_size + ?2 "
 		"WHERE id = ?1",
+	[S_EVENT_BASE] = "SELECT events_base FROM workflows WHERE id = ?1",
+	/* Only a prefix of a log goes: the lines before the first young one. */
+	[S_EVENT_TRIM] = "WITH cut(wf, off) AS (SELECT w.id, coalesce((SELECT "
+		"min(x.off) FROM events x WHERE x.wf = w.id AND x.time_ms >= "
+		"?1 - w.retention * 1000), w.events_size) FROM workflows w) "
+		"DELETE FROM events WHERE id IN (SELECT e.id FROM cut JOIN events e "
+		"ON e.wf = cut.wf AND e.off < cut.off LIMIT ?2)",
+	[S_EVENT_REBASE] = "UPDATE workflows SET events_base = coalesce((SELECT "
+		"min(off) FROM events WHERE wf = workflows.id), events_size) "
+		"WHERE events_base IS NOT coalesce((SELECT min(off) FROM events "
+		"WHERE wf = workflows.id), events_size)",
+	[S_KEY_EXPIRED] = "SELECT " KEY_COLS " FROM keys WHERE status = 1 "
+		"AND expires_ms <= ?1 LIMIT ?2",
+	[S_KEY_RETIRED] = "SELECT k.id, k.wf, k.name, k.status, k.generation, "
+		"k.attempt, k.expires_ms, k.mtime_ns, k.holder_pid, k.holder_uid, "
+		"length(k.result) FROM workflows w JOIN keys k ON k.wf = w.id "
+		"WHERE k.status IN (0, 2, 3) "
+		"AND k.mtime_ns < (?1 - w.retention * 1000) * 1000000 LIMIT ?2",
+	[S_EVENT_LIST] = "SELECT time_ms, line, line ->> '$.event', "
+		"coalesce(line ->> '$.key', line ->> '$.step', line ->> '$.policy', "
+		"line ->> '$.key_hex', line ->> '$.step_hex', ''), "
+		"coalesce(line ->> '$.generation', 0), "
+		"coalesce(line ->> '$.status', line ->> '$.value', "
+		"line ->> '$.from', ''), line ->> '$.pid', line ->> '$.uid' "
+		"FROM events WHERE wf = ?1 AND time_ms >= ?2 ORDER BY off",
 	[S_EVENT_READ] = "SELECT off, line FROM events WHERE wf = ?1 AND off >= "
 		"coalesce((SELECT max(off) FROM events WHERE wf = ?1 AND off <= ?2), 0) "
 		"ORDER BY off",
@@ -167,7 +199,8 @@ static const char schema[] =
 	"  on_input_change INTEGER NOT NULL, dedup_on INTEGER NOT NULL,"
 	"  in_flight_ttl INTEGER NOT NULL, retention INTEGER NOT NULL,"
 	"  fingerprint BLOB, epoch INTEGER NOT NULL,"
-	"  events_size INTEGER NOT NULL);"
+	"  events_size INTEGER NOT NULL,"
+	"  events_base INTEGER NOT NULL DEFAULT 0);"
 	"CREATE TABLE keys("
 	"  id INTEGER PRIMARY KEY AUTOINCREMENT,"
 	"  wf INTEGER NOT NULL,"
@@ -1235,9 +1268,18 @@ int store_event_read(struct store *st, int64_t wf, int64_t offset,
 	sqlite3_stmt *s = stmt(st, S_EVENT_READ);
 	int rc = SQLITE_DONE;
 
+	sqlite3_stmt *b = stmt(st, S_EVENT_BASE);
+	int64_t base = 0;
+
 	*got = 0;
-	if (!s)
+	if (!s || !b)
 		return -EIO;
+	/* The file begins at events_base: older lines were swept. */
+	sqlite3_bind_int64(b, 1, wf);
+	if (sqlite3_step(b) == SQLITE_ROW)
+		base = sqlite3_column_int64(b, 0);
+	done(b);
+	offset += base;
 	sqlite3_bind_int64(s, 1, wf);
 	sqlite3_bind_int64(s, 2, offset);
 	while (*got < size && (rc = sqlite3_step(s)) == SQLITE_ROW) {
@@ -1590,4 +1632,172 @@ void store_reader_close(struct store_reader *r)
 	sqlite3_exec(r->db, "COMMIT", NULL, NULL, NULL);
 	reader_connection_done(r->st, r->db);
 	free(r);
+}
+
+/* ---- sweeping --------------------------------------------------------- */
+
+static int key_rows(struct store *st, enum stmt_id id, int64_t now_ms,
+		    struct key_row *rows, int max, int *n)
+{
+	sqlite3_stmt *s = stmt(st, id);
+	int rc;
+
+	*n = 0;
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, now_ms);
+	sqlite3_bind_int(s, 2, max);
+	while (*n < max && (rc = sqlite3_step(s)) == SQLITE_ROW)
+		read_key(s, &rows[(*n)++]);
+	done(s);
+	return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0
+						   : sql_error(st, rc, "sweep keys");
+}
+
+int store_key_expired(struct store *st, int64_t now_ms, struct key_row *rows,
+		      int max, int *n)
+{
+	return key_rows(st, S_KEY_EXPIRED, now_ms, rows, max, n);
+}
+
+int store_key_retired(struct store *st, int64_t now_ms, struct key_row *rows,
+		      int max, int *n)
+{
+	return key_rows(st, S_KEY_RETIRED, now_ms, rows, max, n);
+}
+
+int store_event_trim(struct store *st, int64_t now_ms, int max, int64_t *n)
+{
+	sqlite3_stmt *s = stmt(st, S_EVENT_TRIM);
+	sqlite3_stmt *r = stmt(st, S_EVENT_REBASE);
+	int rc;
+
+	*n = 0;
+	if (!s || !r)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, now_ms);
+	sqlite3_bind_int(s, 2, max);
+	rc = exec_stmt(st, s, "trim events");
+	if (rc)
+		return rc;
+	*n = sqlite3_changes(active_conn(st)->db);
+	return *n ? exec_stmt(st, r, "rebase events") : 0;
+}
+
+int store_event_list(struct store *st, int64_t wf, int64_t since_ms,
+		     int (*fn)(void *arg, const struct event_view *ev),
+		     void *arg)
+{
+	sqlite3_stmt *s = stmt(st, S_EVENT_LIST);
+	int rc, stop = 0;
+
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, wf);
+	sqlite3_bind_int64(s, 2, since_ms);
+	while (!stop && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+		struct event_view ev = {
+			.time_ms = sqlite3_column_int64(s, 0),
+			.line = (const char *)sqlite3_column_text(s, 1),
+			.type = (const char *)sqlite3_column_text(s, 2),
+			.subject = (const char *)sqlite3_column_text(s, 3),
+			.generation = sqlite3_column_int64(s, 4),
+			.detail = (const char *)sqlite3_column_text(s, 5),
+			.pid = sqlite3_column_int64(s, 6),
+			.uid = sqlite3_column_int64(s, 7),
+		};
+
+		if (!ev.type)
+			ev.type = "";
+		stop = fn(arg, &ev);
+	}
+	done(s);
+	if (stop)
+		return stop;
+	return rc == SQLITE_DONE ? 0 : sql_error(st, rc, "list events");
+}
+
+/*
+ * The invariants, each a query that returns one row per violation with a
+ * description.  (Unique generations and names are enforced by the schema,
+ * and checked by integrity_check.)
+ */
+static const char *const invariants[] = {
+	"SELECT 'key ' || quote(CAST(name AS TEXT)) || ' belongs to missing workflow ' || wf "
+	"FROM keys WHERE wf NOT IN (SELECT id FROM workflows)",
+	"SELECT 'key ' || quote(CAST(name AS TEXT)) || ' has unknown status ' || status "
+	"FROM keys WHERE status NOT IN (0, 1, 2, 3)",
+	"SELECT 'key ' || quote(CAST(name AS TEXT)) || ' has generation ' || generation || "
+	"' beyond the sequence (' || (SELECT value FROM sequence WHERE "
+	"name = 'generation') || ')' FROM keys WHERE generation > "
+	"(SELECT value FROM sequence WHERE name = 'generation') OR generation < 1",
+	"SELECT 'key ' || quote(CAST(name AS TEXT)) || ' has attempt ' || attempt FROM keys "
+	"WHERE attempt < 1",
+	"SELECT 'key ' || quote(CAST(name AS TEXT)) || ': a name of ' || length(name) || "
+	"' bytes' FROM keys WHERE length(name) NOT BETWEEN 1 AND 255 OR "
+	"instr(name, X'2F') OR instr(name, X'00')",
+	"SELECT 'workflow ' || quote(CAST(name AS TEXT)) || ': a bad name' FROM workflows WHERE "
+	"length(name) NOT BETWEEN 1 AND 255 OR instr(name, X'2F') OR "
+	"instr(name, X'00') OR substr(name, 1, 1) = X'2E'",
+	"SELECT 'workflow ' || quote(CAST(name AS TEXT)) || ': bad policy' FROM workflows WHERE "
+	"on_input_change NOT IN (0, 1, 2) OR dedup_on NOT IN (0, 1) OR "
+	"in_flight_ttl < 1 OR retention < 0",
+	"SELECT 'workflow ' || quote(CAST(name AS TEXT)) || ': fingerprint of ' || "
+	"length(fingerprint) || ' bytes' FROM workflows WHERE "
+	"length(fingerprint) > 256",
+	"SELECT 'step ' || quote(CAST(name AS TEXT)) || ' belongs to missing workflow ' || wf "
+	"FROM steps WHERE wf NOT IN (SELECT id FROM workflows)",
+	"SELECT 'step ' || quote(CAST(s.name AS TEXT)) || ' has epoch ' || s.epoch || "
+	"', after its workflow''s ' || w.epoch FROM steps s JOIN workflows w "
+	"ON w.id = s.wf WHERE s.epoch > w.epoch",
+	"SELECT 'step ' || quote(CAST(s.name AS TEXT)) || ' holds ' || coalesce(sum(length(c.data)), 0) || "
+	"' bytes, says ' || s.size FROM steps s LEFT JOIN chunks c ON c.step = s.id "
+	"GROUP BY s.id HAVING coalesce(sum(length(c.data)), 0) != s.size",
+	"SELECT 'chunk ' || id || ' belongs to missing step ' || step FROM chunks "
+	"WHERE step NOT IN (SELECT id FROM steps)",
+	"SELECT 'event ' || id || ' belongs to missing workflow ' || wf FROM events "
+	"WHERE wf NOT IN (SELECT id FROM workflows)",
+	"SELECT 'workflow ' || quote(CAST(w.name AS TEXT)) || ': events end at ' || "
+	"coalesce(max(e.off + length(CAST(e.line AS BLOB)) + 1), w.events_base) || "
+	"', size says ' || w.events_size FROM workflows w LEFT JOIN events e "
+	"ON e.wf = w.id GROUP BY w.id HAVING coalesce(max(e.off + "
+	"length(CAST(e.line AS BLOB)) + 1), w.events_base) != w.events_size",
+	"SELECT 'event ' || id || ' is not JSON' FROM events WHERE NOT json_valid(line)",
+};
+
+int store_check(struct store *st, void (*report)(void *arg, const char *msg),
+		void *arg, int64_t *problems)
+{
+	sqlite3 *db = active_conn(st) ? active_conn(st)->db : st->main.db;
+	sqlite3_stmt *s;
+	int rc;
+
+	*problems = 0;
+	rc = sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &s, NULL);
+	if (rc != SQLITE_OK)
+		return sql_error(st, rc, "integrity_check");
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		const char *msg = (const char *)sqlite3_column_text(s, 0);
+
+		if (msg && strcmp(msg, "ok") != 0) {
+			report(arg, msg);
+			(*problems)++;
+		}
+	}
+	sqlite3_finalize(s);
+	if (rc != SQLITE_DONE)
+		return sql_error(st, rc, "integrity_check");
+	for (size_t i = 0; i < sizeof(invariants) / sizeof(invariants[0]); i++) {
+		rc = sqlite3_prepare_v2(db, invariants[i], -1, &s, NULL);
+		if (rc != SQLITE_OK)
+			return sql_error(st, rc, "check");
+		while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+			report(arg, (const char *)sqlite3_column_text(s, 0));
+			(*problems)++;
+		}
+		sqlite3_finalize(s);
+		if (rc != SQLITE_DONE)
+			return sql_error(st, rc, "check");
+	}
+	return 0;
 }

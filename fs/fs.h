@@ -31,6 +31,9 @@ struct fs {
 	pthread_cond_t renew_cond;
 	struct handle *renewing;
 	bool stopping;
+	int64_t sweep_interval_ms;	/* 0: no background sweep */
+	int64_t next_sweep_ms;
+	bool sweep_pending;		/* the last slice left work */
 	pthread_t renewer;
 	bool renewer_started;
 };

@@ -10,11 +10,14 @@
 
 #include "../core/key.h"
 #include "../core/step.h"
+#include "../core/sweep.h"
 #include "handle.h"
 
 #define RENEW_INTERVAL_MS 500
 #define PURGE_BATCH 200
 #define PURGE_BATCHES 50
+#define SWEEP_BATCH 200
+#define SWEEP_BATCHES 20
 
 struct handle *handle_new(enum handle_kind kind, uint64_t ino, int64_t wf,
 			  int flags)
@@ -142,6 +145,30 @@ static void purge(struct fs *fs)
 }
 
 /*
+ * The background sweep (sweep.h), in slices of a few small batches so that
+ * renewals are never late and a claim waits for one batch at most.
+ */
+static void sweep_slice(struct fs *fs, const struct caller *self)
+{
+	struct sweep_options opt = { .batch = SWEEP_BATCH,
+				     .max_batches = SWEEP_BATCHES };
+	struct sweep_report r;
+	int64_t now;
+
+	if (fs->sweep_interval_ms <= 0)
+		return;
+	now = once_now_ms(&fs->core);
+	if (!fs->sweep_pending && now < fs->next_sweep_ms)
+		return;
+	if (sweep_run(&fs->core, &opt, self, &r) == 0 && r.more) {
+		fs->sweep_pending = true;
+		return;
+	}
+	fs->sweep_pending = false;
+	fs->next_sweep_ms = now + fs->sweep_interval_ms;
+}
+
+/*
  * Every RENEW_INTERVAL_MS: collect the generations of open claims and let
  * core renew those whose lease is a third gone.
  */
@@ -181,6 +208,7 @@ static void *renewer(void *arg)
 		pthread_mutex_unlock(&fs->renew_lock);
 		key_renew(&fs->core, gens, n, &self);
 		purge(fs);
+		sweep_slice(fs, &self);
 		pthread_mutex_lock(&fs->renew_lock);
 	}
 	pthread_mutex_unlock(&fs->renew_lock);

@@ -34,6 +34,7 @@ struct options {
 	char *max_result;
 	char *max_checkpoint;
 	int busy_timeout_ms;
+	int sweep_interval;
 	int foreground;
 	int debug;
 	int help;
@@ -51,6 +52,7 @@ static const struct fuse_opt option_spec[] = {
 	OPT("max_result=%s", max_result),
 	OPT("max_checkpoint=%s", max_checkpoint),
 	OPT("busy_timeout=%d", busy_timeout_ms),
+	OPT("sweep_interval=%d", sweep_interval),
 	FUSE_OPT_KEY("-h", KEY_HELP),
 	FUSE_OPT_KEY("--help", KEY_HELP),
 	FUSE_OPT_KEY("-V", KEY_VERSION),
@@ -83,6 +85,9 @@ static void usage(FILE *f)
 "                       largest checkpoint (default 1G)\n"
 "  -o busy_timeout=MS   how long to wait for another process's write lock\n"
 "                       on the store before failing with EAGAIN (default 5000)\n"
+"  -o sweep_interval=S  sweep expired claims, keys and events past retention\n"
+"                       and old checkpoints every S seconds (default 60;\n"
+"                       0: never, leave it to 'oncectl sweep')\n"
 "\n"
 "FUSE options (passed to the kernel):\n"
 "  -o allow_other       let other users use the mount (see /etc/fuse.conf)\n"
@@ -230,7 +235,7 @@ static void detach(void)
 int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
-	struct options opt = { .busy_timeout_ms = 5000 };
+	struct options opt = { .busy_timeout_ms = 5000, .sweep_interval = 60 };
 	struct store_options sopt = { 0 };
 	struct once_config cfg = {
 		.max_result = ONCE_MAX_RESULT_DEFAULT,
@@ -297,6 +302,11 @@ int main(int argc, char *argv[])
 		}
 		cfg.max_checkpoint = size;
 	}
+	if (opt.sweep_interval < 0) {
+		fprintf(stderr, "oncefs: sweep_interval must be >= 0\n");
+		rc = 2;
+		goto out;
+	}
 	if (opt.busy_timeout_ms < 0) {
 		fprintf(stderr, "oncefs: busy_timeout must be >= 0\n");
 		rc = 2;
@@ -360,16 +370,25 @@ int main(int argc, char *argv[])
 		opt.store = abs;
 	}
 
-	rc = store_open(opt.store, &sopt, &st, err, sizeof(err));
-	if (rc) {
-		fprintf(stderr, "oncefs: %s: %s\n", opt.store, err);
-		rc = 1;
-		goto out;
-	}
 	fs = calloc(1, sizeof(*fs));
 	if (!fs) {
 		rc = 1;
 		goto out;
+	}
+	pthread_mutex_init(&fs->renew_lock, NULL);
+	pthread_cond_init(&fs->renew_cond, NULL);
+	/* The session first: it refuses unknown options before any store
+	 * is created. */
+	fs->se = fuse_session_new(&args, &fs_ops, sizeof(fs_ops), fs);
+	if (!fs->se) {
+		rc = 2;
+		goto out;
+	}
+	rc = store_open(opt.store, &sopt, &st, err, sizeof(err));
+	if (rc) {
+		fprintf(stderr, "oncefs: %s: %s\n", opt.store, err);
+		rc = 1;
+		goto out_destroy;
 	}
 	cfg.tmpdir = tmpdir;
 	once_init(&fs->core, st, &cfg);
@@ -377,13 +396,9 @@ int main(int argc, char *argv[])
 	fs->owner_gid = getgid();
 	clock_gettime(CLOCK_REALTIME, &now);
 	fs->mount_time_ns = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
-	pthread_mutex_init(&fs->renew_lock, NULL);
-	pthread_cond_init(&fs->renew_cond, NULL);
+	fs->sweep_interval_ms = (int64_t)opt.sweep_interval * 1000;
 
 	rc = 1;
-	fs->se = fuse_session_new(&args, &fs_ops, sizeof(fs_ops), fs);
-	if (!fs->se)
-		goto out;
 	if (fuse_set_signal_handlers(fs->se))
 		goto out_destroy;
 	if (fuse_session_mount(fs->se, opt.mountpoint))

@@ -1,0 +1,115 @@
+/*
+ * sweep.c - the sweep (see sweep.h).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sweep.h"
+
+static void key_event(struct event *ev, const char *type,
+		      const struct key_row *k)
+{
+	*ev = (struct event){
+		.type = type,
+		.subject = "key",
+		.name = k->name,
+		.name_len = k->name_len,
+		.generation = k->generation,
+		.detail_field = "status",
+		.detail = status_name(k->status),
+		.detail_len = strlen(status_name(k->status)),
+	};
+}
+
+/* Inside a transaction: one batch of expired claims or retired keys. */
+static int sweep_keys(struct once *o, bool expired, int batch,
+		      const struct caller *who, int64_t *n)
+{
+	struct key_row *rows = malloc(sizeof(*rows) * (size_t)batch);
+	struct event ev;
+	int got = 0, rc;
+
+	*n = 0;
+	if (!rows)
+		return -ENOMEM;
+	if (expired)
+		rc = store_key_expired(o->store, once_now_ms(o), rows, batch, &got);
+	else
+		rc = store_key_retired(o->store, once_now_ms(o), rows, batch, &got);
+	for (int i = 0; i < got && rc == 0; i++) {
+		struct key_row *k = &rows[i];
+
+		if (expired) {
+			key_event(&ev, "expire", k);
+			k->status = KEY_VACANT;
+			rc = store_key_update(o->store, k);
+		} else {
+			key_event(&ev, "retire", k);
+			rc = store_key_delete(o->store, k->id);
+		}
+		if (rc == 0)
+			rc = once_event(o, k->wf, who, &ev);
+	}
+	free(rows);
+	*n = got;
+	return rc;
+}
+
+/* Inside a transaction: a batch of everything; *more when one was full. */
+static int sweep_batch(struct once *o, int batch, const struct caller *who,
+		       struct sweep_report *r, bool *more)
+{
+	int64_t n = 0;
+	int rc;
+
+	*more = false;
+	rc = sweep_keys(o, true, batch, who, &n);
+	r->expired += n;
+	*more |= n == batch;
+	if (rc == 0)
+		rc = sweep_keys(o, false, batch, who, &n);
+	r->retired += rc ? 0 : n;
+	*more |= n == batch;
+	if (rc == 0)
+		rc = store_step_purge(o->store, batch, &n);
+	r->checkpoints += rc ? 0 : n;
+	*more |= n == batch;
+	if (rc == 0)
+		rc = store_event_trim(o->store, once_now_ms(o), batch, &n);
+	r->events += rc ? 0 : n;
+	*more |= n == batch;
+	return rc;
+}
+
+int sweep_run(struct once *o, const struct sweep_options *opt,
+	      const struct caller *who, struct sweep_report *r)
+{
+	int batch = opt->batch > 0 ? opt->batch : 500;
+	bool more = true;
+	int rc = 0;
+
+	memset(r, 0, sizeof(*r));
+	if (opt->dry_run) {
+		/* The real thing in one transaction, rolled back. */
+		rc = store_begin(o->store, true);
+		if (rc)
+			return rc;
+		while (more && rc == 0)
+			rc = sweep_batch(o, batch, who, r, &more);
+		store_rollback(o->store);
+		return rc;
+	}
+	for (int b = 0; more && rc == 0; b++) {
+		if (opt->max_batches && b >= opt->max_batches) {
+			r->more = true;
+			break;
+		}
+		rc = store_begin(o->store, true);
+		if (rc)
+			break;
+		rc = sweep_batch(o, batch, who, r, &more);
+		rc = once_end(o, rc);
+	}
+	return rc;
+}

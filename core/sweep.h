@@ -1,0 +1,39 @@
+/*
+ * sweep.h - removing what time has made obsolete.
+ *
+ *   claims whose lease ran out      -> vacant (event "expire"); the
+ *                                      attempt count stays
+ *   terminal and vacant keys older  -> deleted (event "retire"): a
+ *   than the workflow's retention      re-delivery after that runs again
+ *   checkpoints of old fingerprints -> purged
+ *   events older than retention     -> dropped from the log's beginning
+ *
+ * Work is done in batches of opt->batch rows, each its own transaction,
+ * so that a claim waits for one batch at most.  The daemon runs a sweep
+ * every -o sweep_interval seconds; `oncectl sweep` runs one by hand.
+ */
+#ifndef ONCE_SWEEP_H
+#define ONCE_SWEEP_H
+
+#include <stdbool.h>
+
+#include "once.h"
+
+struct sweep_options {
+	bool dry_run;		/* count, change nothing */
+	int batch;		/* rows a transaction */
+	int max_batches;	/* 0: until done */
+};
+
+struct sweep_report {
+	int64_t expired;	/* claims whose lease ran out */
+	int64_t retired;	/* keys past retention */
+	int64_t checkpoints;	/* checkpoints of old fingerprints */
+	int64_t events;		/* event lines past retention */
+	bool more;		/* stopped at max_batches with work left */
+};
+
+int sweep_run(struct once *o, const struct sweep_options *opt,
+	      const struct caller *who, struct sweep_report *r);
+
+#endif

@@ -1,0 +1,601 @@
+/*
+ * oncectl - inspect and maintain an oncefs store, mounted or not.
+ *
+ *     oncectl init STORE
+ *     oncectl ls STORE [WORKFLOW] [--json]
+ *     oncectl show STORE WORKFLOW KEY [--json]
+ *     oncectl events STORE WORKFLOW [--since TIME] [--json]
+ *     oncectl sweep STORE [--dry-run]
+ *     oncectl check STORE
+ *
+ * Every command is a thin shell over the core library (core/): the same
+ * store, the same rules, the same sweep as the daemon.  Reads run in one
+ * read transaction each, so they are safe beside a mounted daemon.
+ *
+ * Exit status: 0 success; 1 a problem found (check) or an action failed;
+ * 2 usage; 3 the store could not be opened.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../core/key.h"
+#include "../core/step.h"
+#include "../core/sweep.h"
+#include "../core/workflow.h"
+
+#define EXIT_PROBLEM 1
+#define EXIT_USAGE 2
+#define EXIT_STORE 3
+
+struct ctl {
+	const char *store_path;
+	bool json;
+	bool dry_run;
+	const char *since;
+	struct store *st;
+	struct once o;
+};
+
+struct command {
+	const char *name;
+	int min_args, max_args;	/* after STORE */
+	bool writes;
+	int (*run)(struct ctl *c, char **args, int n);
+	const char *usage;
+	const char *help;
+};
+
+static const struct command commands[];
+
+/* ---- output helpers --------------------------------------------------- */
+
+static void json_string(const char *s, size_t len)
+{
+	putchar('"');
+	for (size_t i = 0; i < len; i++) {
+		unsigned char ch = (unsigned char)s[i];
+
+		if (ch == '"' || ch == '\\')
+			printf("\\%c", ch);
+		else if (ch < 0x20 || ch >= 0x7f)
+			printf("\\u%04x", ch);	/* bytes, one by one */
+		else
+			putchar(ch);
+	}
+	putchar('"');
+}
+
+static void print_name(const char *s, size_t len)
+{
+	for (size_t i = 0; i < len; i++) {
+		unsigned char ch = (unsigned char)s[i];
+
+		if (ch < 0x20 || ch == 0x7f || ch == '\\')
+			printf("\\x%02x", ch);
+		else
+			putchar(ch);
+	}
+}
+
+static void format_time(int64_t ms, char *buf, size_t size)
+{
+	time_t t = (time_t)(ms / 1000);
+	struct tm tm;
+
+	gmtime_r(&t, &tm);
+	strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static const char *policy_word(const struct policy *p, enum policy_field f,
+			       char *buf, size_t size)
+{
+	size_t n = policy_format(f, p, buf, size);
+
+	if (n > 0 && buf[n - 1] == '\n')
+		buf[n - 1] = '\0';
+	return buf;
+}
+
+static int fail(int rc, const char *what)
+{
+	fprintf(stderr, "oncectl: %s: %s\n", what, strerror(-rc));
+	return EXIT_PROBLEM;
+}
+
+static int find_workflow(struct ctl *c, const char *name, struct wf_row *w)
+{
+	int rc = workflow_lookup(&c->o, name, strlen(name), w);
+
+	if (rc) {
+		fprintf(stderr, "oncectl: workflow %s: %s\n", name,
+			rc == -ENOENT ? "no such workflow" : strerror(-rc));
+		return EXIT_PROBLEM;
+	}
+	return 0;
+}
+
+/* ---- init ------------------------------------------------------------- */
+
+static int cmd_init(struct ctl *c, char **args, int n)
+{
+	(void)args;
+	(void)n;
+	printf("%s: an oncefs store (schema %d)\n", c->store_path,
+	       STORE_SCHEMA_VERSION);
+	return 0;
+}
+
+/* ---- ls --------------------------------------------------------------- */
+
+static int ls_workflows(struct ctl *c)
+{
+	struct wf_row rows[64];
+	int64_t after = 0;
+	int n, rc, first = 1;
+	char a[32], b[32], t[32], r[32];
+
+	if (c->json)
+		printf("[");
+	else
+		printf("%-24s %6s %6s %-8s %-8s %8s %10s  %s\n", "WORKFLOW", "UID",
+		       "MODE", "INPUT", "DEDUP", "TTL", "RETENTION", "FINGERPRINT");
+	do {
+		rc = workflow_list(&c->o, after, rows, 64, &n);
+		if (rc)
+			return fail(rc, "list workflows");
+		for (int i = 0; i < n; i++) {
+			struct wf_row *w = &rows[i];
+			const struct policy *p = &w->policy;
+
+			policy_word(p, POLICY_ON_INPUT_CHANGE, a, sizeof(a));
+			policy_word(p, POLICY_DEDUP_ON, b, sizeof(b));
+			policy_word(p, POLICY_IN_FLIGHT_TTL, t, sizeof(t));
+			policy_word(p, POLICY_RETENTION, r, sizeof(r));
+			if (c->json) {
+				printf("%s\n {\"name\":", first ? "" : ",");
+				json_string(w->name, w->name_len);
+				printf(",\"uid\":%u,\"gid\":%u,\"mode\":\"%04o\","
+				       "\"on_input_change\":\"%s\",\"dedup_on\":\"%s\","
+				       "\"in_flight_ttl\":%s,\"retention\":%s,"
+				       "\"fingerprint\":", w->uid, w->gid, w->mode,
+				       a, b, t, r);
+				json_string(w->fingerprint, w->fingerprint_len);
+				printf("}");
+			} else {
+				print_name(w->name, w->name_len);
+				printf("%*s %6u %6o %-8s %-8s %8s %10s  %s\n",
+				       w->name_len < 24 ? (int)(24 - w->name_len) : 0,
+				       "", w->uid, w->mode, a, b, t, r,
+				       w->fingerprint_len ? w->fingerprint : "-");
+			}
+			first = 0;
+			after = w->id;
+		}
+	} while (n == 64);
+	if (c->json)
+		printf("\n]\n");
+	return 0;
+}
+
+static const char *key_state(const struct key_row *k, int64_t now_ms)
+{
+	if (k->status == KEY_IN_FLIGHT && !key_is_live(k, now_ms))
+		return "expired";
+	return status_name(k->status);
+}
+
+static int ls_workflow(struct ctl *c, const char *name)
+{
+	struct key_row keys[64];
+	struct step_row steps[64];
+	struct wf_row w;
+	int64_t after = 0, now = once_now_ms(&c->o);
+	int n, rc, first = 1;
+	char when[32], exp[32];
+
+	rc = find_workflow(c, name, &w);
+	if (rc)
+		return rc;
+	if (c->json)
+		printf("{\"keys\":[");
+	else
+		printf("%-32s %-9s %10s %7s %-20s %-20s %s\n", "KEY", "STATUS",
+		       "GENERATION", "ATTEMPT", "CHANGED", "EXPIRES", "HOLDER");
+	do {
+		/* now 0: expired claims are listed too, marked as such. */
+		rc = store_begin(c->st, false);
+		if (rc == 0)
+			rc = once_end(&c->o, store_key_list(c->st, w.id, after, 0,
+							    keys, 64, &n));
+		if (rc)
+			return fail(rc, "list keys");
+		for (int i = 0; i < n; i++) {
+			struct key_row *k = &keys[i];
+
+			format_time(k->mtime_ns / 1000000, when, sizeof(when));
+			if (k->status == KEY_IN_FLIGHT)
+				format_time(k->expires_ms, exp, sizeof(exp));
+			else
+				snprintf(exp, sizeof(exp), "-");
+			if (c->json) {
+				printf("%s\n {\"name\":", first ? "" : ",");
+				json_string(k->name, k->name_len);
+				printf(",\"status\":\"%s\",\"generation\":%" PRId64
+				       ",\"attempt\":%" PRId64 ",\"changed\":\"%s\","
+				       "\"expires\":%s%s%s,\"holder_pid\":%d,"
+				       "\"holder_uid\":%u,\"result_bytes\":%" PRId64 "}",
+				       key_state(k, now), k->generation, k->attempt,
+				       when, k->status == KEY_IN_FLIGHT ? "\"" : "",
+				       k->status == KEY_IN_FLIGHT ? exp : "null",
+				       k->status == KEY_IN_FLIGHT ? "\"" : "",
+				       k->holder_pid, k->holder_uid, k->result_len);
+			} else {
+				print_name(k->name, k->name_len);
+				printf("%*s %-9s %10" PRId64 " %7" PRId64
+				       " %-20s %-20s %d/%u\n",
+				       k->name_len < 32 ? (int)(32 - k->name_len) : 0,
+				       "", key_state(k, now), k->generation,
+				       k->attempt, when, exp, k->holder_pid,
+				       k->holder_uid);
+			}
+			first = 0;
+			after = k->id;
+		}
+	} while (n == 64);
+	if (c->json)
+		printf("\n],\"steps\":[");
+	else
+		printf("\n%-32s %12s %-20s\n", "STEP", "SIZE", "CHANGED");
+	after = 0;
+	first = 1;
+	do {
+		rc = step_list(&c->o, w.id, after, steps, 64, &n);
+		if (rc)
+			return fail(rc, "list steps");
+		for (int i = 0; i < n; i++) {
+			struct step_row *s = &steps[i];
+
+			format_time(s->mtime_ns / 1000000, when, sizeof(when));
+			if (c->json) {
+				printf("%s\n {\"name\":", first ? "" : ",");
+				json_string(s->name, s->name_len);
+				printf(",\"size\":%" PRId64 ",\"changed\":\"%s\"}",
+				       s->size, when);
+			} else {
+				print_name(s->name, s->name_len);
+				printf("%*s %12" PRId64 " %-20s\n",
+				       s->name_len < 32 ? (int)(32 - s->name_len) : 0,
+				       "", s->size, when);
+			}
+			first = 0;
+			after = s->id;
+		}
+	} while (n == 64);
+	if (c->json)
+		printf("\n]}\n");
+	return 0;
+}
+
+static int cmd_ls(struct ctl *c, char **args, int n)
+{
+	return n == 0 ? ls_workflows(c) : ls_workflow(c, args[0]);
+}
+
+/* ---- show ------------------------------------------------------------- */
+
+static int cmd_show(struct ctl *c, char **args, int n)
+{
+	struct wf_row w;
+	struct key_row k;
+	char *content;
+	size_t len, line;
+	char when[32], exp[32];
+	int rc;
+
+	(void)n;
+	rc = find_workflow(c, args[0], &w);
+	if (rc)
+		return rc;
+	rc = store_begin(c->st, false);
+	if (rc == 0)
+		rc = once_end(&c->o, store_key_get(c->st, w.id, args[1],
+						   strlen(args[1]), &k));
+	if (rc == 0 && k.status == KEY_VACANT)
+		rc = -ENOENT;
+	if (rc) {
+		fprintf(stderr, "oncectl: key %s: %s\n", args[1],
+			rc == -ENOENT ? "no such key" : strerror(-rc));
+		return EXIT_PROBLEM;
+	}
+	rc = key_content(&c->o, k.generation, &k, &content, &len);
+	if (rc)
+		return fail(rc, "read key");
+	line = (size_t)((char *)memchr(content, '\n', len) - content) + 1;
+	format_time(k.mtime_ns / 1000000, when, sizeof(when));
+	format_time(k.expires_ms, exp, sizeof(exp));
+	if (c->json) {
+		printf("{\"workflow\":");
+		json_string(w.name, w.name_len);
+		printf(",\"key\":");
+		json_string(k.name, k.name_len);
+		printf(",\"status\":\"%s\",\"generation\":%" PRId64
+		       ",\"attempt\":%" PRId64 ",\"changed\":\"%s\",\"expires\":",
+		       key_state(&k, once_now_ms(&c->o)), k.generation, k.attempt,
+		       when);
+		if (k.status == KEY_IN_FLIGHT)
+			printf("\"%s\"", exp);
+		else
+			printf("null");
+		printf(",\"holder_pid\":%d,\"holder_uid\":%u,\"result\":",
+		       k.holder_pid, k.holder_uid);
+		json_string(content + line, len - line);
+		printf("}\n");
+	} else {
+		printf("workflow    ");
+		print_name(w.name, w.name_len);
+		printf("\nkey         ");
+		print_name(k.name, k.name_len);
+		printf("\nstatus      %s\ngeneration  %" PRId64 "\nattempt     %" PRId64
+		       "\nchanged     %s\n", key_state(&k, once_now_ms(&c->o)),
+		       k.generation, k.attempt, when);
+		if (k.status == KEY_IN_FLIGHT)
+			printf("expires     %s\n", exp);
+		printf("holder      pid %d, uid %u\nresult      %zu bytes\n",
+		       k.holder_pid, k.holder_uid, len - line);
+		if (len > line) {
+			fwrite(content + line, 1, len - line, stdout);
+			if (content[len - 1] != '\n')
+				putchar('\n');
+		}
+	}
+	free(content);
+	return 0;
+}
+
+/* ---- events ----------------------------------------------------------- */
+
+/* "1700000000", "2026-11-21T10:00:00Z", "2026-11-21", "30m", "2h", "1d". */
+static int parse_since(const char *s, int64_t now_ms, int64_t *out)
+{
+	struct tm tm;
+	char *end;
+	long long v;
+
+	memset(&tm, 0, sizeof(tm));
+	end = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+	if (!end) {
+		memset(&tm, 0, sizeof(tm));
+		end = strptime(s, "%Y-%m-%d", &tm);
+	}
+	if (end && (*end == '\0' || strcmp(end, "Z") == 0)) {
+		*out = (int64_t)timegm(&tm) * 1000;
+		return 0;
+	}
+	errno = 0;
+	v = strtoll(s, &end, 10);
+	if (errno || end == s || v < 0)
+		return -EINVAL;
+	switch (*end) {
+	case '\0':
+		*out = (int64_t)v * 1000;
+		return 0;
+	case 's':
+		break;
+	case 'm':
+		v *= 60;
+		break;
+	case 'h':
+		v *= 3600;
+		break;
+	case 'd':
+		v *= 86400;
+		break;
+	default:
+		return -EINVAL;
+	}
+	if (end[1])
+		return -EINVAL;
+	*out = now_ms - (int64_t)v * 1000;
+	return 0;
+}
+
+static int print_event(void *arg, const struct event_view *ev)
+{
+	struct ctl *c = arg;
+	char when[32];
+
+	if (c->json) {
+		printf("%s\n", ev->line);
+		return 0;
+	}
+	format_time(ev->time_ms, when, sizeof(when));
+	when[strlen(when) - 1] = '\0';	/* the Z goes after the milliseconds */
+	printf("%s.%03dZ  %-11s %-24s", when, (int)(ev->time_ms % 1000), ev->type,
+	       ev->subject ? ev->subject : "");
+	if (ev->generation)
+		printf(" gen %-6" PRId64, ev->generation);
+	else
+		printf(" %-10s", "");
+	printf(" %-12s pid %" PRId64 " uid %" PRId64 "\n",
+	       ev->detail ? ev->detail : "", ev->pid, ev->uid);
+	return 0;
+}
+
+static int cmd_events(struct ctl *c, char **args, int n)
+{
+	struct wf_row w;
+	int64_t since = 0;
+	int rc;
+
+	(void)n;
+	if (c->since && parse_since(c->since, once_now_ms(&c->o), &since)) {
+		fprintf(stderr, "oncectl: --since %s: expected Unix seconds, "
+			"YYYY-MM-DD[THH:MM:SSZ], or an age like 30m, 2h, 1d\n",
+			c->since);
+		return EXIT_USAGE;
+	}
+	rc = find_workflow(c, args[0], &w);
+	if (rc)
+		return rc;
+	rc = store_begin(c->st, false);
+	if (rc == 0)
+		rc = once_end(&c->o, store_event_list(c->st, w.id, since,
+						      print_event, c));
+	return rc ? fail(rc, "events") : 0;
+}
+
+/* ---- sweep and check -------------------------------------------------- */
+
+static int cmd_sweep(struct ctl *c, char **args, int n)
+{
+	struct sweep_options opt = { .dry_run = c->dry_run, .batch = 500 };
+	struct caller self = { .pid = getpid(), .uid = getuid(), .gid = getgid() };
+	struct sweep_report r;
+	int rc;
+
+	(void)args;
+	(void)n;
+	rc = sweep_run(&c->o, &opt, &self, &r);
+	if (rc)
+		return fail(rc, "sweep");
+	printf("%s%" PRId64 " expired claims, %" PRId64 " keys past retention, %"
+	       PRId64 " checkpoints of old fingerprints, %" PRId64
+	       " events past retention\n", c->dry_run ? "would remove: " : "removed: ",
+	       r.expired, r.retired, r.checkpoints, r.events);
+	return 0;
+}
+
+static void report_problem(void *arg, const char *msg)
+{
+	(void)arg;
+	printf("problem: %s\n", msg);
+}
+
+static int cmd_check(struct ctl *c, char **args, int n)
+{
+	int64_t problems = 0;
+	int rc;
+
+	(void)args;
+	(void)n;
+	rc = store_begin(c->st, false);
+	if (rc == 0)
+		rc = once_end(&c->o, store_check(c->st, report_problem, NULL,
+						 &problems));
+	if (rc)
+		return fail(rc, "check");
+	if (problems) {
+		printf("%s: %" PRId64 " problem%s\n", c->store_path, problems,
+		       problems == 1 ? "" : "s");
+		return EXIT_PROBLEM;
+	}
+	printf("%s: ok\n", c->store_path);
+	return 0;
+}
+
+static const struct command commands[] = {
+	{ "init", 0, 0, true, cmd_init, "init STORE",
+	  "create an empty store (as -o create would); an existing store is left as it is" },
+	{ "ls", 0, 1, false, cmd_ls, "ls STORE [WORKFLOW] [--json]",
+	  "list the workflows, or a workflow's keys and checkpoints" },
+	{ "show", 2, 2, false, cmd_show, "show STORE WORKFLOW KEY [--json]",
+	  "one key: status, generation, attempt, lease, holder, result" },
+	{ "events", 1, 1, false, cmd_events,
+	  "events STORE WORKFLOW [--since TIME] [--json]",
+	  "the audit log; TIME: Unix seconds, YYYY-MM-DD[THH:MM:SSZ], or 30m/2h/1d ago" },
+	{ "sweep", 0, 0, true, cmd_sweep, "sweep STORE [--dry-run]",
+	  "remove expired claims, keys and events past retention, old checkpoints" },
+	{ "check", 0, 0, false, cmd_check, "check STORE",
+	  "check the database and oncefs's invariants; exit 1 on any problem" },
+	{ NULL, 0, 0, false, NULL, NULL, NULL }
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: oncectl COMMAND STORE [ARGS...] [OPTIONS]\n\n");
+	for (const struct command *c = commands; c->name; c++)
+		fprintf(f, "  oncectl %-46s %s\n", c->usage, c->help);
+	fprintf(f, "\noptions: --json (ls, show, events), --since TIME (events), "
+		"--dry-run (sweep),\n         --help, --version\n"
+		"exit status: 0 ok; 1 a problem found or an action failed; "
+		"2 usage; 3 the store could not be opened\n");
+}
+
+int main(int argc, char *argv[])
+{
+	static const struct option longopts[] = {
+		{ "json", no_argument, NULL, 'j' },
+		{ "dry-run", no_argument, NULL, 'n' },
+		{ "since", required_argument, NULL, 's' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 }
+	};
+	struct store_options sopt = { .sync = STORE_SYNC_FULL, .busy_timeout_ms = 5000 };
+	struct once_config cfg = {
+		.max_result = ONCE_MAX_RESULT_DEFAULT,
+		.max_checkpoint = ONCE_MAX_CHECKPOINT_DEFAULT,
+	};
+	const struct command *cmd = NULL;
+	struct ctl c = { 0 };
+	char err[512];
+	int opt, rc, nargs;
+
+	while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		switch (opt) {
+		case 'j':
+			c.json = true;
+			break;
+		case 'n':
+			c.dry_run = true;
+			break;
+		case 's':
+			c.since = optarg;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case 'V':
+			printf("oncectl %s\n", ONCEFS_VERSION);
+			return 0;
+		default:
+			usage(stderr);
+			return EXIT_USAGE;
+		}
+	}
+	if (argc - optind < 2) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	for (const struct command *k = commands; k->name; k++) {
+		if (strcmp(k->name, argv[optind]) == 0)
+			cmd = k;
+	}
+	nargs = argc - optind - 2;
+	if (!cmd || nargs < cmd->min_args || nargs > cmd->max_args) {
+		if (!cmd)
+			fprintf(stderr, "oncectl: %s: no such command\n", argv[optind]);
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	c.store_path = argv[optind + 1];
+	sopt.create = cmd->run == cmd_init;
+	sopt.read_only = !cmd->writes;
+	rc = store_open(c.store_path, &sopt, &c.st, err, sizeof(err));
+	if (rc) {
+		fprintf(stderr, "oncectl: %s: %s\n", c.store_path, err);
+		return EXIT_STORE;
+	}
+	once_init(&c.o, c.st, &cfg);
+	rc = cmd->run(&c, argv + optind + 2, nargs);
+	store_close(c.st);
+	return rc;
+}
