@@ -159,21 +159,24 @@ static const char *const sql[S_NSTMTS] = {
 	[S_EVENT_BASE] = "SELECT events_base FROM workflows WHERE id = ?1",
 	/* Only a prefix of a log goes: the lines before the first young one. */
 	[S_EVENT_TRIM] = "WITH cut(wf, off) AS (SELECT w.id, coalesce((SELECT "
-		"min(x.off) FROM events x WHERE x.wf = w.id AND x.time_ms >= "
-		"?1 - w.retention * 1000), w.events_size) FROM workflows w) "
+		"x.off FROM events x WHERE x.wf = w.id AND x.time_ms >= "
+		"?1 - w.retention * 1000 ORDER BY x.off LIMIT 1), w.events_size) "
+		"FROM workflows w) "
 		"DELETE FROM events WHERE id IN (SELECT e.id FROM cut JOIN events e "
 		"ON e.wf = cut.wf AND e.off < cut.off LIMIT ?2)",
 	[S_EVENT_REBASE] = "UPDATE workflows SET events_base = coalesce((SELECT "
 		"min(off) FROM events WHERE wf = workflows.id), events_size) "
 		"WHERE events_base IS NOT coalesce((SELECT min(off) FROM events "
 		"WHERE wf = workflows.id), events_size)",
-	[S_KEY_EXPIRED] = "SELECT " KEY_COLS " FROM keys WHERE status = 1 "
-		"AND expires_ms <= ?1 LIMIT ?2",
+	[S_KEY_EXPIRED] = "SELECT " KEY_COLS " FROM keys INDEXED BY keys_by_expiry "
+		"WHERE status = 1 AND expires_ms <= ?1 LIMIT ?2",
 	[S_KEY_RETIRED] = "SELECT k.id, k.wf, k.name, k.status, k.generation, "
 		"k.attempt, k.expires_ms, k.mtime_ns, k.holder_pid, k.holder_uid, "
-		"length(k.result) FROM workflows w JOIN keys k ON k.wf = w.id "
-		"WHERE k.status IN (0, 2, 3) "
-		"AND k.mtime_ns < (?1 - w.retention * 1000) * 1000000 LIMIT ?2",
+		"length(k.result) FROM keys k INDEXED BY keys_by_age "
+		"JOIN workflows w ON w.id = k.wf WHERE k.status IN (0, 2, 3) "
+		"AND k.mtime_ns < (?1 - (SELECT min(retention) FROM workflows) * 1000) "
+		"* 1000000 AND k.mtime_ns < (?1 - w.retention * 1000) * 1000000 "
+		"LIMIT ?2",
 	[S_EVENT_LIST] = "SELECT time_ms, line, line ->> '$.event', "
 		"coalesce(line ->> '$.key', line ->> '$.step', line ->> '$.policy', "
 		"line ->> '$.key_hex', line ->> '$.step_hex', ''), "
@@ -214,6 +217,9 @@ static const char schema[] =
 	"  result BLOB,"
 	"  UNIQUE(wf, name));"
 	"CREATE INDEX keys_by_workflow ON keys(wf, id);"
+	/* The sweep's two questions: whose lease ran out, who is old. */
+	"CREATE INDEX keys_by_expiry ON keys(status, expires_ms);"
+	"CREATE INDEX keys_by_age ON keys(status, mtime_ns);"
 	"CREATE TABLE steps("
 	"  id INTEGER PRIMARY KEY AUTOINCREMENT,"
 	"  wf INTEGER NOT NULL,"

@@ -17,7 +17,8 @@
 #define PURGE_BATCH 200
 #define PURGE_BATCHES 50
 #define SWEEP_BATCH 200
-#define SWEEP_BATCHES 20
+#define SWEEP_BATCHES 5
+#define SWEEP_PAUSE_MS 20
 
 struct handle *handle_new(enum handle_kind kind, uint64_t ino, int64_t wf,
 			  int flags)
@@ -185,7 +186,9 @@ static void *renewer(void *arg)
 		size_t n = 0;
 
 		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_nsec += RENEW_INTERVAL_MS * 1000000L;
+		/* A sweep with work left goes on soon, a slice at a time. */
+		until.tv_nsec += (fs->sweep_pending ? SWEEP_PAUSE_MS
+						    : RENEW_INTERVAL_MS) * 1000000L;
 		if (until.tv_nsec >= 1000000000L) {
 			until.tv_sec++;
 			until.tv_nsec -= 1000000000L;
