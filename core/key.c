@@ -46,7 +46,7 @@ static void key_event(struct event *ev, const char *type,
 }
 
 int key_lookup(struct once *o, int64_t wf, const char *name, size_t len,
-	       struct key_row *out)
+	       struct key_row *out, struct wf_row *w)
 {
 	int rc = name_check(name, len);
 
@@ -55,7 +55,10 @@ int key_lookup(struct once *o, int64_t wf, const char *name, size_t len,
 	rc = store_begin(o->store, false);
 	if (rc)
 		return rc;
-	rc = store_key_get(o->store, wf, name, len, out);
+	if (w)
+		rc = store_wf_by_id(o->store, wf, w);
+	if (rc == 0)
+		rc = store_key_get(o->store, wf, name, len, out);
 	if (rc == 0 && !key_is_live(out, once_now_ms(o)))
 		rc = -ENOENT;
 	return once_end(o, rc);
@@ -82,8 +85,16 @@ int key_get(struct once *o, int64_t generation, struct key_row *out)
 	return once_end(o, rc);
 }
 
+size_t key_status_line(const struct key_row *k, char *buf, size_t size)
+{
+	int n = snprintf(buf, size, "%s %" PRId64 "\n", status_name(k->status),
+			 k->generation);
+
+	return n < 0 ? 0 : (size_t)n;
+}
+
 int key_claim(struct once *o, int64_t wf, const char *name, size_t len,
-	      const struct caller *who, struct key_row *out)
+	      const struct caller *who, struct key_row *out, struct wf_row *wf_out)
 {
 	int64_t now = once_now_ms(o), previous = 0;
 	struct wf_row w;
@@ -151,6 +162,8 @@ int key_claim(struct once *o, int64_t wf, const char *name, size_t len,
 	rc = once_event(o, wf, who, &ev);
 out:
 	rc = once_end(o, rc);
+	if (rc == 0 && wf_out)
+		*wf_out = w;
 	if (rc == 0)
 		once_count(adopt ? &o->stats.adoptions : &o->stats.claims);
 	else if (rc == -EEXIST)
@@ -177,8 +190,7 @@ int key_content(struct once *o, int64_t generation, struct key_row *out,
 	rc = once_end(o, rc);
 	if (rc)
 		goto out;
-	n = snprintf(line, sizeof(line), "%s %" PRId64 "\n",
-		     status_name(out->status), out->generation);
+	n = (int)key_status_line(out, line, sizeof(line));
 	p = malloc((size_t)n + result_len + 1);
 	if (!p) {
 		rc = -ENOMEM;

@@ -35,19 +35,30 @@ bool key_is_live(const struct key_row *k, int64_t now_ms);
 /* The errno for a write to a terminal key by this caller. */
 int key_refuse_write(const struct caller *who);
 
-/* The live key of that name: -ENOENT when there is none. */
+/*
+ * The live key of that name: -ENOENT when there is none (or no such
+ * workflow).  When w is not NULL it gets the workflow, read in the same
+ * transaction.
+ */
 int key_lookup(struct once *o, int64_t wf, const char *name, size_t len,
-	       struct key_row *out);
+	       struct key_row *out, struct wf_row *w);
 
 /* The key of a generation: -ESTALE when it is no longer the key's. */
 int key_get(struct once *o, int64_t generation, struct key_row *out);
 
 /*
  * Claim (O_EXCL create): -EEXIST when the key is live, -ENOENT when the
- * workflow is gone, name errors.  On success *out is the new in_flight key.
+ * workflow is gone, name errors.  On success *out is the new in_flight key
+ * and, when w is not NULL, *w its workflow.
  */
 int key_claim(struct once *o, int64_t wf, const char *name, size_t len,
-	      const struct caller *who, struct key_row *out);
+	      const struct caller *who, struct key_row *out, struct wf_row *w);
+
+/*
+ * The first line of a key's content, "STATUS GENERATION\n", into buf;
+ * returns its length.
+ */
+size_t key_status_line(const struct key_row *k, char *buf, size_t size);
 
 /*
  * What reading the key gives: "STATUS GENERATION\n" and the result.

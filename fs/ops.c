@@ -128,12 +128,6 @@ static void fill_wf(const struct wf_row *w, int slot, struct stat *st)
 	}
 }
 
-static int key_line_len(const struct key_row *k)
-{
-	return snprintf(NULL, 0, "%s %" PRId64 "\n", status_name(k->status),
-			k->generation);
-}
-
 static void fill_key(const struct wf_row *w, const struct key_row *k,
 		     struct stat *st)
 {
@@ -141,8 +135,11 @@ static void fill_key(const struct wf_row *w, const struct key_row *k,
 
 	fill_common(st, ino_make(INO_KIND_KEY, (uint64_t)k->generation),
 		    w->uid, w->gid, k->mtime_ns, k->mtime_ns);
+	char line[64];
+
 	st->st_mode = S_IFREG | (w->mode & (terminal ? 0444 : 0666));
-	set_size(st, key_line_len(k) + k->result_len);
+	set_size(st, (int64_t)key_status_line(k, line, sizeof(line)) +
+		     k->result_len);
 }
 
 static void fill_step(const struct wf_row *w, const struct step_row *r,
@@ -261,6 +258,19 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		reply_rc(req, -ENOTDIR);
 		return;
 	}
+	if (ino_wf_slot(parent) == SLOT_KEYS) {
+		/* The hot path of a claim: one read transaction. */
+		rc = key_lookup(&fs->core, ino_wf_id(parent), name, len, &k, &w);
+		if (rc == -EINVAL)
+			rc = -ENOENT;
+		if (rc) {
+			reply_rc(req, rc);
+			return;
+		}
+		fill_key(&w, &k, &st);
+		reply_entry(req, &st, 0);
+		return;
+	}
 	rc = workflow_get(&fs->core, ino_wf_id(parent), &w);
 	if (rc) {
 		reply_rc(req, rc);
@@ -285,17 +295,6 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		}
 		fill_wf(&w, SLOT_POLICY_FIELD + field, &st);
 		reply_entry(req, &st, FIXED_ENTRY_TIMEOUT);
-		return;
-	case SLOT_KEYS:
-		rc = key_lookup(&fs->core, w.id, name, len, &k);
-		if (rc == -EINVAL)
-			rc = -ENOENT;
-		if (rc) {
-			reply_rc(req, rc);
-			return;
-		}
-		fill_key(&w, &k, &st);
-		reply_entry(req, &st, 0);
 		return;
 	case SLOT_STEPS:
 		rc = step_lookup(&fs->core, w.id, name, len, &r);
@@ -919,37 +918,48 @@ static int format_stats(struct fs *fs, char **out, size_t *len)
 	return 0;
 }
 
-/* Open an existing key: the snapshot for readers, checks for writers. */
-static int open_key(struct fs *fs, uint64_t ino, int flags,
-		    const struct caller *who, struct handle **out)
+/*
+ * A handle on key k whose readers see snap (taken over).  Writers need an
+ * in_flight key; their handles renew the claim's lease, and so does the
+ * handle that made the claim (claimed), whatever its access mode.
+ */
+static int key_handle(struct fs *fs, const struct key_row *k, char *snap,
+		      size_t len, int flags, bool claimed,
+		      const struct caller *who, struct handle **out)
 {
-	struct handle *h;
-	struct key_row k;
-	char *snap;
-	size_t len;
-	int rc;
+	struct handle *h = handle_new(HANDLE_KEY, ino_make(INO_KIND_KEY,
+				      (uint64_t)k->generation), k->wf, flags);
 
-	rc = key_content(&fs->core, ino_value(ino), &k, &snap, &len);
-	if (rc)
-		return rc;
-	h = handle_new(HANDLE_KEY, ino, k.wf, flags);
 	if (!h) {
 		free(snap);
 		return -ENOMEM;
 	}
 	handle_set_snapshot(h, snap, len);
-	h->generation = k.generation;
-	memcpy(h->name, k.name, k.name_len + 1);
-	h->name_len = k.name_len;
-	if (h->writable) {
-		if (k.status != KEY_IN_FLIGHT) {
-			handle_free(h);
-			return key_refuse_write(who);
-		}
-		handle_renew_add(fs, h);
+	h->generation = k->generation;
+	memcpy(h->name, k->name, k->name_len + 1);
+	h->name_len = k->name_len;
+	if (h->writable && k->status != KEY_IN_FLIGHT) {
+		handle_free(h);
+		return key_refuse_write(who);
 	}
+	if (h->writable || claimed)
+		handle_renew_add(fs, h);
 	*out = h;
 	return 0;
+}
+
+/* Open an existing key: the snapshot for readers, checks for writers. */
+static int open_key(struct fs *fs, uint64_t ino, int flags,
+		    const struct caller *who, struct handle **out)
+{
+	struct key_row k;
+	char *snap;
+	size_t len;
+	int rc = key_content(&fs->core, ino_value(ino), &k, &snap, &len);
+
+	if (rc)
+		return rc;
+	return key_handle(fs, &k, snap, len, flags, false, who, out);
 }
 
 /* Open a checkpoint: a snapshot for readers, a private copy for writers. */
@@ -1121,18 +1131,17 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		reply_rc(req, len > NAME_MAX_LEN ? -ENAMETOOLONG : -EPERM);
 		return;
 	}
-	rc = workflow_get(&fs->core, ino_wf_id(parent), &w);
-	if (rc) {
-		reply_rc(req, rc);
-		return;
-	}
 	if (ino_wf_slot(parent) == SLOT_STEPS) {
-		create_step(req, fs, &w, name, len, fi);
+		rc = workflow_get(&fs->core, ino_wf_id(parent), &w);
+		if (rc)
+			reply_rc(req, rc);
+		else
+			create_step(req, fs, &w, name, len, fi);
 		return;
 	}
 	if (!(fi->flags & O_EXCL)) {
 		/* Only an exclusive create claims; open a live key, else ENOENT. */
-		rc = key_lookup(&fs->core, w.id, name, len, &k);
+		rc = key_lookup(&fs->core, ino_wf_id(parent), name, len, &k, &w);
 		if (rc == -EINVAL)
 			rc = -ENOENT;
 		if (rc == 0)
@@ -1140,13 +1149,16 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 						   (uint64_t)k.generation),
 				      fi->flags, &who, &h);
 	} else {
-		rc = key_claim(&fs->core, w.id, name, len, &who, &k);
+		rc = key_claim(&fs->core, ino_wf_id(parent), name, len, &who, &k,
+			       &w);
 		if (rc == 0) {
-			rc = open_key(fs, ino_make(INO_KIND_KEY,
-						   (uint64_t)k.generation),
-				      fi->flags, &who, &h);
-			if (rc == 0 && !h->renews)
-				handle_renew_add(fs, h);
+			/* What a reader of the new claim sees: no store read. */
+			char *snap = malloc(64);
+
+			rc = snap ? key_handle(fs, &k, snap,
+					       key_status_line(&k, snap, 64),
+					       fi->flags, true, &who, &h)
+				  : -ENOMEM;
 		}
 	}
 	if (rc) {

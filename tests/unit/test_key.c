@@ -36,7 +36,7 @@ static struct key_row claim(struct fixture *fx, int64_t wf, const char *name,
 {
 	struct key_row k;
 
-	assert_rc(key_claim(&fx->o, wf, name, strlen(name), who, &k), 0);
+	assert_rc(key_claim(&fx->o, wf, name, strlen(name), who, &k, NULL), 0);
 	return k;
 }
 
@@ -51,7 +51,7 @@ static struct key_row lookup(struct fixture *fx, int64_t wf, const char *name)
 {
 	struct key_row k;
 
-	assert_rc(key_lookup(&fx->o, wf, name, strlen(name), &k), 0);
+	assert_rc(key_lookup(&fx->o, wf, name, strlen(name), &k, NULL), 0);
 	return k;
 }
 
@@ -59,7 +59,7 @@ static void assert_absent(struct fixture *fx, int64_t wf, const char *name)
 {
 	struct key_row k;
 
-	assert_rc(key_lookup(&fx->o, wf, name, strlen(name), &k), -ENOENT);
+	assert_rc(key_lookup(&fx->o, wf, name, strlen(name), &k, NULL), -ENOENT);
 }
 
 /* What reading the key through generation gen gives. */
@@ -184,8 +184,8 @@ static void test_claim_conflict(void **state)
 	struct key_row k = claim(fx, w.id, "k", &user), again, got;
 
 	fx->now += 1000;
-	assert_rc(key_claim(&fx->o, w.id, S("k"), &other, &again), -EEXIST);
-	assert_rc(key_claim(&fx->o, w.id, S("k"), &user, &again), -EEXIST);
+	assert_rc(key_claim(&fx->o, w.id, S("k"), &other, &again, NULL), -EEXIST);
+	assert_rc(key_claim(&fx->o, w.id, S("k"), &user, &again, NULL), -EEXIST);
 	got = lookup(fx, w.id, "k");
 	assert_i64(got.generation, k.generation);
 	assert_i64(got.attempt, 1);
@@ -210,20 +210,20 @@ static void test_claim_bad_names(void **state)
 	char name[256];
 	int n;
 
-	assert_rc(key_claim(&fx->o, w.id, "", 0, &user, &k), -EINVAL);
-	assert_rc(key_claim(&fx->o, w.id, S("a/b"), &user, &k), -EINVAL);
-	assert_rc(key_claim(&fx->o, w.id, S("."), &user, &k), -EINVAL);
-	assert_rc(key_claim(&fx->o, w.id, S(".."), &user, &k), -EINVAL);
-	assert_rc(key_claim(&fx->o, w.id, "a\0b", 3, &user, &k), -EINVAL);
+	assert_rc(key_claim(&fx->o, w.id, "", 0, &user, &k, NULL), -EINVAL);
+	assert_rc(key_claim(&fx->o, w.id, S("a/b"), &user, &k, NULL), -EINVAL);
+	assert_rc(key_claim(&fx->o, w.id, S("."), &user, &k, NULL), -EINVAL);
+	assert_rc(key_claim(&fx->o, w.id, S(".."), &user, &k, NULL), -EINVAL);
+	assert_rc(key_claim(&fx->o, w.id, "a\0b", 3, &user, &k, NULL), -EINVAL);
 	memset(name, 'k', sizeof(name));
-	assert_rc(key_claim(&fx->o, w.id, name, 256, &user, &k), -ENAMETOOLONG);
+	assert_rc(key_claim(&fx->o, w.id, name, 256, &user, &k, NULL), -ENAMETOOLONG);
 	assert_rc(key_list(&fx->o, w.id, 0, &k, 1, &n), 0);
 	assert_int_equal(n, 0);
 	/* 255 bytes, dot-names and any bytes are keys. */
-	assert_rc(key_claim(&fx->o, w.id, name, 255, &user, &k), 0);
+	assert_rc(key_claim(&fx->o, w.id, name, 255, &user, &k, NULL), 0);
 	assert_int_equal(k.name_len, 255);
-	assert_rc(key_claim(&fx->o, w.id, S(".hidden"), &user, &k), 0);
-	assert_rc(key_claim(&fx->o, w.id, S("\xff\xfe"), &user, &k), 0);
+	assert_rc(key_claim(&fx->o, w.id, S(".hidden"), &user, &k, NULL), 0);
+	assert_rc(key_claim(&fx->o, w.id, S("\xff\xfe"), &user, &k, NULL), 0);
 	/* A non-UTF-8 name is hexed in the events, which stay JSON. */
 	assert_int_equal(events_count(fx->st, w.id, "claim"), 3);
 	{
@@ -233,8 +233,8 @@ static void test_claim_bad_names(void **state)
 		free(ev);
 	}
 	/* Lookups check names the same way. */
-	assert_rc(key_lookup(&fx->o, w.id, name, 256, &k), -ENAMETOOLONG);
-	assert_rc(key_lookup(&fx->o, w.id, S("a/b"), &k), -EINVAL);
+	assert_rc(key_lookup(&fx->o, w.id, name, 256, &k, NULL), -ENAMETOOLONG);
+	assert_rc(key_lookup(&fx->o, w.id, S("a/b"), &k, NULL), -EINVAL);
 	assert_rc(key_release(&fx->o, w.id, S(".."), &user), -EINVAL);
 }
 
@@ -244,9 +244,9 @@ static void test_claim_missing_workflow(void **state)
 	struct wf_row w = make_wf(fx, "job");
 	struct key_row k;
 
-	assert_rc(key_claim(&fx->o, w.id + 1, S("k"), &user, &k), -ENOENT);
+	assert_rc(key_claim(&fx->o, w.id + 1, S("k"), &user, &k, NULL), -ENOENT);
 	assert_rc(workflow_remove(&fx->o, S("job"), &user), 0);
-	assert_rc(key_claim(&fx->o, w.id, S("k"), &user, &k), -ENOENT);
+	assert_rc(key_claim(&fx->o, w.id, S("k"), &user, &k, NULL), -ENOENT);
 }
 
 static void test_generations_never_reused(void **state)
@@ -272,7 +272,7 @@ static void test_generations_never_reused(void **state)
 	assert_true(k.generation > last);
 	last = k.generation;
 	/* ...a lost claim... */
-	assert_rc(key_claim(&fx->o, a.id, S("x"), &user, &k), -EEXIST);
+	assert_rc(key_claim(&fx->o, a.id, S("x"), &user, &k, NULL), -EEXIST);
 	/* ...or a remount. */
 	fx_reopen(fx);
 	assert_rc(key_release(&fx->o, a.id, S("x"), &user), 0);
@@ -310,7 +310,7 @@ static void test_finalize_succeeded(void **state)
 	}
 	/* Terminal: a claim fails, even long after the lease. */
 	fx->now += 365LL * 86400 * 1000;
-	assert_rc(key_claim(&fx->o, w.id, S("k"), &other, &got), -EEXIST);
+	assert_rc(key_claim(&fx->o, w.id, S("k"), &other, &got, NULL), -EEXIST);
 	got = lookup(fx, w.id, "k");
 	assert_int_equal(got.status, KEY_SUCCEEDED);
 	assert_int_equal(fx->o.stats.finalizes, 1);
@@ -451,7 +451,7 @@ static void test_failed_under_dedup_any(void **state)
 	assert_content(fx, k.generation,
 		       fmt("failed %" PRId64 "\nboom", k.generation),
 		       strlen(fmt("failed %" PRId64 "\nboom", k.generation)));
-	assert_rc(key_claim(&fx->o, w.id, S("k"), &other, &got), -EEXIST);
+	assert_rc(key_claim(&fx->o, w.id, S("k"), &other, &got, NULL), -EEXIST);
 	assert_rc(finalize(fx, k.generation, "succeeded\n", &user), -EACCES);
 	assert_rc(finalize(fx, k.generation, "succeeded\n", &root), -EPERM);
 
@@ -459,7 +459,7 @@ static void test_failed_under_dedup_any(void **state)
 	set_policy(fx, w.id, POLICY_DEDUP_ON, "success");
 	got = lookup(fx, w.id, "k");
 	assert_int_equal(got.status, KEY_FAILED);
-	assert_rc(key_claim(&fx->o, w.id, S("k"), &other, &got), -EEXIST);
+	assert_rc(key_claim(&fx->o, w.id, S("k"), &other, &got, NULL), -EEXIST);
 	/* And the next failure follows the new policy. */
 	k = claim(fx, w.id, "k2", &user);
 	assert_rc(finalize(fx, k.generation, "failed\n", &user), 0);
@@ -691,7 +691,7 @@ static void test_lease_expiry(void **state)
 	assert_i64(k.expires_ms, T0_MS + 10000);
 	fx->now = T0_MS + 9999;
 	lookup(fx, w.id, "k");
-	assert_rc(key_claim(&fx->o, w.id, S("k"), &other, &got), -EEXIST);
+	assert_rc(key_claim(&fx->o, w.id, S("k"), &other, &got, NULL), -EEXIST);
 	/* At expires_ms the key no longer exists for lookups. */
 	fx->now = T0_MS + 10000;
 	assert_absent(fx, w.id, "k");
@@ -759,7 +759,7 @@ static void test_late_finalize_before_adoption(void **state)
 	got = lookup(fx, w.id, "k");
 	assert_int_equal(got.status, KEY_SUCCEEDED);
 	assert_i64(got.generation, k.generation);
-	assert_rc(key_claim(&fx->o, w.id, S("k"), &other, &got), -EEXIST);
+	assert_rc(key_claim(&fx->o, w.id, S("k"), &other, &got, NULL), -EEXIST);
 	assert_int_equal(fx->o.stats.adoptions, 0);
 }
 
@@ -979,8 +979,8 @@ static void test_two_mounts(void **state)
 	o2.clock_arg = &fx->now;
 	k = claim(fx, w.id, "k", &user);
 	/* Claims stay atomic across mounts that share one store. */
-	assert_rc(key_claim(&o2, w.id, S("k"), &other, &got), -EEXIST);
-	assert_rc(key_lookup(&o2, w.id, S("k"), &got), 0);
+	assert_rc(key_claim(&o2, w.id, S("k"), &other, &got, NULL), -EEXIST);
+	assert_rc(key_lookup(&o2, w.id, S("k"), &got, NULL), 0);
 	assert_i64(got.generation, k.generation);
 	/* The holder can finalize through the other mount by generation. */
 	assert_rc(key_finalize(&o2, k.generation, S("succeeded\n"), &user), 0);
@@ -989,7 +989,7 @@ static void test_two_mounts(void **state)
 	{
 		struct key_row x, y;
 
-		assert_rc(key_claim(&o2, w.id, S("x"), &other, &x), 0);
+		assert_rc(key_claim(&o2, w.id, S("x"), &other, &x, NULL), 0);
 		y = claim(fx, w.id, "y", &user);
 		assert_true(x.generation > k.generation);
 		assert_true(y.generation > x.generation);
@@ -1015,10 +1015,10 @@ static void *race(void *arg)
 	struct key_row seen;
 
 	pthread_barrier_wait(r->go);
-	r->rc = key_claim(r->o, r->wf, S("race"), &who, &r->k);
+	r->rc = key_claim(r->o, r->wf, S("race"), &who, &r->k, NULL);
 	/* Readers run beside the claims. */
 	for (int i = 0; i < 20; i++) {
-		int rc = key_lookup(r->o, r->wf, S("race"), &seen);
+		int rc = key_lookup(r->o, r->wf, S("race"), &seen, NULL);
 
 		if (rc != 0 && rc != -ENOENT)
 			r->lookups_failed++;

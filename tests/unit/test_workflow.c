@@ -18,7 +18,7 @@ static struct wf_row create(struct fixture *fx, const char *name, size_t len)
 static void claim(struct fixture *fx, int64_t wf, const char *name,
 		  struct key_row *k)
 {
-	assert_rc(key_claim(&fx->o, wf, name, strlen(name), &user, k), 0);
+	assert_rc(key_claim(&fx->o, wf, name, strlen(name), &user, k, NULL), 0);
 }
 
 /* The workflow's row as it is in the store now. */
@@ -276,7 +276,7 @@ static void test_rename(void **state)
 	/* The same workflow: same id, keys and all. */
 	assert_i64(got.id, w.id);
 	assert_i64(got.mtime_ns, fx->now * 1000000);
-	assert_rc(key_lookup(&fx->o, w.id, S("k"), &k), 0);
+	assert_rc(key_lookup(&fx->o, w.id, S("k"), &k, NULL), 0);
 	ev = event_last(fx->st, w.id, "rename");
 	assert_non_null(ev);
 	assert_contains(ev, "\"from\":\"old\"");
@@ -373,7 +373,7 @@ static void test_rename_replaces_empty_target(void **state)
 	/* The replaced workflow is gone, events and all. */
 	assert_rc(workflow_get(&fx->o, b.id, &got), -ENOENT);
 	assert_int_equal(events_count(fx->st, b.id, NULL), 0);
-	assert_rc(key_lookup(&fx->o, a.id, S("k"), &k), 0);
+	assert_rc(key_lookup(&fx->o, a.id, S("k"), &k, NULL), 0);
 }
 
 static void test_rename_onto_non_empty_target(void **state)
@@ -388,7 +388,7 @@ static void test_rename_onto_non_empty_target(void **state)
 	assert_i64(got.id, a.id);
 	assert_rc(workflow_lookup(&fx->o, S("b"), &got), 0);
 	assert_i64(got.id, b.id);
-	assert_rc(key_lookup(&fx->o, b.id, S("busy"), &k), 0);
+	assert_rc(key_lookup(&fx->o, b.id, S("busy"), &k, NULL), 0);
 	assert_int_equal(events_count(fx->st, a.id, "rename"), 0);
 	/* Once the target's claim is released, the rename replaces it. */
 	assert_rc(key_release(&fx->o, b.id, S("busy"), &user), 0);
@@ -576,7 +576,7 @@ static void test_policy_applies_from_next_claim(void **state)
 	assert_rc(workflow_set_policy(&fx->o, w.id, POLICY_IN_FLIGHT_TTL,
 				      S("10"), &user), 0);
 	/* A live lease keeps its expiry... */
-	assert_rc(key_lookup(&fx->o, w.id, S("first"), &k1), 0);
+	assert_rc(key_lookup(&fx->o, w.id, S("first"), &k1, NULL), 0);
 	assert_i64(k1.expires_ms, fx->now + 86400 * 1000LL);
 	/* ...the next claim gets the new one. */
 	claim(fx, w.id, "second", &k2);
