@@ -162,8 +162,8 @@ static const char *const sql[S_NSTMTS] = {
 		"x.off FROM events x WHERE x.wf = w.id AND x.time_ms >= "
 		"?1 - w.retention * 1000 ORDER BY x.off LIMIT 1), w.events_size) "
 		"FROM workflows w) "
-		"DELETE FROM events WHERE id IN (SELECT e.id FROM cut JOIN events e "
-		"ON e.wf = cut.wf AND e.off < cut.off LIMIT ?2)",
+		"DELETE FROM events WHERE (wf, off) IN (SELECT e.wf, e.off FROM cut "
+		"JOIN events e ON e.wf = cut.wf AND e.off < cut.off LIMIT ?2)",
 	[S_EVENT_REBASE] = "UPDATE workflows SET events_base = coalesce((SELECT "
 		"min(off) FROM events WHERE wf = workflows.id), events_size) "
 		"WHERE events_base IS NOT coalesce((SELECT min(off) FROM events "
@@ -173,7 +173,7 @@ static const char *const sql[S_NSTMTS] = {
 	[S_KEY_RETIRED] = "SELECT k.id, k.wf, k.name, k.status, k.generation, "
 		"k.attempt, k.expires_ms, k.mtime_ns, k.holder_pid, k.holder_uid, "
 		"length(k.result) FROM keys k INDEXED BY keys_by_age "
-		"JOIN workflows w ON w.id = k.wf WHERE k.status IN (0, 2, 3) "
+		"JOIN workflows w ON w.id = k.wf WHERE k.status != 1 "
 		"AND k.mtime_ns < (?1 - (SELECT min(retention) FROM workflows) * 1000) "
 		"* 1000000 AND k.mtime_ns < (?1 - w.retention * 1000) * 1000000 "
 		"LIMIT ?2",
@@ -217,9 +217,12 @@ static const char schema[] =
 	"  result BLOB,"
 	"  UNIQUE(wf, name));"
 	"CREATE INDEX keys_by_workflow ON keys(wf, id);"
-	/* The sweep's two questions: whose lease ran out, who is old. */
-	"CREATE INDEX keys_by_expiry ON keys(status, expires_ms);"
-	"CREATE INDEX keys_by_age ON keys(status, mtime_ns);"
+	/*
+	 * The sweep's two questions, whose lease ran out and who is old, each
+	 * on a partial index: a row is in one of them, so a claim writes one.
+	 */
+	"CREATE INDEX keys_by_expiry ON keys(expires_ms) WHERE status = 1;"
+	"CREATE INDEX keys_by_age ON keys(mtime_ns) WHERE status != 1;"
 	"CREATE TABLE steps("
 	"  id INTEGER PRIMARY KEY AUTOINCREMENT,"
 	"  wf INTEGER NOT NULL,"
@@ -236,13 +239,13 @@ static const char schema[] =
 	"  seq INTEGER NOT NULL,"
 	"  data BLOB NOT NULL,"
 	"  UNIQUE(step, seq));"
+	/* A workflow's log: its lines by their offset in the events file. */
 	"CREATE TABLE events("
-	"  id INTEGER PRIMARY KEY,"
 	"  wf INTEGER NOT NULL,"
 	"  off INTEGER NOT NULL,"
 	"  time_ms INTEGER NOT NULL,"
-	"  line TEXT NOT NULL);"
-	"CREATE INDEX events_by_workflow ON events(wf, off);";
+	"  line TEXT NOT NULL,"
+	"  PRIMARY KEY(wf, off)) WITHOUT ROWID;";
 
 /* A connection with its prepared statements. */
 struct conn {
@@ -421,9 +424,11 @@ static const char *const probes[] = {
 	"SELECT count(*) FROM (SELECT 1 FROM steps INDEXED BY steps_by_workflow "
 	"WHERE wf > -1 LIMIT 1)",
 	"SELECT count(*) FROM (SELECT * FROM chunks NOT INDEXED LIMIT 1)",
-	"SELECT count(*) FROM (SELECT * FROM events NOT INDEXED LIMIT 1)",
-	"SELECT count(*) FROM (SELECT 1 FROM events INDEXED BY events_by_workflow "
-	"WHERE wf > -1 LIMIT 1)",
+	"SELECT count(*) FROM (SELECT * FROM events LIMIT 1)",
+	"SELECT count(*) FROM (SELECT 1 FROM keys INDEXED BY keys_by_expiry "
+	"WHERE status = 1 LIMIT 1)",
+	"SELECT count(*) FROM (SELECT 1 FROM keys INDEXED BY keys_by_age "
+	"WHERE status != 1 LIMIT 1)",
 };
 
 /* Is this an oncefs store we can use?  Reads only. */
@@ -506,7 +511,7 @@ static struct conn *reader_conn(struct store *st)
 {
 	struct conn *c;
 
-	if (!st->have_reader_key || st->read_only_main)
+	if (!st->have_reader_key || st->read_only_main || !getenv("ONCE_THREAD_READS"))
 		return NULL;
 	c = pthread_getspecific(st->reader_key);
 	if (c)
@@ -531,9 +536,22 @@ static struct conn *reader_conn(struct store *st)
 	return c;
 }
 
+/*
+ * Before the first connection: connections are never shared between
+ * threads without our own lock, so SQLite's per-connection mutexes can go,
+ * and so can the global one it takes around every allocation to count it.
+ */
+static void configure_sqlite(void)
+{
+	sqlite3_config(SQLITE_CONFIG_MULTITHREAD);
+	sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+	sqlite3_initialize();
+}
+
 int store_open(const char *path, const struct store_options *opt,
 	       struct store **out, char *err, size_t errlen)
 {
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
 	static const char *const sync_pragma[] = {
 		[STORE_SYNC_FULL] = "PRAGMA synchronous = FULL",
 		[STORE_SYNC_NORMAL] = "PRAGMA synchronous = NORMAL",
@@ -545,6 +563,7 @@ int store_open(const char *path, const struct store_options *opt,
 	int flags, rc;
 
 	*out = NULL;
+	pthread_once(&once, configure_sqlite);
 	if (strncmp(path, "postgresql://", 13) == 0 ||
 	    strncmp(path, "postgres://", 11) == 0) {
 		snprintf(err, errlen, "PostgreSQL stores are planned but not "
@@ -1761,14 +1780,15 @@ static const char *const invariants[] = {
 	"GROUP BY s.id HAVING coalesce(sum(length(c.data)), 0) != s.size",
 	"SELECT 'chunk ' || id || ' belongs to missing step ' || step FROM chunks "
 	"WHERE step NOT IN (SELECT id FROM steps)",
-	"SELECT 'event ' || id || ' belongs to missing workflow ' || wf FROM events "
-	"WHERE wf NOT IN (SELECT id FROM workflows)",
+	"SELECT 'event at ' || off || ' belongs to missing workflow ' || wf "
+	"FROM events WHERE wf NOT IN (SELECT id FROM workflows)",
 	"SELECT 'workflow ' || quote(CAST(w.name AS TEXT)) || ': events end at ' || "
 	"coalesce(max(e.off + length(CAST(e.line AS BLOB)) + 1), w.events_base) || "
 	"', size says ' || w.events_size FROM workflows w LEFT JOIN events e "
 	"ON e.wf = w.id GROUP BY w.id HAVING coalesce(max(e.off + "
 	"length(CAST(e.line AS BLOB)) + 1), w.events_base) != w.events_size",
-	"SELECT 'event ' || id || ' is not JSON' FROM events WHERE NOT json_valid(line)",
+	"SELECT 'event at ' || off || ' of workflow ' || wf || ' is not JSON' "
+	"FROM events WHERE NOT json_valid(line)",
 };
 
 int store_check(struct store *st, void (*report)(void *arg, const char *msg),

@@ -24,6 +24,16 @@
 /* Fixed entries inside a workflow never change: the kernel may cache them. */
 #define FIXED_ENTRY_TIMEOUT 3600.0
 
+/*
+ * How long the kernel may trust the attributes of a directory.  With
+ * default_permissions it checks modes on every path component, and would
+ * otherwise ask for them again at each step of each claim.  A directory's
+ * size and times mean nothing here; its owner and mode change only by
+ * chmod/chown of the workflow, which this mount sees at once (the reply
+ * carries them) and another mount within this many seconds.
+ */
+#define DIR_ATTR_TIMEOUT 1.0
+
 /* How many rows a readdir fetches from the store at once. */
 #define READDIR_BATCH 64
 
@@ -196,6 +206,22 @@ static int stat_ino(struct fs *fs, uint64_t ino, struct stat *st)
 	}
 }
 
+/*
+ * Attributes of files are never cached: keys, checkpoints and the fixed
+ * files change behind the kernel's back.  The root never changes.
+ */
+static double attr_timeout(const struct stat *st)
+{
+	if (st->st_ino == INO_ROOT)
+		return FIXED_ENTRY_TIMEOUT;
+	return S_ISDIR(st->st_mode) ? DIR_ATTR_TIMEOUT : 0;
+}
+
+static void reply_attr(fuse_req_t req, const struct stat *st)
+{
+	fuse_reply_attr(req, st, attr_timeout(st));
+}
+
 static void reply_entry(fuse_req_t req, const struct stat *st, double timeout)
 {
 	struct fuse_entry_param e;
@@ -204,7 +230,7 @@ static void reply_entry(fuse_req_t req, const struct stat *st, double timeout)
 	e.ino = st->st_ino;
 	e.attr = *st;
 	e.entry_timeout = timeout;
-	e.attr_timeout = 0;
+	e.attr_timeout = attr_timeout(st);
 	fuse_reply_entry(req, &e);
 }
 
@@ -338,7 +364,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 	if (rc)
 		reply_rc(req, rc);
 	else
-		fuse_reply_attr(req, &st, 0);
+		reply_attr(req, &st);
 }
 
 /* ---- setattr ---------------------------------------------------------- */
@@ -463,7 +489,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 		case SLOT_DIR:
 			rc = setattr_workflow(fs, ino, attr, to_set, &st);
 			if (rc == 0) {
-				fuse_reply_attr(req, &st, 0);
+				reply_attr(req, &st);
 				return;
 			}
 			break;
@@ -497,7 +523,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 	if (rc)
 		reply_rc(req, rc);
 	else
-		fuse_reply_attr(req, &st, 0);
+		reply_attr(req, &st);
 }
 
 /* ---- directories ------------------------------------------------------ */
