@@ -105,6 +105,22 @@ void handle_set_snapshot(struct handle *h, char *snap, size_t len)
 	h->snap_len = len;
 }
 
+bool handle_claim_attr(struct fs *fs, int64_t generation, struct stat *out)
+{
+	bool found = false;
+
+	pthread_mutex_lock(&fs->renew_lock);
+	for (struct handle *h = fs->renewing; h; h = h->next_renewing) {
+		if (h->claimed && h->generation == generation) {
+			*out = h->claim_attr;
+			found = true;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&fs->renew_lock);
+	return found;
+}
+
 void handle_renew_add(struct fs *fs, struct handle *h)
 {
 	pthread_mutex_lock(&fs->renew_lock);

@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 
 #include "fs.h"
 #include "../core/name.h"
@@ -42,6 +43,8 @@ struct handle {
 	int poison;		/* a write was refused half way: commit nothing */
 	char name[NAME_MAX_LEN + 1];	/* HANDLE_KEY: the key's name */
 	size_t name_len;
+	bool claimed;		/* HANDLE_KEY: this open made the claim */
+	struct stat claim_attr;	/* ... and the key's attributes then */
 	struct step_writer *writer;	/* HANDLE_STEP opened for writing */
 	struct store_reader *reader;	/* HANDLE_STEP opened for reading */
 
@@ -76,6 +79,12 @@ void handle_undo(struct handle *h);
 
 /* Take ownership of a malloc'd snapshot. */
 void handle_set_snapshot(struct handle *h, char *snap, size_t len);
+
+/*
+ * The attributes of generation `generation` as the open that claimed it
+ * saw them, while that open's handle lives in this mount.  false if none.
+ */
+bool handle_claim_attr(struct fs *fs, int64_t generation, struct stat *out);
 
 /* Register or drop a handle whose claim renews itself. */
 void handle_renew_add(struct fs *fs, struct handle *h);

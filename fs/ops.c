@@ -189,8 +189,21 @@ static int stat_ino(struct fs *fs, uint64_t ino, struct stat *st)
 			rc = workflow_get(&fs->core, k.wf, &w);
 		if (rc == -ENOENT)
 			rc = -ESTALE;
-		if (rc == 0)
+		if (rc == 0) {
 			fill_key(&w, &k, st);
+		} else if (rc == -ESTALE &&
+			   handle_claim_attr(fs, ino_value(ino), st)) {
+			/*
+			 * Released (or adopted) while the open that claimed it
+			 * is still under way: right after CREATE the kernel
+			 * checks permissions with a GETATTR, and an ESTALE
+			 * there makes the VFS redo the whole open, claiming a
+			 * second time.  Answer as POSIX does for a file removed
+			 * while open: as it was, with no links.
+			 */
+			st->st_nlink = 0;
+			rc = 0;
+		}
 		return rc;
 	case INO_KIND_STEP:
 		rc = step_get(&fs->core, ino_value(ino), &r);
@@ -1185,6 +1198,12 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 					       key_status_line(&k, snap, 64),
 					       fi->flags, true, &who, &h)
 				  : -ENOMEM;
+		}
+		if (rc == 0) {
+			pthread_mutex_lock(&fs->renew_lock);
+			fill_key(&w, &k, &h->claim_attr);
+			h->claimed = true;
+			pthread_mutex_unlock(&fs->renew_lock);
 		}
 	}
 	if (rc) {
