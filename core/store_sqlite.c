@@ -1,13 +1,15 @@
 /*
  * store_sqlite.c - the store (store.h) on an embedded SQLite database.
  *
- * Writes go through one connection, serialized by st->lock: SQLite allows
- * one writer at a time anyway, and BEGIN IMMEDIATE takes the write lock up
- * front so that two processes never deadlock upgrading a read.  Other
- * processes (other mounts, oncectl) wait for the lock up to the busy
- * timeout.  Read transactions run on a read-only connection of the calling
- * thread's own, so that lookups never wait for the lock: WAL gives each a
- * consistent snapshot of the last commit.
+ * Transactions go through one connection, serialized by st->lock: SQLite
+ * allows one writer at a time anyway, and BEGIN IMMEDIATE takes the write
+ * lock up front so that two processes never deadlock upgrading a read.
+ * Other processes (other mounts, oncectl) wait for the lock up to the busy
+ * timeout.  Reads share the connection too: its page cache stays warm
+ * across our own commits (a connection per thread was measured slower, its
+ * cache being dropped after every write).  Only checkpoint readers, which
+ * hold a snapshot for as long as a file is open, get connections of their
+ * own (store_reader).
  *
  * The database is recognized by its application_id ("once") and carries
  * its schema version in user_version.  Nothing is written to a file until
@@ -252,20 +254,11 @@ struct conn {
 	sqlite3 *db;
 	sqlite3_stmt *stmts[S_NSTMTS];
 	bool in_write;		/* in a write transaction */
-	struct store *owner;
-	struct conn *next;
 };
 
 struct store {
 	struct conn main;	/* every write, under st->lock */
 	char *path;
-	pthread_key_t reader_key; /* each thread's read-only connection */
-	bool have_reader_key;
-	pthread_key_t active_key;	/* each thread's current transaction */
-	bool have_active_key;
-	bool read_only_main;	/* opened read-only: everything on main */
-	pthread_mutex_t readers_lock;
-	struct conn *readers;	/* all of them, to close */
 	int busy_timeout_ms;
 	pthread_mutex_t lock;
 	pthread_mutex_t pool_lock;
@@ -276,14 +269,6 @@ struct store {
 	struct store_stats stats;
 };
 
-/*
- * The connection of the calling thread's current transaction on st (one
- * thread may have transactions open on several stores).
- */
-static struct conn *active_conn(struct store *st)
-{
-	return pthread_getspecific(st->active_key);
-}
 
 /* Map a SQLite result code to -errno, logging what is not the user's. */
 static int sql_error(struct store *st, int rc, const char *what)
@@ -299,9 +284,7 @@ static int sql_error(struct store *st, int rc, const char *what)
 	case SQLITE_NOMEM:
 		return -ENOMEM;
 	default:
-		syslog(LOG_ERR, "oncefs: %s: %s", what,
-		       sqlite3_errmsg(active_conn(st) ? active_conn(st)->db
-						      : st->main.db));
+		syslog(LOG_ERR, "oncefs: %s: %s", what, sqlite3_errmsg(st->main.db));
 		return -EIO;
 	}
 }
@@ -309,7 +292,7 @@ static int sql_error(struct store *st, int rc, const char *what)
 /* The prepared statement for id, reset and with bindings cleared. */
 static sqlite3_stmt *stmt(struct store *st, enum stmt_id id)
 {
-	struct conn *c = active_conn(st) ? active_conn(st) : &st->main;
+	struct conn *c = &st->main;
 	sqlite3_stmt *s = c->stmts[id];
 
 	if (!s) {
@@ -488,54 +471,6 @@ static void close_conn(struct conn *c)
 	sqlite3_close(c->db);
 }
 
-/* A thread ends: its read connection goes. */
-static void drop_reader(void *arg)
-{
-	struct conn *c = arg;
-	struct store *st = c->owner;
-
-	pthread_mutex_lock(&st->readers_lock);
-	for (struct conn **pp = &st->readers; *pp; pp = &(*pp)->next) {
-		if (*pp == c) {
-			*pp = c->next;
-			break;
-		}
-	}
-	pthread_mutex_unlock(&st->readers_lock);
-	close_conn(c);
-	free(c);
-}
-
-/* The calling thread's read-only connection, opened on first use. */
-static struct conn *reader_conn(struct store *st)
-{
-	struct conn *c;
-
-	if (!st->have_reader_key || st->read_only_main || !getenv("ONCE_THREAD_READS"))
-		return NULL;
-	c = pthread_getspecific(st->reader_key);
-	if (c)
-		return c;
-	c = calloc(1, sizeof(*c));
-	if (!c)
-		return NULL;
-	if (sqlite3_open_v2(st->path, &c->db, SQLITE_OPEN_READONLY |
-			    SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
-		sqlite3_close(c->db);
-		free(c);
-		return NULL;
-	}
-	sqlite3_extended_result_codes(c->db, 0);
-	sqlite3_busy_timeout(c->db, st->busy_timeout_ms);
-	c->owner = st;
-	pthread_mutex_lock(&st->readers_lock);
-	c->next = st->readers;
-	st->readers = c;
-	pthread_mutex_unlock(&st->readers_lock);
-	pthread_setspecific(st->reader_key, c);
-	return c;
-}
-
 /*
  * Before the first connection: connections are never shared between
  * threads without our own lock, so SQLite's per-connection mutexes can go,
@@ -595,18 +530,8 @@ int store_open(const char *path, const struct store_options *opt,
 		return -ENOMEM;
 	}
 	st->busy_timeout_ms = opt->busy_timeout_ms;
-	st->read_only_main = opt->read_only;
-	st->main.owner = st;
 	pthread_mutex_init(&st->lock, NULL);
 	pthread_mutex_init(&st->pool_lock, NULL);
-	pthread_mutex_init(&st->readers_lock, NULL);
-	st->have_reader_key = pthread_key_create(&st->reader_key,
-						 drop_reader) == 0;
-	st->have_active_key = pthread_key_create(&st->active_key, NULL) == 0;
-	if (!st->have_active_key) {
-		rc = -ENOMEM;
-		goto out_close;
-	}
 	st->sync = opt->sync;
 
 	flags = SQLITE_OPEN_NOMUTEX;
@@ -670,13 +595,8 @@ int store_open(const char *path, const struct store_options *opt,
 
 out_close:
 	sqlite3_close(st->main.db);
-	if (st->have_reader_key)
-		pthread_key_delete(st->reader_key);
-	if (st->have_active_key)
-		pthread_key_delete(st->active_key);
 	pthread_mutex_destroy(&st->lock);
 	pthread_mutex_destroy(&st->pool_lock);
-	pthread_mutex_destroy(&st->readers_lock);
 	free(st->path);
 	free(st);
 	return rc;
@@ -686,23 +606,11 @@ void store_close(struct store *st)
 {
 	if (!st)
 		return;
-	if (st->have_reader_key)
-		pthread_key_delete(st->reader_key);
-	if (st->have_active_key)
-		pthread_key_delete(st->active_key);
-	while (st->readers) {
-		struct conn *c = st->readers;
-
-		st->readers = c->next;
-		close_conn(c);
-		free(c);
-	}
 	close_conn(&st->main);
 	for (int i = 0; i < st->n_idle_readers; i++)
 		sqlite3_close(st->idle_readers[i]);
 	pthread_mutex_destroy(&st->lock);
 	pthread_mutex_destroy(&st->pool_lock);
-	pthread_mutex_destroy(&st->readers_lock);
 	free(st->path);
 	free(st);
 }
@@ -718,21 +626,15 @@ void store_get_stats(struct store *st, struct store_stats *out)
 
 int store_begin(struct store *st, bool write)
 {
-	struct conn *c = write ? NULL : reader_conn(st);
+	struct conn *c = &st->main;
 	sqlite3_stmt *s;
 	int rc;
 
-	if (!c) {
-		pthread_mutex_lock(&st->lock);
-		c = &st->main;
-	}
-	pthread_setspecific(st->active_key, c);
+	pthread_mutex_lock(&st->lock);
 	s = stmt(st, write ? S_BEGIN_WRITE : S_BEGIN_READ);
 	rc = s ? exec_stmt(st, s, "begin") : -EIO;
 	if (rc) {
-		pthread_setspecific(st->active_key, NULL);
-		if (c == &st->main)
-			pthread_mutex_unlock(&st->lock);
+		pthread_mutex_unlock(&st->lock);
 		return rc;
 	}
 	c->in_write = write;
@@ -742,15 +644,13 @@ int store_begin(struct store *st, bool write)
 /* The end of a transaction: forget the connection, drop the lock. */
 static void end(struct store *st, struct conn *c)
 {
-	pthread_setspecific(st->active_key, NULL);
 	c->in_write = false;
-	if (c == &st->main)
-		pthread_mutex_unlock(&st->lock);
+	pthread_mutex_unlock(&st->lock);
 }
 
 int store_commit(struct store *st)
 {
-	struct conn *c = active_conn(st);
+	struct conn *c = &st->main;
 	sqlite3_stmt *s = stmt(st, S_COMMIT);
 	int rc = s ? exec_stmt(st, s, "commit") : -EIO;
 
@@ -769,7 +669,7 @@ int store_commit(struct store *st)
 
 void store_rollback(struct store *st)
 {
-	struct conn *c = active_conn(st);
+	struct conn *c = &st->main;
 
 	if (!sqlite3_get_autocommit(c->db)) {
 		sqlite3_stmt *s = stmt(st, S_ROLLBACK);
@@ -911,7 +811,7 @@ int store_wf_update(struct store *st, const struct wf_row *row)
 	rc = sqlite3_step(s);
 	done(s);
 	if (rc == SQLITE_DONE)
-		return sqlite3_changes(active_conn(st)->db) ? 0 : -ENOENT;
+		return sqlite3_changes(st->main.db) ? 0 : -ENOENT;
 	if ((rc & 0xff) == SQLITE_CONSTRAINT)
 		return -EEXIST;
 	return sql_error(st, rc, "update workflow");
@@ -1705,7 +1605,7 @@ int store_event_trim(struct store *st, int64_t now_ms, int max, int64_t *n)
 	rc = exec_stmt(st, s, "trim events");
 	if (rc)
 		return rc;
-	*n = sqlite3_changes(active_conn(st)->db);
+	*n = sqlite3_changes(st->main.db);
 	return *n ? exec_stmt(st, r, "rebase events") : 0;
 }
 
@@ -1794,7 +1694,7 @@ static const char *const invariants[] = {
 int store_check(struct store *st, void (*report)(void *arg, const char *msg),
 		void *arg, int64_t *problems)
 {
-	sqlite3 *db = active_conn(st) ? active_conn(st)->db : st->main.db;
+	sqlite3 *db = st->main.db;
 	sqlite3_stmt *s;
 	int rc;
 

@@ -593,10 +593,11 @@ static void test_stats_count_commits_with_concurrent_reader(void **state)
 	store_get_stats(st, &s0);
 	assert_rc(store_begin(st, true), 0);
 	assert_rc(store_next_generation(st, &g), 0);
+	/* The reader waits for the write transaction (one connection). */
 	assert_int_equal(pthread_create(&th, NULL, read_on_other_thread, st), 0);
+	assert_rc(store_commit(st), 0);
 	assert_int_equal(pthread_join(th, &ret), 0);
 	assert_rc((intptr_t)ret, 0);
-	assert_rc(store_commit(st), 0);
 	store_get_stats(st, &s1);
 	store_close(st);
 	assert_i64(s1.commits, s0.commits + 1);
