@@ -51,7 +51,8 @@ struct store_options {
 
 struct store_stats {
 	uint64_t commits;	/* write transactions committed */
-	uint64_t syncs;		/* of them, made durable with an fsync */
+	uint64_t syncs;		/* fsyncs that made them durable (group commit:
+				 * one may serve several commits) */
 };
 
 struct wf_row {

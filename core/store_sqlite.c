@@ -19,6 +19,8 @@
  * kept; names are always bound, never pasted into SQL.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -267,6 +269,24 @@ struct store {
 	sqlite3_stmt *stmts[S_NSTMTS];
 	enum store_sync sync;
 	struct store_stats stats;
+
+	/*
+	 * Group commit (sync=full).  SQLite runs with synchronous=NORMAL, which
+	 * writes a commit to the WAL without syncing it, and syncs the WAL and
+	 * the database itself around every checkpoint.  After its COMMIT, a
+	 * writer drops st->lock and waits until an fdatasync() of the WAL that
+	 * began after its commit has returned; the first waiter runs it for
+	 * everyone whose commit came before.  So concurrent commits share one
+	 * sync, and each is durable before store_commit() returns: its frames
+	 * are either still in the WAL, which the sync covered, or were copied
+	 * by a checkpoint, which synced them.
+	 */
+	int wal_fd;			/* the -wal file, for fdatasync */
+	pthread_mutex_t sync_lock;
+	pthread_cond_t sync_cond;
+	uint64_t committed;		/* commits written (under st->lock) */
+	uint64_t synced;		/* of them, made durable */
+	bool syncing;			/* a waiter is in fdatasync() */
 };
 
 
@@ -471,6 +491,20 @@ static void close_conn(struct conn *c)
 	sqlite3_close(c->db);
 }
 
+/* Can we write the store and create files beside it? */
+static bool writable(const char *path, bool exists)
+{
+	char dir[PATH_MAX];
+	const char *slash = strrchr(path, '/');
+
+	if (exists && access(path, W_OK) != 0)
+		return false;
+	if (!slash)
+		return access(".", W_OK) == 0;
+	snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
+	return access(dir[0] ? dir : "/", W_OK) == 0;
+}
+
 /*
  * Before the first connection: connections are never shared between
  * threads without our own lock, so SQLite's per-connection mutexes can go,
@@ -488,7 +522,8 @@ int store_open(const char *path, const struct store_options *opt,
 {
 	static pthread_once_t once = PTHREAD_ONCE_INIT;
 	static const char *const sync_pragma[] = {
-		[STORE_SYNC_FULL] = "PRAGMA synchronous = FULL",
+		/* FULL's fsyncs are ours: group commit, see store_commit(). */
+		[STORE_SYNC_FULL] = "PRAGMA synchronous = NORMAL",
 		[STORE_SYNC_NORMAL] = "PRAGMA synchronous = NORMAL",
 		[STORE_SYNC_OFF] = "PRAGMA synchronous = OFF",
 	};
@@ -515,6 +550,12 @@ int store_open(const char *path, const struct store_options *opt,
 		snprintf(err, errlen, "%s is not a regular file", path);
 		return -EINVAL;
 	}
+	if (!opt->read_only && !writable(path, exists)) {
+		snprintf(err, errlen, "%s is read-only, or in a read-only "
+			 "directory: oncefs writes the store and its -wal and "
+			 "-shm files beside it (inspect it with oncectl)", path);
+		return -EROFS;
+	}
 	if (exists && sb.st_size == 0 && !opt->create) {
 		snprintf(err, errlen, "%s is an empty file, not an oncefs store",
 			 path);
@@ -530,6 +571,9 @@ int store_open(const char *path, const struct store_options *opt,
 		return -ENOMEM;
 	}
 	st->busy_timeout_ms = opt->busy_timeout_ms;
+	st->wal_fd = -1;
+	pthread_mutex_init(&st->sync_lock, NULL);
+	pthread_cond_init(&st->sync_cond, NULL);
 	pthread_mutex_init(&st->lock, NULL);
 	pthread_mutex_init(&st->pool_lock, NULL);
 	st->sync = opt->sync;
@@ -579,6 +623,14 @@ int store_open(const char *path, const struct store_options *opt,
 		if (rc == SQLITE_OK)
 			rc = pragma_int(st->main.db, "PRAGMA wal_autocheckpoint = 4000",
 					&dummy);
+		/*
+		 * Deleting must not need room: with secure_delete (on in some
+		 * builds) every freed page would be rewritten into the WAL,
+		 * so that rm of a big checkpoint on a full disk failed.
+		 */
+		if (rc == SQLITE_OK)
+			rc = pragma_int(st->main.db, "PRAGMA secure_delete = OFF",
+					&dummy);
 		/* A large checkpoint grows the WAL; shrink it back afterwards. */
 		if (rc == SQLITE_OK)
 			rc = pragma_int(st->main.db, "PRAGMA journal_size_limit = 67108864",
@@ -595,6 +647,8 @@ int store_open(const char *path, const struct store_options *opt,
 
 out_close:
 	sqlite3_close(st->main.db);
+	pthread_mutex_destroy(&st->sync_lock);
+	pthread_cond_destroy(&st->sync_cond);
 	pthread_mutex_destroy(&st->lock);
 	pthread_mutex_destroy(&st->pool_lock);
 	free(st->path);
@@ -607,6 +661,10 @@ void store_close(struct store *st)
 	if (!st)
 		return;
 	close_conn(&st->main);
+	if (st->wal_fd >= 0)
+		close(st->wal_fd);
+	pthread_mutex_destroy(&st->sync_lock);
+	pthread_cond_destroy(&st->sync_cond);
 	for (int i = 0; i < st->n_idle_readers; i++)
 		sqlite3_close(st->idle_readers[i]);
 	pthread_mutex_destroy(&st->lock);
@@ -618,8 +676,11 @@ void store_close(struct store *st)
 void store_get_stats(struct store *st, struct store_stats *out)
 {
 	pthread_mutex_lock(&st->lock);
-	*out = st->stats;
+	out->commits = st->stats.commits;
 	pthread_mutex_unlock(&st->lock);
+	pthread_mutex_lock(&st->sync_lock);
+	out->syncs = st->stats.syncs;
+	pthread_mutex_unlock(&st->sync_lock);
 }
 
 /* ---- transactions ----------------------------------------------------- */
@@ -648,11 +709,50 @@ static void end(struct store *st, struct conn *c)
 	pthread_mutex_unlock(&st->lock);
 }
 
+/* Wait until commit number seq is on disk (see struct store). */
+static int wait_durable(struct store *st, uint64_t seq)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&st->sync_lock);
+	while (st->synced < seq && rc == 0) {
+		uint64_t target;
+
+		if (st->syncing) {
+			pthread_cond_wait(&st->sync_cond, &st->sync_lock);
+			continue;
+		}
+		st->syncing = true;
+		target = __atomic_load_n(&st->committed, __ATOMIC_ACQUIRE);
+		pthread_mutex_unlock(&st->sync_lock);
+		if (st->wal_fd < 0) {
+			char path[PATH_MAX];
+
+			snprintf(path, sizeof(path), "%s-wal", st->path);
+			st->wal_fd = open(path, O_RDONLY | O_CLOEXEC);
+		}
+		if (st->wal_fd < 0 || fdatasync(st->wal_fd) != 0) {
+			rc = errno == ENOSPC ? -ENOSPC : -EIO;
+			syslog(LOG_ERR, "oncefs: sync %s-wal: %m", st->path);
+		}
+		pthread_mutex_lock(&st->sync_lock);
+		st->syncing = false;
+		if (rc == 0 && target > st->synced) {
+			st->synced = target;
+			st->stats.syncs++;
+		}
+		pthread_cond_broadcast(&st->sync_cond);
+	}
+	pthread_mutex_unlock(&st->sync_lock);
+	return rc;
+}
+
 int store_commit(struct store *st)
 {
 	struct conn *c = &st->main;
 	sqlite3_stmt *s = stmt(st, S_COMMIT);
 	int rc = s ? exec_stmt(st, s, "commit") : -EIO;
+	uint64_t seq = 0;
 
 	if (rc) {
 		/* A failed COMMIT may leave the transaction open. */
@@ -660,10 +760,11 @@ int store_commit(struct store *st)
 			sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
 	} else if (c->in_write) {
 		st->stats.commits++;
-		if (st->sync == STORE_SYNC_FULL)
-			st->stats.syncs++;
+		seq = __atomic_add_fetch(&st->committed, 1, __ATOMIC_RELEASE);
 	}
 	end(st, c);
+	if (seq && st->sync == STORE_SYNC_FULL)
+		rc = wait_durable(st, seq);
 	return rc;
 }
 
