@@ -179,11 +179,22 @@ int policy_check_partial(enum policy_field f, const char *buf, size_t len,
 		}
 		return -EINVAL;
 	}
-	/* A number: digits so far, no leading zero, not too long. */
+	/*
+	 * A number: digits so far, no leading zero, and not past the
+	 * maximum already (more digits only make it larger).
+	 */
 	if (len > 12 || (len > 0 && buf[0] == '0'))
 		return -EINVAL;	/* "0" alone was judged whole above */
-	for (size_t i = 0; i < len; i++) {
-		if (buf[i] < '0' || buf[i] > '9')
+	{
+		int64_t v = 0, max = f == POLICY_IN_FLIGHT_TTL ? POLICY_TTL_MAX
+							       : POLICY_RETENTION_MAX;
+
+		for (size_t i = 0; i < len; i++) {
+			if (buf[i] < '0' || buf[i] > '9')
+				return -EINVAL;
+			v = v * 10 + (buf[i] - '0');
+		}
+		if (v > max)
 			return -EINVAL;
 	}
 	return -EAGAIN;
