@@ -30,6 +30,7 @@ struct fs {
 	pthread_mutex_t renew_lock;
 	pthread_cond_t renew_cond;
 	struct handle *renewing;
+	struct handle *open;		/* every open handle, freed at exit */
 	bool stopping;
 	int64_t sweep_interval_ms;	/* 0: no background sweep */
 	int64_t next_sweep_ms;

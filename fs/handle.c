@@ -105,6 +105,37 @@ void handle_set_snapshot(struct handle *h, char *snap, size_t len)
 	h->snap_len = len;
 }
 
+void handle_track(struct fs *fs, struct handle *h)
+{
+	pthread_mutex_lock(&fs->renew_lock);
+	h->prev_open = NULL;
+	h->next_open = fs->open;
+	if (fs->open)
+		fs->open->prev_open = h;
+	fs->open = h;
+	pthread_mutex_unlock(&fs->renew_lock);
+}
+
+void handle_close(struct fs *fs, struct handle *h)
+{
+	handle_renew_remove(fs, h);
+	pthread_mutex_lock(&fs->renew_lock);
+	if (h->prev_open)
+		h->prev_open->next_open = h->next_open;
+	else if (fs->open == h)
+		fs->open = h->next_open;
+	if (h->next_open)
+		h->next_open->prev_open = h->prev_open;
+	pthread_mutex_unlock(&fs->renew_lock);
+	handle_free(h);
+}
+
+void handle_close_all(struct fs *fs)
+{
+	while (fs->open)
+		handle_close(fs, fs->open);
+}
+
 bool handle_claim_attr(struct fs *fs, int64_t generation, struct stat *out)
 {
 	bool found = false;

@@ -60,6 +60,7 @@ struct handle {
 	size_t snap_len;
 
 	struct handle *next_renewing;
+	struct handle *prev_open, *next_open;	/* fs->open */
 };
 
 struct handle *handle_new(enum handle_kind kind, uint64_t ino, int64_t wf,
@@ -85,6 +86,16 @@ void handle_set_snapshot(struct handle *h, char *snap, size_t len);
  * saw them, while that open's handle lives in this mount.  false if none.
  */
 bool handle_claim_attr(struct fs *fs, int64_t generation, struct stat *out);
+
+/*
+ * An open file's handle: track it from the open's reply, close it at
+ * RELEASE (dropping it from renewals too, and freeing it).  Handles whose
+ * RELEASE never came (the kernel may unmount with some still queued) are
+ * closed by handle_close_all() at exit.
+ */
+void handle_track(struct fs *fs, struct handle *h);
+void handle_close(struct fs *fs, struct handle *h);
+void handle_close_all(struct fs *fs);
 
 /* Register or drop a handle whose claim renews itself. */
 void handle_renew_add(struct fs *fs, struct handle *h);

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "fs.h"
+#include "handle.h"
 
 #ifndef ONCEFS_VERSION
 #define ONCEFS_VERSION "0"
@@ -416,6 +417,7 @@ int main(int argc, char *argv[])
 	rc = fuse_session_loop_mt(fs->se, loop) ? 1 : 0;
 	fuse_loop_cfg_destroy(loop);
 	fs_renewer_stop(fs);
+	handle_close_all(fs);
 out_unmount:
 	fuse_session_unmount(fs->se);
 out_handlers:

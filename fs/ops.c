@@ -919,9 +919,10 @@ static void reply_open(fuse_req_t req, struct fuse_file_info *fi,
 	fi->fh = (uintptr_t)h;
 	fi->direct_io = 1;
 	fi->keep_cache = 0;
+	handle_track(fs_of(req), h);
 	if (fuse_reply_open(req, fi) == -ENOENT) {
 		/* The opener was interrupted: no release will follow. */
-		handle_free(h);
+		handle_close(fs_of(req), h);
 	}
 }
 
@@ -1147,8 +1148,9 @@ static void create_step(fuse_req_t req, struct fs *fs, const struct wf_row *w,
 	e.ino = e.attr.st_ino;
 	fi->fh = (uintptr_t)h;
 	fi->direct_io = 1;
+	handle_track(fs, h);
 	if (fuse_reply_create(req, &e, fi) == -ENOENT)
-		handle_free(h);
+		handle_close(fs, h);
 }
 
 static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
@@ -1215,10 +1217,9 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	e.ino = e.attr.st_ino;
 	fi->fh = (uintptr_t)h;
 	fi->direct_io = 1;
-	if (fuse_reply_create(req, &e, fi) == -ENOENT) {
-		handle_renew_remove(fs, h);
-		handle_free(h);
-	}
+	handle_track(fs, h);
+	if (fuse_reply_create(req, &e, fi) == -ENOENT)
+		handle_close(fs, h);
 }
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -1494,8 +1495,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino,
 		h->dirty = true;
 		commit(fs_of(req), h, &who);
 	}
-	handle_renew_remove(fs_of(req), h);
-	handle_free(h);
+	handle_close(fs_of(req), h);
 	fuse_reply_err(req, 0);
 }
 
