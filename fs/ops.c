@@ -630,83 +630,82 @@ static bool dir_add(struct dirbuf *d, const char *name, uint64_t ino,
  */
 #define FIRST_ROW 16
 
-static int list_root(struct fs *fs, struct dirbuf *d, off_t off)
-{
-	struct wf_row *rows;
-	int n, rc = 0;
+/* One row of a listing, whatever the store row behind it. */
+struct dir_row {
+	char name[NAME_MAX_LEN + 1];
+	uint64_t ino;
+	mode_t type;
+	int64_t id;		/* the stable cursor */
+};
 
-	if (off < 3 && !dir_add(d, ".stats", INO_STATS, S_IFREG, 3))
-		return 0;
-	if (off < FIRST_ROW)
-		off = FIRST_ROW;
-	rows = malloc(sizeof(*rows) * READDIR_BATCH);
-	if (!rows)
-		return -ENOMEM;
-	for (;;) {
-		rc = workflow_list(&fs->core, off - FIRST_ROW, rows,
-				   READDIR_BATCH, &n);
-		if (rc || n == 0)
-			break;
-		for (int i = 0; i < n; i++) {
-			if (!dir_add(d, rows[i].name, ino_wf(rows[i].id, SLOT_DIR),
-				     S_IFDIR, FIRST_ROW + rows[i].id))
-				goto out;
-			off = FIRST_ROW + rows[i].id;
-		}
+/* Fetch up to max rows with id > after under parent (a workflow id). */
+typedef int (*fetch_rows)(struct fs *fs, int64_t parent, int64_t after,
+			  struct dir_row *rows, int max, int *n);
+
+static int fetch_workflows(struct fs *fs, int64_t parent, int64_t after,
+			   struct dir_row *rows, int max, int *n)
+{
+	struct wf_row w[READDIR_BATCH];
+	int rc = workflow_list(&fs->core, after, w, max, n);
+
+	(void)parent;
+	for (int i = 0; rc == 0 && i < *n; i++) {
+		memcpy(rows[i].name, w[i].name, w[i].name_len + 1);
+		rows[i].ino = ino_wf(w[i].id, SLOT_DIR);
+		rows[i].type = S_IFDIR;
+		rows[i].id = w[i].id;
 	}
-out:
-	free(rows);
 	return rc;
 }
 
-static int list_keys(struct fs *fs, int64_t wf, struct dirbuf *d, off_t off)
+static int fetch_keys(struct fs *fs, int64_t parent, int64_t after,
+		      struct dir_row *rows, int max, int *n)
 {
-	struct key_row *rows;
-	int n, rc = 0;
+	struct key_row k[READDIR_BATCH];
+	int rc = key_list(&fs->core, parent, after, k, max, n);
 
-	if (off < FIRST_ROW)
-		off = FIRST_ROW;
-	rows = malloc(sizeof(*rows) * READDIR_BATCH);
-	if (!rows)
-		return -ENOMEM;
-	for (;;) {
-		rc = key_list(&fs->core, wf, off - FIRST_ROW, rows,
-			      READDIR_BATCH, &n);
-		if (rc || n == 0)
-			break;
-		for (int i = 0; i < n; i++) {
-			if (!dir_add(d, rows[i].name,
-				     ino_make(INO_KIND_KEY,
-					      (uint64_t)rows[i].generation),
-				     S_IFREG, FIRST_ROW + rows[i].id))
-				goto out;
-			off = FIRST_ROW + rows[i].id;
-		}
+	for (int i = 0; rc == 0 && i < *n; i++) {
+		memcpy(rows[i].name, k[i].name, k[i].name_len + 1);
+		rows[i].ino = ino_make(INO_KIND_KEY, (uint64_t)k[i].generation);
+		rows[i].type = S_IFREG;
+		rows[i].id = k[i].id;
 	}
-out:
-	free(rows);
 	return rc;
 }
 
-static int list_steps(struct fs *fs, int64_t wf, struct dirbuf *d, off_t off)
+static int fetch_steps(struct fs *fs, int64_t parent, int64_t after,
+		       struct dir_row *rows, int max, int *n)
 {
-	struct step_row *rows;
+	struct step_row r[READDIR_BATCH];
+	int rc = step_list(&fs->core, parent, after, r, max, n);
+
+	for (int i = 0; rc == 0 && i < *n; i++) {
+		memcpy(rows[i].name, r[i].name, r[i].name_len + 1);
+		rows[i].ino = ino_make(INO_KIND_STEP, (uint64_t)r[i].id);
+		rows[i].type = S_IFREG;
+		rows[i].id = r[i].id;
+	}
+	return rc;
+}
+
+/* Add store rows to a listing from cursor off on, until it is full. */
+static int list_rows(struct fs *fs, int64_t parent, fetch_rows fetch,
+		     struct dirbuf *d, off_t off)
+{
+	struct dir_row *rows = malloc(sizeof(*rows) * READDIR_BATCH);
 	int n, rc = 0;
 
-	if (off < FIRST_ROW)
-		off = FIRST_ROW;
-	rows = malloc(sizeof(*rows) * READDIR_BATCH);
 	if (!rows)
 		return -ENOMEM;
+	if (off < FIRST_ROW)
+		off = FIRST_ROW;
 	for (;;) {
-		rc = step_list(&fs->core, wf, off - FIRST_ROW, rows,
-			       READDIR_BATCH, &n);
+		rc = fetch(fs, parent, off - FIRST_ROW, rows, READDIR_BATCH, &n);
 		if (rc || n == 0)
 			break;
 		for (int i = 0; i < n; i++) {
-			if (!dir_add(d, rows[i].name,
-				     ino_make(INO_KIND_STEP, (uint64_t)rows[i].id),
-				     S_IFREG, FIRST_ROW + rows[i].id))
+			if (!dir_add(d, rows[i].name, rows[i].ino, rows[i].type,
+				     FIRST_ROW + rows[i].id))
 				goto out;
 			off = FIRST_ROW + rows[i].id;
 		}
@@ -746,7 +745,9 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	if (off < 2 && !dir_add(&d, "..", INO_ROOT, S_IFDIR, 2))
 		goto out;
 	if (ino == INO_ROOT) {
-		rc = list_root(fs, &d, off);
+		if (off < 3 && !dir_add(&d, ".stats", INO_STATS, S_IFREG, 3))
+			goto out;
+		rc = list_rows(fs, 0, fetch_workflows, &d, off);
 		goto out;
 	}
 	switch (ino_wf_slot(ino)) {
@@ -774,10 +775,10 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		}
 		break;
 	case SLOT_KEYS:
-		rc = list_keys(fs, w.id, &d, off);
+		rc = list_rows(fs, w.id, fetch_keys, &d, off);
 		break;
 	case SLOT_STEPS:
-		rc = list_steps(fs, w.id, &d, off);
+		rc = list_rows(fs, w.id, fetch_steps, &d, off);
 		break;
 	default:
 		rc = -ENOTDIR;
