@@ -122,9 +122,7 @@ int key_claim(struct once *o, int64_t wf, const char *name, size_t len,
 	} else if (rc == -ENOENT) {
 		memset(out, 0, sizeof(*out));
 		out->wf = wf;
-		memcpy(out->name, name, len);
-		out->name[len] = '\0';
-		out->name_len = len;
+		name_copy(out->name, &out->name_len, name, len);
 		out->attempt = 1;
 	} else {
 		goto out;

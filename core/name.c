@@ -31,6 +31,13 @@ int name_check_workflow(const char *name, size_t len)
 	return 0;
 }
 
+void name_copy(char *dst, size_t *dst_len, const char *name, size_t len)
+{
+	memcpy(dst, name, len);
+	dst[len] = '\0';
+	*dst_len = len;
+}
+
 bool name_is_utf8(const char *s, size_t len)
 {
 	const unsigned char *p = (const unsigned char *)s;

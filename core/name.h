@@ -19,6 +19,12 @@ int name_check(const char *name, size_t len);
 /* name_check() plus the reservation of dot-names: 0, -ENAMETOOLONG or -EINVAL. */
 int name_check_workflow(const char *name, size_t len);
 
+/*
+ * Copy a checked name into a row's name field (NAME_MAX_LEN + 1 bytes),
+ * NUL-terminated, and set its length.
+ */
+void name_copy(char *dst, size_t *dst_len, const char *name, size_t len);
+
 /* True when the bytes are valid UTF-8 (used to decide how events quote a name). */
 bool name_is_utf8(const char *s, size_t len);
 

@@ -207,9 +207,7 @@ int step_create(struct once *o, int64_t wf, const char *name, size_t len,
 	memset(out, 0, sizeof(*out));
 	out->wf = wf;
 	out->epoch = w.epoch;
-	memcpy(out->name, name, len);
-	out->name[len] = '\0';
-	out->name_len = len;
+	name_copy(out->name, &out->name_len, name, len);
 	out->mtime_ns = once_now_ms(o) * 1000000;
 	rc = store_step_insert(o->store, out);
 	step_event(&ev, "checkpoint", out);
@@ -236,9 +234,10 @@ int step_remove(struct once *o, int64_t wf, const char *name, size_t len,
 	rc = find_step(o, wf, name, len, &w, &r);
 	if (rc == 0)
 		rc = store_step_delete(o->store, r.id);
-	step_event(&ev, "remove", &r);
-	if (rc == 0)
+	if (rc == 0) {
+		step_event(&ev, "remove", &r);
 		rc = once_event(o, wf, who, &ev);
+	}
 	return once_end(o, rc);
 }
 
@@ -271,9 +270,7 @@ int step_rename(struct once *o, int64_t wf, const char *from, size_t from_len,
 	}
 	if (rc)
 		goto out;
-	memcpy(r.name, to, to_len);
-	r.name[to_len] = '\0';
-	r.name_len = to_len;
+	name_copy(r.name, &r.name_len, to, to_len);
 	rc = store_step_update(o->store, &r);
 	step_event(&ev, "rename", &r);
 	ev.detail_field = "from";

@@ -20,8 +20,7 @@ int workflow_create(struct once *o, const char *name, size_t len,
 	if (rc)
 		return rc;
 	memset(out, 0, sizeof(*out));
-	memcpy(out->name, name, len);
-	out->name_len = len;
+	name_copy(out->name, &out->name_len, name, len);
 	out->uid = who->uid;
 	out->gid = who->gid;
 	out->mode = mode & 07777;
@@ -136,9 +135,7 @@ int workflow_rename(struct once *o, const char *from, size_t from_len,
 	}
 	if (rc)
 		goto out;
-	memcpy(w.name, to, to_len);
-	w.name[to_len] = '\0';
-	w.name_len = to_len;
+	name_copy(w.name, &w.name_len, to, to_len);
 	w.mtime_ns = now_ns(o);
 	rc = store_wf_update(o->store, &w);
 	ev.detail = from;
