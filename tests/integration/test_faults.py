@@ -447,11 +447,13 @@ class Locker:
                 pass
 
     def release(self):
+        # The lock can be free from the moment the newline is sent: that is
+        # the earliest a waiting claim may finish.
+        self.released = time.monotonic()
         if self.p.poll() is None:
             self.p.stdin.write("\n")
             self.p.stdin.flush()
             self.p.wait(timeout=30)
-        self.released = time.monotonic()
 
     def __enter__(self):
         return self
