@@ -7,7 +7,9 @@
  * call these functions between store_begin() and store_commit().
  *
  * Every function returns 0 or -errno: -ENOENT for a missing row, -EIO for
- * a backend error (logged), -ENOSPC when the disk is full, -EAGAIN when
+ * a backend error or a row whose values are out of range (logged; see
+ * store_problem()), -ENOSPC when the disk is full, -EROFS once an fsync
+ * has failed (every later write is refused), -EAGAIN when
  * another process held the store's write lock past the busy timeout
  * (-EBUSY is taken: it is the raise policy's answer).
  *
@@ -53,6 +55,7 @@ struct store_stats {
 	uint64_t commits;	/* write transactions committed */
 	uint64_t syncs;		/* fsyncs that made them durable (group commit:
 				 * one may serve several commits) */
+	bool sync_failed;	/* an fsync failed: the store refuses writes */
 };
 
 struct wf_row {
@@ -112,6 +115,14 @@ struct event {
 
 struct store;
 
+enum store_scheme {
+	STORE_SCHEME_SQLITE,	/* a file path: anything that is no URL below */
+	STORE_SCHEME_POSTGRES,	/* postgresql://... or postgres://... */
+};
+
+/* Which backend a store's name is for: the one parser of store names. */
+enum store_scheme store_scheme(const char *name);
+
 /*
  * Open (and with opt->create, create) the store at path.  A file that is
  * not an oncefs store, is corrupt, or has a newer schema is refused
@@ -122,6 +133,11 @@ int store_open(const char *path, const struct store_options *opt,
 	       struct store **out, char *err, size_t errlen);
 void store_close(struct store *st);
 void store_get_stats(struct store *st, struct store_stats *out);
+/*
+ * The last row refused for a value out of range (nothing read from a
+ * store is trusted), as a message into buf; "" when none.  Returns buf.
+ */
+const char *store_problem(struct store *st, char *buf, size_t size);
 
 int store_begin(struct store *st, bool write);
 int store_commit(struct store *st);

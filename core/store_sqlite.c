@@ -40,6 +40,7 @@ enum stmt_id {
 	S_BEGIN_WRITE,
 	S_COMMIT,
 	S_ROLLBACK,
+	S_DATA_VERSION,
 	S_NEXT_GEN,
 	S_WF_BY_NAME,
 	S_WF_BY_ID,
@@ -96,6 +97,7 @@ static const char *const sql[S_NSTMTS] = {
 	[S_BEGIN_WRITE] = "BEGIN IMMEDIATE",
 	[S_COMMIT] = "COMMIT",
 	[S_ROLLBACK] = "ROLLBACK",
+	[S_DATA_VERSION] = "PRAGMA data_version",
 	[S_NEXT_GEN] = "UPDATE sequence SET value = value + 1 "
 		"WHERE name = 'generation' RETURNING value",
 	[S_WF_BY_NAME] = "SELECT " WF_COLS " FROM workflows WHERE name = ?1",
@@ -268,6 +270,7 @@ struct store {
 	int n_idle_readers;
 	sqlite3_stmt *stmts[S_NSTMTS];
 	enum store_sync sync;
+	bool read_only;
 	struct store_stats stats;
 
 	/*
@@ -287,6 +290,26 @@ struct store {
 	uint64_t committed;		/* commits written (under st->lock) */
 	uint64_t synced;		/* of them, made durable */
 	bool syncing;			/* a waiter is in fdatasync() */
+	/*
+	 * A failed fdatasync() loses frames for good: Linux reports a
+	 * writeback error once per file, so a retry would say 0 for data
+	 * that never reached the disk.  After one, the store refuses every
+	 * write (-EROFS) and every commit still waiting fails (-EIO).
+	 */
+	bool sync_failed;
+
+	/*
+	 * Nothing a reply reports may be less durable than the reply (sync=
+	 * full): a read transaction remembers the last commit it could see
+	 * (txn_seen) and waits, at its end, until that commit is synced.
+	 * Commits of other processes show as a change of data_version; the
+	 * first read that sees one syncs the WAL for them too.
+	 */
+	uint64_t txn_seen;		/* under st->lock */
+	int64_t data_version;		/* under st->lock */
+
+	pthread_mutex_t problem_lock;
+	char problem[256];		/* the last bad row, for store_problem() */
 };
 
 
@@ -349,17 +372,60 @@ static void bind_blob(sqlite3_stmt *s, int i, const void *p, size_t len)
 	sqlite3_bind_blob64(s, i, p, len, SQLITE_TRANSIENT);
 }
 
-static size_t copy_name(sqlite3_stmt *s, int col, char *dst)
+/*
+ * Nothing read from the file is trusted: a store may have been edited by
+ * hand or by another program.  A value out of its range makes the row
+ * unusable (-EIO), with the reason logged and kept for store_problem().
+ */
+static int bad_row(struct store *st, const char *table, int64_t id,
+		   const char *what, int64_t value)
+{
+	pthread_mutex_lock(&st->problem_lock);
+	snprintf(st->problem, sizeof(st->problem), "%s row %lld: %s %lld is "
+		 "out of range (the store was changed by something other than "
+		 "oncefs)", table, (long long)id, what, (long long)value);
+	syslog(LOG_ERR, "oncefs: %s: %s", st->path, st->problem);
+	pthread_mutex_unlock(&st->problem_lock);
+	return -EIO;
+}
+
+const char *store_problem(struct store *st, char *buf, size_t size)
+{
+	pthread_mutex_lock(&st->problem_lock);
+	snprintf(buf, size, "%s", st->problem);
+	pthread_mutex_unlock(&st->problem_lock);
+	return buf;
+}
+
+/* A name column: 1..NAME_MAX_LEN bytes, no '/' and no NUL. */
+static int copy_name(struct store *st, const char *table, int64_t id,
+		     sqlite3_stmt *s, int col, char *dst, size_t *len)
 {
 	size_t n = (size_t)sqlite3_column_bytes(s, col);
-	const void *p = sqlite3_column_blob(s, col);
+	const char *p = sqlite3_column_blob(s, col);
 
-	if (n > NAME_MAX_LEN)
-		n = NAME_MAX_LEN;
-	if (n)
-		memcpy(dst, p, n);
+	if (n == 0 || n > NAME_MAX_LEN || !p)
+		return bad_row(st, table, id, "name length", (int64_t)n);
+	if (memchr(p, '/', n) || memchr(p, '\0', n))
+		return bad_row(st, table, id, "name with '/' or NUL, length",
+			       (int64_t)n);
+	memcpy(dst, p, n);
 	dst[n] = '\0';
-	return n;
+	*len = n;
+	return 0;
+}
+
+/* An integer column that must lie in [lo, hi]. */
+static int column_in(struct store *st, const char *table, int64_t id,
+		     sqlite3_stmt *s, int col, const char *what, int64_t lo,
+		     int64_t hi, int64_t *out)
+{
+	int64_t v = sqlite3_column_int64(s, col);
+
+	if (sqlite3_column_type(s, col) != SQLITE_INTEGER || v < lo || v > hi)
+		return bad_row(st, table, id, what, v);
+	*out = v;
+	return 0;
 }
 
 /* ---- opening ---------------------------------------------------------- */
@@ -517,6 +583,81 @@ static void configure_sqlite(void)
 	sqlite3_initialize();
 }
 
+/*
+ * Keep the -wal file open for group commit's fdatasync, and make its
+ * directory entry durable once: synchronous=NORMAL never syncs the
+ * directory, so after a power cut the WAL, and every commit in it, could
+ * be gone although each was synced.
+ */
+static int open_wal(struct store *st, char *err, size_t errlen)
+{
+	char path[PATH_MAX];
+	const char *slash = strrchr(st->path, '/');
+	int64_t dummy;
+	int dir;
+
+	/* The WAL exists once a transaction has read the database. */
+	if (pragma_int(st->main.db, "SELECT count(*) FROM sequence", &dummy)) {
+		snprintf(err, errlen, "cannot read %s: %s", st->path,
+			 sqlite3_errmsg(st->main.db));
+		return -EIO;
+	}
+	if (snprintf(path, sizeof(path), "%s-wal", st->path) >= (int)sizeof(path))
+		return -ENAMETOOLONG;
+	st->wal_fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (st->wal_fd < 0) {
+		snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+		return -EIO;
+	}
+	if (slash)
+		snprintf(path, sizeof(path), "%.*s", (int)(slash - st->path),
+			 st->path);
+	else
+		snprintf(path, sizeof(path), ".");
+	dir = open(path[0] ? path : "/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dir < 0 || fdatasync(st->wal_fd) != 0 || fsync(dir) != 0) {
+		snprintf(err, errlen, "cannot sync %s-wal and its directory: %s",
+			 st->path, strerror(errno));
+		if (dir >= 0)
+			close(dir);
+		return -EIO;
+	}
+	close(dir);
+	return 0;
+}
+
+/*
+ * A mount refuses a store with a workflow it cannot trust, rather than
+ * failing on it later (keys and checkpoints are checked as they are read).
+ */
+static int check_workflows(struct store *st, char *err, size_t errlen)
+{
+	struct wf_row rows[16];
+	int64_t after = 0;
+	int n, rc;
+
+	do {
+		rc = store_begin(st, false);
+		if (rc == 0) {
+			rc = store_wf_list(st, after, rows, 16, &n);
+			store_rollback(st);
+		}
+		if (rc == -EIO) {
+			snprintf(err, errlen, "the store is corrupt: %s",
+				 store_problem(st, (char[256]){ 0 }, 256));
+			return rc;
+		}
+		if (rc) {
+			snprintf(err, errlen, "cannot read the workflows: %s",
+				 strerror(-rc));
+			return rc;
+		}
+		if (n)
+			after = rows[n - 1].id;
+	} while (n == 16);
+	return 0;
+}
+
 int store_open(const char *path, const struct store_options *opt,
 	       struct store **out, char *err, size_t errlen)
 {
@@ -534,8 +675,7 @@ int store_open(const char *path, const struct store_options *opt,
 
 	*out = NULL;
 	pthread_once(&once, configure_sqlite);
-	if (strncmp(path, "postgresql://", 13) == 0 ||
-	    strncmp(path, "postgres://", 11) == 0) {
+	if (store_scheme(path) == STORE_SCHEME_POSTGRES) {
 		snprintf(err, errlen, "PostgreSQL stores are planned but not "
 			 "supported yet: use a SQLite file");
 		return -EPROTONOSUPPORT;
@@ -576,7 +716,9 @@ int store_open(const char *path, const struct store_options *opt,
 	pthread_cond_init(&st->sync_cond, NULL);
 	pthread_mutex_init(&st->lock, NULL);
 	pthread_mutex_init(&st->pool_lock, NULL);
-	st->sync = opt->sync;
+	pthread_mutex_init(&st->problem_lock, NULL);
+	st->sync = opt->read_only ? STORE_SYNC_OFF : opt->sync;
+	st->read_only = opt->read_only;
 
 	flags = SQLITE_OPEN_NOMUTEX;
 	if (opt->read_only)
@@ -641,6 +783,12 @@ int store_open(const char *path, const struct store_options *opt,
 			rc = -EIO;
 			goto out_close;
 		}
+		rc = open_wal(st, err, errlen);
+		if (rc)
+			goto out_close;
+		rc = check_workflows(st, err, errlen);
+		if (rc)
+			goto out_close;
 	}
 	*out = st;
 	return 0;
@@ -651,6 +799,7 @@ out_close:
 	pthread_cond_destroy(&st->sync_cond);
 	pthread_mutex_destroy(&st->lock);
 	pthread_mutex_destroy(&st->pool_lock);
+	pthread_mutex_destroy(&st->problem_lock);
 	free(st->path);
 	free(st);
 	return rc;
@@ -669,6 +818,7 @@ void store_close(struct store *st)
 		sqlite3_close(st->idle_readers[i]);
 	pthread_mutex_destroy(&st->lock);
 	pthread_mutex_destroy(&st->pool_lock);
+	pthread_mutex_destroy(&st->problem_lock);
 	free(st->path);
 	free(st);
 }
@@ -680,10 +830,37 @@ void store_get_stats(struct store *st, struct store_stats *out)
 	pthread_mutex_unlock(&st->lock);
 	pthread_mutex_lock(&st->sync_lock);
 	out->syncs = st->stats.syncs;
+	out->sync_failed = st->sync_failed;
 	pthread_mutex_unlock(&st->sync_lock);
 }
 
 /* ---- transactions ----------------------------------------------------- */
+
+/*
+ * Inside a transaction under sync=full: note what it can see, so that its
+ * end waits until that is durable (see struct store).
+ */
+static int note_visible(struct store *st)
+{
+	sqlite3_stmt *s = stmt(st, S_DATA_VERSION);
+	int64_t dv;
+	int rc;
+
+	if (!s)
+		return -EIO;
+	rc = sqlite3_step(s);
+	dv = sqlite3_column_int64(s, 0);
+	done(s);
+	if (rc != SQLITE_ROW)
+		return sql_error(st, rc, "data version");
+	/* Another process committed: its frames need a sync of ours. */
+	if (dv != st->data_version) {
+		st->data_version = dv;
+		__atomic_add_fetch(&st->committed, 1, __ATOMIC_RELEASE);
+	}
+	st->txn_seen = __atomic_load_n(&st->committed, __ATOMIC_ACQUIRE);
+	return 0;
+}
 
 int store_begin(struct store *st, bool write)
 {
@@ -691,22 +868,23 @@ int store_begin(struct store *st, bool write)
 	sqlite3_stmt *s;
 	int rc;
 
+	if (write && __atomic_load_n(&st->sync_failed, __ATOMIC_ACQUIRE))
+		return -EROFS;
 	pthread_mutex_lock(&st->lock);
 	s = stmt(st, write ? S_BEGIN_WRITE : S_BEGIN_READ);
 	rc = s ? exec_stmt(st, s, "begin") : -EIO;
+	st->txn_seen = 0;
+	if (rc == 0 && st->sync == STORE_SYNC_FULL) {
+		rc = note_visible(st);
+		if (rc)
+			sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+	}
 	if (rc) {
 		pthread_mutex_unlock(&st->lock);
 		return rc;
 	}
 	c->in_write = write;
 	return 0;
-}
-
-/* The end of a transaction: forget the connection, drop the lock. */
-static void end(struct store *st, struct conn *c)
-{
-	c->in_write = false;
-	pthread_mutex_unlock(&st->lock);
 }
 
 /* Wait until commit number seq is on disk (see struct store). */
@@ -718,6 +896,10 @@ static int wait_durable(struct store *st, uint64_t seq)
 	while (st->synced < seq && rc == 0) {
 		uint64_t target;
 
+		if (st->sync_failed) {
+			rc = -EIO;
+			break;
+		}
 		if (st->syncing) {
 			pthread_cond_wait(&st->sync_cond, &st->sync_lock);
 			continue;
@@ -725,19 +907,18 @@ static int wait_durable(struct store *st, uint64_t seq)
 		st->syncing = true;
 		target = __atomic_load_n(&st->committed, __ATOMIC_ACQUIRE);
 		pthread_mutex_unlock(&st->sync_lock);
-		if (st->wal_fd < 0) {
-			char path[PATH_MAX];
-
-			snprintf(path, sizeof(path), "%s-wal", st->path);
-			st->wal_fd = open(path, O_RDONLY | O_CLOEXEC);
-		}
 		if (st->wal_fd < 0 || fdatasync(st->wal_fd) != 0) {
-			rc = errno == ENOSPC ? -ENOSPC : -EIO;
-			syslog(LOG_ERR, "oncefs: sync %s-wal: %m", st->path);
+			rc = -EIO;
+			syslog(LOG_CRIT, "oncefs: sync of %s-wal failed (%m): "
+			       "commits since the last sync may be lost; the "
+			       "store refuses writes until it is mounted again",
+			       st->path);
 		}
 		pthread_mutex_lock(&st->sync_lock);
 		st->syncing = false;
-		if (rc == 0 && target > st->synced) {
+		if (rc)
+			__atomic_store_n(&st->sync_failed, true, __ATOMIC_RELEASE);
+		else if (target > st->synced) {
 			st->synced = target;
 			st->stats.syncs++;
 		}
@@ -747,12 +928,33 @@ static int wait_durable(struct store *st, uint64_t seq)
 	return rc;
 }
 
+/*
+ * The end of a transaction: forget the connection, drop the lock, and
+ * under sync=full wait until everything it wrote (commit number seq) or
+ * saw (st->txn_seen) is durable.  Only a commit's own sync can fail it:
+ * after a failed sync the store still answers reads from what it has,
+ * and refuses writes (see sync_failed).
+ */
+static int end(struct store *st, struct conn *c, uint64_t seq)
+{
+	uint64_t seen = st->txn_seen;
+	int rc;
+
+	c->in_write = false;
+	pthread_mutex_unlock(&st->lock);
+	if (st->sync != STORE_SYNC_FULL || (seq == 0 && seen == 0))
+		return 0;
+	rc = wait_durable(st, seq > seen ? seq : seen);
+	return seq ? rc : 0;
+}
+
 int store_commit(struct store *st)
 {
 	struct conn *c = &st->main;
 	sqlite3_stmt *s = stmt(st, S_COMMIT);
 	int rc = s ? exec_stmt(st, s, "commit") : -EIO;
 	uint64_t seq = 0;
+	int durable;
 
 	if (rc) {
 		/* A failed COMMIT may leave the transaction open. */
@@ -762,10 +964,8 @@ int store_commit(struct store *st)
 		st->stats.commits++;
 		seq = __atomic_add_fetch(&st->committed, 1, __ATOMIC_RELEASE);
 	}
-	end(st, c);
-	if (seq && st->sync == STORE_SYNC_FULL)
-		rc = wait_durable(st, seq);
-	return rc;
+	durable = end(st, c, seq);
+	return rc ? rc : durable;
 }
 
 void store_rollback(struct store *st)
@@ -778,7 +978,12 @@ void store_rollback(struct store *st)
 		if (s)
 			exec_stmt(st, s, "rollback");
 	}
-	end(st, c);
+	/*
+	 * A rolled-back transaction's reply may still report what it read
+	 * (EEXIST for a claim someone else committed): that must be durable
+	 * too.  A failure here is the store's, and the next write says so.
+	 */
+	end(st, c, 0);
 }
 
 int store_next_generation(struct store *st, int64_t *out)
@@ -798,32 +1003,100 @@ int store_next_generation(struct store *st, int64_t *out)
 	return sql_error(st, rc, "generation");
 }
 
+/* ---- rows ------------------------------------------------------------- */
+
+typedef int row_reader(struct store *st, sqlite3_stmt *s, void *row);
+
+/*
+ * Step s for up to max rows, reading each with fn into rows (of size
+ * bytes each); *n gets the count.  A row that fails its checks ends the
+ * list with its error.
+ */
+static int read_rows(struct store *st, sqlite3_stmt *s, row_reader *fn,
+		     void *rows, size_t size, int max, int *n, const char *what)
+{
+	int rc = SQLITE_DONE;
+
+	*n = 0;
+	while (*n < max && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+		int bad = fn(st, s, (char *)rows + size * (size_t)*n);
+
+		if (bad) {
+			done(s);
+			return bad;
+		}
+		(*n)++;
+	}
+	done(s);
+	return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : sql_error(st, rc, what);
+}
+
+static int wf_reader(struct store *st, sqlite3_stmt *s, void *row);
+static int key_reader(struct store *st, sqlite3_stmt *s, void *row);
+static int step_reader(struct store *st, sqlite3_stmt *s, void *row);
+
 /* ---- workflows -------------------------------------------------------- */
 
-static void read_wf(sqlite3_stmt *s, struct wf_row *w)
+static int read_wf(struct store *st, sqlite3_stmt *s, struct wf_row *w)
 {
+	static const char t[] = "workflows";
 	const void *fp;
+	size_t fp_len;
+	int64_t v[8];
+	int rc;
 
 	w->id = sqlite3_column_int64(s, 0);
-	w->name_len = copy_name(s, 1, w->name);
-	w->uid = (uint32_t)sqlite3_column_int64(s, 2);
-	w->gid = (uint32_t)sqlite3_column_int64(s, 3);
-	w->mode = (uint32_t)sqlite3_column_int64(s, 4);
-	w->ctime_ns = sqlite3_column_int64(s, 5);
-	w->mtime_ns = sqlite3_column_int64(s, 6);
-	w->policy.on_input_change = (enum on_input_change)sqlite3_column_int(s, 7);
-	w->policy.dedup_on = (enum dedup_on)sqlite3_column_int(s, 8);
-	w->policy.in_flight_ttl = sqlite3_column_int64(s, 9);
-	w->policy.retention = sqlite3_column_int64(s, 10);
+	rc = copy_name(st, t, w->id, s, 1, w->name, &w->name_len);
+	if (!rc)
+		rc = column_in(st, t, w->id, s, 2, "uid", 0, UINT32_MAX, &v[0]);
+	if (!rc)
+		rc = column_in(st, t, w->id, s, 3, "gid", 0, UINT32_MAX, &v[1]);
+	if (!rc)
+		rc = column_in(st, t, w->id, s, 4, "mode", 0, 07777, &v[2]);
+	if (!rc)
+		rc = column_in(st, t, w->id, s, 7, "on_input_change",
+			       ON_INPUT_RESET, ON_INPUT_RAISE, &v[3]);
+	if (!rc)
+		rc = column_in(st, t, w->id, s, 8, "dedup_on", DEDUP_SUCCESS,
+			       DEDUP_ANY, &v[4]);
+	if (!rc)
+		rc = column_in(st, t, w->id, s, 9, "in_flight_ttl", 1,
+			       POLICY_TTL_MAX, &v[5]);
+	if (!rc)
+		rc = column_in(st, t, w->id, s, 10, "retention", 0,
+			       POLICY_RETENTION_MAX, &v[6]);
+	if (!rc)
+		rc = column_in(st, t, w->id, s, 12, "epoch", 0, INT64_MAX, &w->epoch);
+	if (!rc)
+		rc = column_in(st, t, w->id, s, 13, "events size", 0, INT64_MAX,
+			       &w->events_size);
 	fp = sqlite3_column_blob(s, 11);
 	w->fingerprint_len = (size_t)sqlite3_column_bytes(s, 11);
-	if (w->fingerprint_len > FINGERPRINT_MAX)
-		w->fingerprint_len = FINGERPRINT_MAX;
+	if (!rc && w->fingerprint_len &&
+	    (fingerprint_parse(fp, w->fingerprint_len, &fp_len) ||
+	     fp_len != w->fingerprint_len))
+		rc = bad_row(st, t, w->id, "fingerprint of length",
+			     (int64_t)w->fingerprint_len);
+	if (rc)
+		return rc;
+	w->uid = (uint32_t)v[0];
+	w->gid = (uint32_t)v[1];
+	w->mode = (uint32_t)v[2];
+	w->ctime_ns = sqlite3_column_int64(s, 5);
+	w->mtime_ns = sqlite3_column_int64(s, 6);
+	w->policy.on_input_change = (enum on_input_change)v[3];
+	w->policy.dedup_on = (enum dedup_on)v[4];
+	w->policy.in_flight_ttl = v[5];
+	w->policy.retention = v[6];
 	if (w->fingerprint_len)
 		memcpy(w->fingerprint, fp, w->fingerprint_len);
 	w->fingerprint[w->fingerprint_len] = '\0';
-	w->epoch = sqlite3_column_int64(s, 12);
-	w->events_size = sqlite3_column_int64(s, 13);
+	return 0;
+}
+
+static int wf_reader(struct store *st, sqlite3_stmt *s, void *row)
+{
+	return read_wf(st, s, row);
 }
 
 static void bind_wf(sqlite3_stmt *s, const struct wf_row *w)
@@ -852,9 +1125,9 @@ static int get_one_wf(struct store *st, sqlite3_stmt *s, struct wf_row *out)
 	int rc = sqlite3_step(s);
 
 	if (rc == SQLITE_ROW) {
-		read_wf(s, out);
+		rc = read_wf(st, s, out);
 		done(s);
-		return 0;
+		return rc;
 	}
 	done(s);
 	return rc == SQLITE_DONE ? -ENOENT : sql_error(st, rc, "workflow");
@@ -944,34 +1217,56 @@ int store_wf_list(struct store *st, int64_t after, struct wf_row *rows,
 		  int max, int *n)
 {
 	sqlite3_stmt *s = stmt(st, S_WF_LIST);
-	int rc;
 
 	*n = 0;
 	if (!s)
 		return -EIO;
 	sqlite3_bind_int64(s, 1, after);
 	sqlite3_bind_int(s, 2, max);
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW)
-		read_wf(s, &rows[(*n)++]);
-	done(s);
-	return rc == SQLITE_DONE ? 0 : sql_error(st, rc, "list workflows");
+	return read_rows(st, s, wf_reader, rows, sizeof(*rows), max, n,
+			 "list workflows");
 }
 
 /* ---- keys ------------------------------------------------------------- */
 
-static void read_key(sqlite3_stmt *s, struct key_row *k)
+static int read_key(struct store *st, sqlite3_stmt *s, struct key_row *k)
 {
+	static const char t[] = "keys";
+	int64_t status = 0, pid = 0, uid = 0;
+	int rc;
+
 	k->id = sqlite3_column_int64(s, 0);
 	k->wf = sqlite3_column_int64(s, 1);
-	k->name_len = copy_name(s, 2, k->name);
-	k->status = (enum key_status)sqlite3_column_int(s, 3);
-	k->generation = sqlite3_column_int64(s, 4);
-	k->attempt = sqlite3_column_int64(s, 5);
+	rc = copy_name(st, t, k->id, s, 2, k->name, &k->name_len);
+	if (!rc)
+		rc = column_in(st, t, k->id, s, 3, "status", KEY_VACANT,
+			       KEY_FAILED, &status);
+	if (!rc)
+		rc = column_in(st, t, k->id, s, 4, "generation", 1, INT64_MAX,
+			       &k->generation);
+	if (!rc)
+		rc = column_in(st, t, k->id, s, 5, "attempt", 0, INT64_MAX,
+			       &k->attempt);
+	if (!rc)
+		rc = column_in(st, t, k->id, s, 8, "holder pid", 0, INT32_MAX, &pid);
+	if (!rc)
+		rc = column_in(st, t, k->id, s, 9, "holder uid", 0, UINT32_MAX, &uid);
+	if (rc)
+		return rc;
+	k->status = (enum key_status)status;
 	k->expires_ms = sqlite3_column_int64(s, 6);
 	k->mtime_ns = sqlite3_column_int64(s, 7);
-	k->holder_pid = (int32_t)sqlite3_column_int64(s, 8);
-	k->holder_uid = (uint32_t)sqlite3_column_int64(s, 9);
+	k->holder_pid = (int32_t)pid;
+	k->holder_uid = (uint32_t)uid;
 	k->result_len = sqlite3_column_int64(s, 10);
+	if (k->result_len < 0 || k->result_len > INT32_MAX)
+		return bad_row(st, t, k->id, "result length", k->result_len);
+	return 0;
+}
+
+static int key_reader(struct store *st, sqlite3_stmt *s, void *row)
+{
+	return read_key(st, s, row);
 }
 
 static void bind_key(sqlite3_stmt *s, const struct key_row *k)
@@ -993,9 +1288,9 @@ static int get_one_key(struct store *st, sqlite3_stmt *s, struct key_row *out)
 	int rc = sqlite3_step(s);
 
 	if (rc == SQLITE_ROW) {
-		read_key(s, out);
+		rc = read_key(st, s, out);
 		done(s);
-		return 0;
+		return rc;
 	}
 	done(s);
 	return rc == SQLITE_DONE ? -ENOENT : sql_error(st, rc, "key");
@@ -1113,7 +1408,6 @@ int store_key_list(struct store *st, int64_t wf, int64_t after,
 		   int64_t now_ms, struct key_row *rows, int max, int *n)
 {
 	sqlite3_stmt *s = stmt(st, S_KEY_LIST);
-	int rc;
 
 	*n = 0;
 	if (!s)
@@ -1122,10 +1416,8 @@ int store_key_list(struct store *st, int64_t wf, int64_t after,
 	sqlite3_bind_int64(s, 2, after);
 	sqlite3_bind_int64(s, 3, now_ms);
 	sqlite3_bind_int(s, 4, max);
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW)
-		read_key(s, &rows[(*n)++]);
-	done(s);
-	return rc == SQLITE_DONE ? 0 : sql_error(st, rc, "list keys");
+	return read_rows(st, s, key_reader, rows, sizeof(*rows), max, n,
+			 "list keys");
 }
 
 static int exists(struct store *st, sqlite3_stmt *s, bool *any)
@@ -1150,14 +1442,25 @@ int store_key_any(struct store *st, int64_t wf, int64_t now_ms, bool *any)
 
 /* ---- checkpoints ------------------------------------------------------ */
 
-static void read_step(sqlite3_stmt *s, struct step_row *r)
+static int read_step(struct store *st, sqlite3_stmt *s, struct step_row *r)
 {
+	static const char t[] = "steps";
+	int rc;
+
 	r->id = sqlite3_column_int64(s, 0);
 	r->wf = sqlite3_column_int64(s, 1);
 	r->epoch = sqlite3_column_int64(s, 2);
-	r->name_len = copy_name(s, 3, r->name);
-	r->size = sqlite3_column_int64(s, 4);
 	r->mtime_ns = sqlite3_column_int64(s, 5);
+	rc = copy_name(st, t, r->id, s, 3, r->name, &r->name_len);
+	if (!rc)
+		rc = column_in(st, t, r->id, s, 4, "size", 0, INT64_MAX / 2,
+			       &r->size);
+	return rc;
+}
+
+static int step_reader(struct store *st, sqlite3_stmt *s, void *row)
+{
+	return read_step(st, s, row);
 }
 
 static int get_one_step(struct store *st, sqlite3_stmt *s, struct step_row *out)
@@ -1165,9 +1468,9 @@ static int get_one_step(struct store *st, sqlite3_stmt *s, struct step_row *out)
 	int rc = sqlite3_step(s);
 
 	if (rc == SQLITE_ROW) {
-		read_step(s, out);
+		rc = read_step(st, s, out);
 		done(s);
-		return 0;
+		return rc;
 	}
 	done(s);
 	return rc == SQLITE_DONE ? -ENOENT : sql_error(st, rc, "step");
@@ -1347,7 +1650,6 @@ int store_step_list(struct store *st, int64_t wf, int64_t epoch,
 		    int64_t after, struct step_row *rows, int max, int *n)
 {
 	sqlite3_stmt *s = stmt(st, S_STEP_LIST);
-	int rc;
 
 	*n = 0;
 	if (!s)
@@ -1356,10 +1658,8 @@ int store_step_list(struct store *st, int64_t wf, int64_t epoch,
 	sqlite3_bind_int64(s, 2, epoch);
 	sqlite3_bind_int64(s, 3, after);
 	sqlite3_bind_int(s, 4, max);
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW)
-		read_step(s, &rows[(*n)++]);
-	done(s);
-	return rc == SQLITE_DONE ? 0 : sql_error(st, rc, "list steps");
+	return read_rows(st, s, step_reader, rows, sizeof(*rows), max, n,
+			 "list steps");
 }
 
 int store_step_insert(struct store *st, struct step_row *row)
@@ -1666,18 +1966,14 @@ static int key_rows(struct store *st, enum stmt_id id, int64_t now_ms,
 		    struct key_row *rows, int max, int *n)
 {
 	sqlite3_stmt *s = stmt(st, id);
-	int rc;
 
 	*n = 0;
 	if (!s)
 		return -EIO;
 	sqlite3_bind_int64(s, 1, now_ms);
 	sqlite3_bind_int(s, 2, max);
-	while (*n < max && (rc = sqlite3_step(s)) == SQLITE_ROW)
-		read_key(s, &rows[(*n)++]);
-	done(s);
-	return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0
-						   : sql_error(st, rc, "sweep keys");
+	return read_rows(st, s, key_reader, rows, sizeof(*rows), max, n,
+			 "sweep keys");
 }
 
 int store_key_expired(struct store *st, int64_t now_ms, struct key_row *rows,

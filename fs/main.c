@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <syslog.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -327,6 +328,8 @@ int main(int argc, char *argv[])
 		goto out;
 	}
 
+	/* The daemon's complaints go to syslog, and to stderr with -f. */
+	openlog("oncefs", LOG_PID | (opt.foreground ? LOG_PERROR : 0), LOG_DAEMON);
 	if (!opt.foreground) {
 		int fds[2];
 		pid_t child;
@@ -355,7 +358,7 @@ int main(int argc, char *argv[])
 	 * The daemon leaves its working directory: name the store by an
 	 * absolute path.  Private copies of checkpoints live beside it.
 	 */
-	if (strncmp(opt.store, "postgres", 8) != 0 &&
+	if (store_scheme(opt.store) == STORE_SCHEME_SQLITE &&
 	    absolute_dir(opt.store, tmpdir, sizeof(tmpdir), &base)) {
 		fprintf(stderr, "oncefs: %s: %s\n", opt.store, strerror(errno));
 		rc = 1;

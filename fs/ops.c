@@ -96,12 +96,21 @@ static void fill_root(const struct fs *fs, struct stat *st)
 	st->st_nlink = 2;
 }
 
-static void fill_stats(const struct fs *fs, struct stat *st)
+static int format_stats(struct fs *fs, char **out, size_t *len);
+
+/* .stats: its size is that of the text a read would give now. */
+static void fill_stats(struct fs *fs, struct stat *st)
 {
+	char *text = NULL;
+	size_t len = 0;
+
 	fill_common(st, INO_STATS, fs->owner_uid, fs->owner_gid,
 		    fs->mount_time_ns, fs->mount_time_ns);
 	st->st_mode = S_IFREG | 0444;
-	set_size(st, 0);
+	if (format_stats(fs, &text, &len))
+		len = 0;
+	free(text);
+	set_size(st, (int64_t)len);
 }
 
 static void fill_wf(const struct wf_row *w, int slot, struct stat *st)
@@ -950,6 +959,8 @@ static int format_stats(struct fs *fs, char **out, size_t *len)
 #undef LOAD
 	fprintf(f, "commits %llu\n", (unsigned long long)ss.commits);
 	fprintf(f, "fsyncs %llu\n", (unsigned long long)ss.syncs);
+	/* 1 after a failed fsync: the mount refuses writes (EROFS). */
+	fprintf(f, "sync_failed %d\n", ss.sync_failed ? 1 : 0);
 	if (fclose(f)) {
 		free(buf);
 		return -ENOMEM;

@@ -42,13 +42,14 @@ def _unmount(path):
 class Mount:
     """A mounted oncefs; `store` may be shared by several Mounts."""
 
-    def __init__(self, store=None, options=("create",), tmp=None):
+    def __init__(self, store=None, options=("create",), tmp=None, env=None):
         self.tmp = tmp or tempfile.mkdtemp(prefix="oncefs-test-")
         self.own_tmp = tmp is None
         self.store = store or os.path.join(self.tmp, "state.db")
         self.options = list(options)
         self.path = tempfile.mkdtemp(prefix="mnt-", dir=self.tmp)
         self.proc = None
+        self.env = env
 
     def start(self):
         args = [ONCEFS, "-f"]
@@ -56,7 +57,11 @@ class Mount:
             args += ["-o", ",".join(self.options)]
         args += [self.store, self.path]
         self.log = open(os.path.join(self.tmp, "oncefs-%d.log" % len(_live)), "ab")
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=self.log)
+        env = None
+        if self.env:
+            env = dict(os.environ)
+            env.update(self.env)
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=self.log, env=env)
         _live.append(self)
         deadline = time.time() + 20
         while not _is_mounted(self.path):

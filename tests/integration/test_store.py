@@ -246,6 +246,50 @@ class Store(unittest.TestCase):
             self.assertFalse(os.path.exists(url.split(":")[0] + ":"))
         self.assertEqual(sorted(os.listdir(self.tmp)), ["mnt"])
 
+    def test_store_named_like_postgres_is_a_file(self):
+        """A relative store path beginning with "postgres" is a SQLite file
+        like any other: every write works."""
+        r = subprocess.run([ONCEFS, "-o", "create", "postgres-jobs.db", self.mnt], cwd=self.tmp,
+                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        os.mkdir(os.path.join(self.mnt, "wf"))
+        write(os.path.join(self.mnt, "wf", "steps", "s"), b"data", os.O_WRONLY | os.O_CREAT)
+        self.assertEqual(read(os.path.join(self.mnt, "wf", "steps", "s")), b"data")
+        fd = claim(os.path.join(self.mnt, "wf", "keys", "k"))
+        os.write(fd, b"succeeded\n")
+        os.close(fd)
+        self.assertTrue(os.path.exists(os.path.join(self.tmp, "postgres-jobs.db")))
+
+    def test_values_out_of_range_are_refused(self):
+        """A store whose policy values were edited out of range: the mount
+        refuses it, naming the value, and leaves it as it was; a running
+        mount answers EIO for that workflow and keeps serving the rest."""
+        store = os.path.join(self.tmp, "state.db")
+        for column, value in (("on_input_change", 7), ("dedup_on", -1), ("in_flight_ttl", 0)):
+            with self.subTest(column=column):
+                if os.path.exists(store):
+                    os.unlink(store)
+                self.make_store(store)
+                with Mount(store=store, options=(), tmp=self.tmp) as m:
+                    os.mkdir(m.p("good"))
+                    db = sqlite3.connect(store, timeout=10)
+                    db.execute("UPDATE workflows SET %s = ? WHERE name = ?" % column, (value, b"wf"))
+                    db.commit()
+                    db.close()
+                    for path in (m.p("wf", "policy"), m.p("wf", "keys")):
+                        with self.assertRaises(OSError) as cm:
+                            os.listdir(path)
+                        self.assertEqual(cm.exception.errno, __import__("errno").EIO)
+                    r = subprocess.run(["ls", "-l", m.p("wf", "policy")], capture_output=True)
+                    self.assertNotEqual(r.returncode, 0)
+                    self.assertEqual(sorted(os.listdir(m.p("good"))),
+                                     ["events", "input.fingerprint", "keys", "policy", "steps"])
+                    self.assertIn(column, m.read_log())
+                before = digest(store)
+                r = self.oncefs(store)
+                self.assertRefused(r, column, "out of range")
+                self.assertEqual(digest(store), before)
+
     def test_directory_as_store(self):
         store = os.path.join(self.tmp, "adir")
         os.mkdir(store)

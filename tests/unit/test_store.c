@@ -338,6 +338,106 @@ static void test_refuse_postgresql(void **state)
 	assert_false(path_exists("postgres:"));
 }
 
+/* A store file's name is never mistaken for a URL, nor a URL for a file. */
+static void test_scheme(void **state)
+{
+	(void)state;
+	assert_int_equal(store_scheme("postgresql://u@h/db"), STORE_SCHEME_POSTGRES);
+	assert_int_equal(store_scheme("postgres://h/db"), STORE_SCHEME_POSTGRES);
+	assert_int_equal(store_scheme("postgres-jobs.db"), STORE_SCHEME_SQLITE);
+	assert_int_equal(store_scheme("postgresql.db"), STORE_SCHEME_SQLITE);
+	assert_int_equal(store_scheme("/var/lib/postgres://x"), STORE_SCHEME_SQLITE);
+	assert_int_equal(store_scheme(""), STORE_SCHEME_SQLITE);
+}
+
+/*
+ * Values edited into a store by something other than oncefs: a mount
+ * refuses the store, saying which value; a read-only open (oncectl) gets
+ * -EIO for that row, with the reason from store_problem().
+ */
+static void test_refuse_values_out_of_range(void **state)
+{
+	static const char *const edits[][2] = {
+		{ "UPDATE workflows SET on_input_change = 7", "on_input_change" },
+		{ "UPDATE workflows SET on_input_change = -1", "on_input_change" },
+		{ "UPDATE workflows SET dedup_on = 99", "dedup_on" },
+		{ "UPDATE workflows SET dedup_on = 'any'", "dedup_on" },
+		{ "UPDATE workflows SET in_flight_ttl = 0", "in_flight_ttl" },
+		{ "UPDATE workflows SET retention = -5", "retention" },
+		{ "UPDATE workflows SET name = x'2e2e2f657463'", "name" },
+		{ "UPDATE workflows SET name = x''", "name" },
+		{ "UPDATE workflows SET fingerprint = x'0a0b'", "fingerprint" },
+		{ "UPDATE workflows SET mode = 1048576", "mode" },
+	};
+	struct tmp *t = *state;
+	struct store_options ro = plain;
+
+	ro.read_only = true;
+	for (size_t i = 0; i < sizeof(edits) / sizeof(edits[0]); i++) {
+		struct store *st;
+		struct wf_row w = make_wf(S("wf")), rows[4];
+		char problem[256];
+		int n;
+
+		unlink(t->path);
+		st = open_store(t->path, true);
+		assert_rc(store_begin(st, true), 0);
+		assert_rc(store_wf_insert(st, &w), 0);
+		assert_rc(store_commit(st), 0);
+		store_close(st);
+		assert_int_equal(raw_sql(t->path, edits[i][0]), SQLITE_OK);
+
+		open_refused(t->path, &plain, -EIO, edits[i][1]);
+		st = NULL;
+		assert_rc(store_open(t->path, &ro, &st, problem, sizeof(problem)), 0);
+		assert_rc(store_begin(st, false), 0);
+		assert_rc(store_wf_list(st, 0, rows, 4, &n), -EIO);
+		assert_rc(store_wf_by_id(st, w.id, &rows[0]), -EIO);
+		store_rollback(st);
+		assert_contains(store_problem(st, problem, sizeof(problem)),
+				edits[i][1]);
+		store_close(st);
+	}
+}
+
+/* A key row with a status or generation no oncefs wrote is refused. */
+static void test_refuse_key_values_out_of_range(void **state)
+{
+	static const char *const edits[][2] = {
+		{ "UPDATE keys SET status = 9", "status" },
+		{ "UPDATE keys SET generation = 0", "generation" },
+		{ "UPDATE keys SET holder_pid = -3", "holder pid" },
+		{ "UPDATE keys SET name = x'612f62'", "name" },
+	};
+	struct tmp *t = *state;
+
+	for (size_t i = 0; i < sizeof(edits) / sizeof(edits[0]); i++) {
+		struct store *st;
+		struct wf_row w = make_wf(S("wf"));
+		struct key_row k = { .status = KEY_IN_FLIGHT, .generation = 1,
+				     .attempt = 1, .name_len = 1 };
+		char problem[256];
+
+		unlink(t->path);
+		st = open_store(t->path, true);
+		assert_rc(store_begin(st, true), 0);
+		assert_rc(store_wf_insert(st, &w), 0);
+		k.wf = w.id;
+		k.name[0] = 'k';
+		assert_rc(store_key_insert(st, &k), 0);
+		assert_rc(store_commit(st), 0);
+		store_close(st);
+		assert_int_equal(raw_sql(t->path, edits[i][0]), SQLITE_OK);
+		st = open_store(t->path, false);
+		assert_rc(store_begin(st, false), 0);
+		assert_rc(store_key_by_generation(st, i == 1 ? 0 : 1, &k), -EIO);
+		store_rollback(st);
+		assert_contains(store_problem(st, problem, sizeof(problem)),
+				edits[i][1]);
+		store_close(st);
+	}
+}
+
 static void test_read_only_store_file(void **state)
 {
 	struct tmp *t = *state;
@@ -642,7 +742,7 @@ static void test_workflow_rows(void **state)
 {
 	struct tmp *t = *state;
 	struct store *st = open_store(t->path, true);
-	struct wf_row a = make_wf(S("alpha")), b = make_wf("b\xff\0x", 4), got;
+	struct wf_row a = make_wf(S("alpha")), b = make_wf("b\xff\x01x", 4), got;
 	struct wf_row rows[8];
 	int n = -1;
 
@@ -671,10 +771,10 @@ static void test_workflow_rows(void **state)
 	assert_int_equal(got.fingerprint_len, 0);
 	assert_i64(got.policy.in_flight_ttl, 86400);
 	/* Names are bytes: NUL and non-UTF-8 survive. */
-	assert_rc(store_wf_by_name(st, "b\xff\0x", 4, &got), 0);
+	assert_rc(store_wf_by_name(st, "b\xff\x01x", 4, &got), 0);
 	assert_i64(got.id, b.id);
 	assert_int_equal(got.name_len, 4);
-	assert_memory_equal(got.name, "b\xff\0x", 4);
+	assert_memory_equal(got.name, "b\xff\x01x", 4);
 	assert_rc(store_wf_by_name(st, "b\xff", 2, &got), -ENOENT);
 	assert_rc(store_wf_by_name(st, S("ALPHA"), &got), -ENOENT);
 	assert_rc(store_wf_by_id(st, b.id + 100, &got), -ENOENT);
@@ -730,7 +830,7 @@ static void test_workflow_rows(void **state)
 	assert_rc(store_wf_delete(st, b.id), 0);
 	assert_rc(store_commit(st), 0);
 	{
-		struct wf_row c = make_wf("b\xff\0x", 4);
+		struct wf_row c = make_wf("b\xff\x01x", 4);
 
 		assert_rc(store_begin(st, true), 0);
 		assert_rc(store_wf_insert(st, &c), 0);
@@ -1375,6 +1475,9 @@ int main(void)
 		T(test_refuse_newer_schema),
 		T(test_refuse_newer_schema_in_wal),
 		T(test_refuse_postgresql),
+		T(test_scheme),
+		T(test_refuse_values_out_of_range),
+		T(test_refuse_key_values_out_of_range),
 		T(test_read_only_store_file),
 		T(test_generation_sequence),
 		T(test_generation_shared_by_two_handles),
