@@ -135,12 +135,13 @@ int key_claim(struct once *o, int64_t wf, const char *name, size_t len,
 	out->mtime_ns = now * 1000000;
 	out->holder_pid = who->pid;
 	out->holder_uid = who->uid;
-	out->result_len = 0;
 	if (out->id) {
 		rc = store_key_update(o->store, out);
-		if (rc == 0)
-			rc = store_key_set_result(o->store, out->id, NULL, 0);
+		if (rc == 0 && out->content)
+			rc = store_key_set_result(o->store, out, NULL, 0);
 	} else {
+		out->result_len = 0;
+		out->content = 0;
 		rc = store_key_insert(o->store, out);
 	}
 	if (rc)
@@ -169,39 +170,59 @@ out:
 	return rc;
 }
 
+int key_open_content(struct once *o, int64_t generation, struct key_row *out,
+		     char *line, size_t size, size_t *line_len)
+{
+	int rc;
+
+	/* A version that went between the read and the pin: read again. */
+	for (int tries = 0; tries < 8; tries++) {
+		rc = store_begin(o->store, false);
+		if (rc)
+			return rc;
+		rc = get_generation(o, generation, out);
+		rc = once_end(o, rc);
+		if (rc)
+			return rc;
+		rc = store_pin(o->store, out->content, once_now_ms(o));
+		if (rc != -ENOENT)
+			break;
+	}
+	if (rc)
+		return rc == -ENOENT ? -EAGAIN : rc;
+	*line_len = key_status_line(out, line, size);
+	return 0;
+}
+
 int key_content(struct once *o, int64_t generation, struct key_row *out,
 		char **buf, size_t *len)
 {
-	char line[64];
-	char *result = NULL, *p;
-	size_t result_len = 0;
-	int n, rc;
+	char line[KEY_STATUS_LINE_MAX + 32];
+	size_t n = 0, got = 0;
+	char *p;
+	int rc = key_open_content(o, generation, out, line, sizeof(line), &n);
 
 	*buf = NULL;
 	*len = 0;
-	rc = store_begin(o->store, false);
 	if (rc)
 		return rc;
-	rc = get_generation(o, generation, out);
-	if (rc == 0 && out->result_len > 0)
-		rc = store_key_result(o->store, out->id, &result, &result_len);
-	rc = once_end(o, rc);
-	if (rc)
-		goto out;
-	n = (int)key_status_line(out, line, sizeof(line));
-	p = malloc((size_t)n + result_len + 1);
-	if (!p) {
-		rc = -ENOMEM;
-		goto out;
+	p = malloc(n + (size_t)out->result_len + 1);
+	rc = p ? 0 : -ENOMEM;
+	if (rc == 0) {
+		memcpy(p, line, n);
+		rc = store_content_read(o->store, out->content, out->result_len,
+					0, p + n, (size_t)out->result_len, &got);
 	}
-	memcpy(p, line, (size_t)n);
-	if (result_len)
-		memcpy(p + n, result, result_len);
+	if (rc == 0 && got != (size_t)out->result_len)
+		rc = -EIO;
+	store_unpin(o->store, out->content);
+	if (rc) {
+		free(p);
+		return rc;
+	}
 	*buf = p;
-	*len = (size_t)n + result_len;
-out:
-	free(result);
-	return rc;
+	*len = n + got;
+	return 0;
 }
 
 /* The checks that need no store: grammar and sizes. */
@@ -309,13 +330,13 @@ int key_finalize(struct once *o, int64_t generation, const char *buf,
 	if (sl.status == KEY_FAILED && w.policy.dedup_on == DEDUP_SUCCESS) {
 		k.status = KEY_VACANT;
 		rc = store_key_update(o->store, &k);
-		if (rc == 0)
-			rc = store_key_set_result(o->store, k.id, NULL, 0);
+		if (rc == 0 && k.content)
+			rc = store_key_set_result(o->store, &k, NULL, 0);
 	} else {
 		k.status = sl.status;
 		rc = store_key_update(o->store, &k);
 		if (rc == 0)
-			rc = store_key_set_result(o->store, k.id,
+			rc = store_key_set_result(o->store, &k,
 						  buf + sl.result_off,
 						  len - sl.result_off);
 	}

@@ -61,8 +61,17 @@ int key_claim(struct once *o, int64_t wf, const char *name, size_t len,
 size_t key_status_line(const struct key_row *k, char *buf, size_t size);
 
 /*
- * What reading the key gives: "STATUS GENERATION\n" and the result.
- * *buf is malloc'd; the caller frees it.
+ * What an open file of the key reads: its status line into line (*line_len
+ * bytes), then its result, content version out->content of
+ * out->result_len bytes, pinned for the file: store_unpin() it at close.
+ * The file costs no copy of the result.
+ */
+int key_open_content(struct once *o, int64_t generation, struct key_row *out,
+		     char *line, size_t size, size_t *line_len);
+
+/*
+ * What reading the key gives, whole: "STATUS GENERATION\n" and the result
+ * (at most max_result bytes).  *buf is malloc'd; the caller frees it.
  */
 int key_content(struct once *o, int64_t generation, struct key_row *out,
 		char **buf, size_t *len);

@@ -314,29 +314,35 @@ static int open_private_copy(struct once *o)
 	return fd;
 }
 
-/* Copy a checkpoint's committed content into fd. */
+/*
+ * Copy checkpoint id's committed content into fd, pinned while it is
+ * read so that a rewrite or a purge meanwhile cannot cut it.
+ */
 static int copy_content(struct once *o, int64_t id, int fd, int64_t *size)
 {
-	struct store_reader *r;
 	char *buf = malloc(256 * 1024);
+	struct step_row r;
 	int64_t off = 0;
 	int rc;
 
 	if (!buf)
 		return -ENOMEM;
-	rc = store_reader_open(o->store, id, &r, size);
+	rc = step_get_pinned(o, id, &r);
 	if (rc == -ENOENT)
 		rc = -ESTALE;
-	while (rc == 0 && off < *size) {
+	*size = rc ? 0 : r.size;
+	while (rc == 0 && off < r.size) {
 		size_t got;
 
-		rc = store_reader_read(r, off, buf, 256 * 1024, &got);
+		rc = store_content_read(o->store, r.content, r.size, off, buf,
+					256 * 1024, &got);
+		if (rc == 0 && got == 0)
+			rc = -EIO;
 		if (rc == 0 && pwrite(fd, buf, got, off) != (ssize_t)got)
 			rc = errno ? -errno : -EIO;
 		off += (int64_t)got;
 	}
-	if (r)
-		store_reader_close(r);
+	store_unpin(o->store, r.content);
 	free(buf);
 	return rc;
 }
@@ -449,10 +455,18 @@ int step_writer_commit(struct once *o, struct step_writer *w,
 	struct step_row r;
 	struct wf_row wr;
 	struct event ev;
-	int rc = store_begin(o->store, true);
+	int64_t content = 0;
+	int rc;
 
-	if (rc)
+	/* The content first, outside the commit: its transaction stays small. */
+	rc = store_content_stage(o->store, w->fd, w->size, once_now_ms(o),
+				 &content);
+	if (rc == 0)
+		rc = store_begin(o->store, true);
+	if (rc) {
+		store_unpin(o->store, content);
 		return rc;
+	}
 	rc = store_wf_by_id(o->store, w->wf, &wr);
 	if (rc == 0 && wr.epoch != w->epoch)
 		rc = -ESTALE;
@@ -464,8 +478,8 @@ int step_writer_commit(struct once *o, struct step_writer *w,
 		goto out;
 	}
 	if (rc == 0)
-		rc = store_step_write(o->store, w->id, w->fd, w->size,
-				      once_now_ms(o) * 1000000);
+		rc = store_step_set_content(o->store, &r, content, w->size,
+					    once_now_ms(o) * 1000000);
 	step_event(&ev, "checkpoint", &r);
 	ev.number_field = "size";
 	ev.number_field_value = w->size;
@@ -473,6 +487,7 @@ int step_writer_commit(struct once *o, struct step_writer *w,
 		rc = once_event(o, w->wf, who, &ev);
 out:
 	rc = once_end(o, rc);
+	store_unpin(o->store, content);
 	if (rc == 0)
 		once_count(&o->stats.checkpoints);
 	return rc;
@@ -494,8 +509,27 @@ int step_purge(struct once *o, int max, int64_t *n)
 	*n = 0;
 	if (rc)
 		return rc;
-	rc = store_step_purge(o->store, max, n);
+	rc = store_purge(o->store, once_now_ms(o), max, n);
 	return once_end(o, rc);
+}
+
+int step_get_pinned(struct once *o, int64_t id, struct step_row *out)
+{
+	int rc;
+
+	/* A version that went between the read and the pin: read again. */
+	for (int tries = 0; tries < 8; tries++) {
+		rc = step_get(o, id, out);
+		if (rc == 0)
+			rc = store_pin(o->store, out->content, once_now_ms(o));
+		if (rc != -ENOENT || out->content == 0)
+			break;
+	}
+	if (rc == -ENOENT && out->content)
+		rc = -EAGAIN;
+	if (rc)
+		out->content = 0;
+	return rc;
 }
 
 int step_truncate(struct once *o, int64_t id, int64_t size,

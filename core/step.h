@@ -35,6 +35,12 @@ int step_lookup(struct once *o, int64_t wf, const char *name, size_t len,
 /* A checkpoint by id: -ESTALE when it is gone or no longer visible. */
 int step_get(struct once *o, int64_t id, struct step_row *out);
 
+/*
+ * step_get, with its content version pinned for an open file, which then
+ * reads it with store_content_read() and store_unpin()s it at close.
+ */
+int step_get_pinned(struct once *o, int64_t id, struct step_row *out);
+
 /* Visible checkpoints with id > after, in id order (a stable cursor). */
 int step_list(struct once *o, int64_t wf, int64_t after, struct step_row *rows,
 	      int max, int *n);
@@ -78,7 +84,11 @@ void step_writer_close(struct step_writer *w);
 int step_truncate(struct once *o, int64_t id, int64_t size,
 		  const struct caller *who);
 
-/* Purge up to max checkpoints of old fingerprints; *n gets the count. */
+/*
+ * One bounded transaction of purging: checkpoints of old fingerprints,
+ * then dead content versions no open file pins; *n gets the rows (0:
+ * nothing was due).
+ */
 int step_purge(struct once *o, int max, int64_t *n);
 
 /*

@@ -36,7 +36,7 @@
 #include "policy.h"
 #include "status.h"
 
-#define STORE_SCHEMA_VERSION 1
+#define STORE_SCHEMA_VERSION 2
 
 enum store_sync {
 	STORE_SYNC_FULL,	/* durable across power loss (the default) */
@@ -84,6 +84,7 @@ struct key_row {
 	int32_t holder_pid;
 	uint32_t holder_uid;
 	int64_t result_len;
+	int64_t content;	/* the result's content version (0: none) */
 };
 
 struct step_row {
@@ -94,6 +95,7 @@ struct step_row {
 	size_t name_len;
 	int64_t size;
 	int64_t mtime_ns;
+	int64_t content;	/* its content version (0: empty) */
 };
 
 /* What happened, for the events file; the store renders it as JSON. */
@@ -168,13 +170,20 @@ int store_key_get(struct store *st, int64_t wf, const char *name,
 		  size_t len, struct key_row *out);
 int store_key_by_generation(struct store *st, int64_t generation,
 			    struct key_row *out);
-/* The result bytes; *buf is malloc'd, the caller frees it. */
-int store_key_result(struct store *st, int64_t id, char **buf, size_t *len);
+/*
+ * The result bytes of k (k->result_len of them, at most the mount's
+ * max_result); *buf is malloc'd, the caller frees it.  Outside a
+ * transaction; for a one-shot read (oncectl): open files use
+ * store_content_read() on a pinned version instead.
+ */
+int store_key_result(struct store *st, const struct key_row *k, char **buf,
+		     size_t *len);
 /* Fills in row->id. */
 int store_key_insert(struct store *st, struct key_row *row);
 /* Writes every field but the result. */
 int store_key_update(struct store *st, const struct key_row *row);
-int store_key_set_result(struct store *st, int64_t id, const char *buf,
+/* A new result version for k (len 0: none); the old one dies. */
+int store_key_set_result(struct store *st, struct key_row *k, const char *buf,
 			 size_t len);
 int store_key_delete(struct store *st, int64_t id);
 /* Keys with id > after, by id, that are terminal or leased past now_ms. */
@@ -196,26 +205,60 @@ int store_step_list(struct store *st, int64_t wf, int64_t epoch,
 int store_step_insert(struct store *st, struct step_row *row);
 /* Name and mtime of row->id (content untouched). -EEXIST on a name clash. */
 int store_step_update(struct store *st, const struct step_row *row);
-/* Replace the content of checkpoint id with size bytes read from fd at 0. */
-int store_step_write(struct store *st, int64_t id, int fd, int64_t size,
-		     int64_t mtime_ns);
+/* Deletes the checkpoint; its content version dies. */
 int store_step_delete(struct store *st, int64_t id);
-/* Delete up to max checkpoints of epochs older than their workflow's. */
-int store_step_purge(struct store *st, int max, int64_t *purged);
+/*
+ * Make content (staged by store_content_stage, or 0 for empty) the
+ * checkpoint's, of size bytes; the old version dies.  Updates *r.
+ */
+int store_step_set_content(struct store *st, struct step_row *r,
+			   int64_t content, int64_t size, int64_t mtime_ns);
 
 /*
- * A reader sees one version of a checkpoint from open to close, whatever
- * happens to the checkpoint meanwhile: it holds a read transaction of its
- * own (on a connection of its own), so that neither a rewrite nor a purge,
- * by this process or another, changes what it reads.  Call outside any
- * transaction.  -ENOENT when the checkpoint is gone.
+ * Content versions.  A checkpoint's content and a key's result are
+ * immutable versions, each named by an id (0: empty): new content is a
+ * new version, and the version a row no longer names is dead.  The purge
+ * deletes dead versions that no mount pins.
+ *
+ * An open file pins the version it reads, so that it reads one version
+ * from open to close whatever happens to the row, by this mount or any
+ * other.  A pin costs a small entry in memory and, the first time this
+ * mount pins a version, one row in the store; never a connection, an fd
+ * or a snapshot that lives with the file.  Pins are leased, and renewed by
+ * the mount while it lives, so that a crashed mount's pins lapse.
  */
-struct store_reader;
-int store_reader_open(struct store *st, int64_t id, struct store_reader **out,
-		      int64_t *size);
-int store_reader_read(struct store_reader *r, int64_t off, char *buf,
-		      size_t size, size_t *got);
-void store_reader_close(struct store_reader *r);
+/*
+ * Pin content for an open file; -ENOENT when the version is gone (the
+ * row changed after it was read: read it again).  Outside a transaction.
+ */
+int store_pin(struct store *st, int64_t content, int64_t now_ms);
+void store_unpin(struct store *st, int64_t content);
+/*
+ * Renew the leases of this mount's pins, and drop the pins no file has
+ * used for a while.  Writes nothing when nothing is due.
+ */
+int store_pins_renew(struct store *st, int64_t now_ms);
+/*
+ * Up to len bytes of content (size bytes in all) from off, in a short
+ * read of its own; *got gets the count.  Outside a transaction.
+ */
+int store_content_read(struct store *st, int64_t content, int64_t size,
+		       int64_t off, char *buf, size_t len, size_t *got);
+/*
+ * Stage size bytes read from fd as a new version, pinned by the caller
+ * (store_unpin() it after the commit that names it), in transactions of
+ * one chunk each: the store's lock is never held while a large content
+ * is written.  *content gets its id (0 for size 0).  Outside a
+ * transaction.  A crash leaves a dead version for the purge.
+ */
+int store_content_stage(struct store *st, int fd, int64_t size,
+			int64_t now_ms, int64_t *content);
+/*
+ * Purge in one transaction of bounded work: checkpoints of old epochs
+ * (up to 64) and up to max chunks of a dead, unpinned version.  *n gets
+ * the rows removed (0: nothing was due).
+ */
+int store_purge(struct store *st, int64_t now_ms, int max, int64_t *n);
 
 /* Events: append one, and read the rendered file of a workflow. */
 int store_event_append(struct store *st, int64_t wf, const struct event *ev);

@@ -25,8 +25,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <syslog.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <sqlite3.h>
@@ -53,10 +55,11 @@ enum stmt_id {
 	S_WF_LIST,
 	S_KEY_GET,
 	S_KEY_BY_GEN,
-	S_KEY_RESULT,
+	S_KEY_CONTENT,
 	S_KEY_INSERT,
 	S_KEY_UPDATE,
-	S_KEY_SET_RESULT,
+	S_KEY_SET_CONTENT,
+	S_KEY_KILL_CONTENT,
 	S_KEY_DELETE,
 	S_KEY_LIST,
 	S_KEY_ANY,
@@ -66,12 +69,25 @@ enum stmt_id {
 	S_STEP_LIST,
 	S_STEP_INSERT,
 	S_STEP_UPDATE,
-	S_STEP_RESIZE,
+	S_STEP_SET_CONTENT,
+	S_STEP_KILL_CONTENT,
 	S_STEP_DELETE,
-	S_STEP_PURGE_PICK,
-	S_CHUNKS_DELETE,
+	S_PURGE_WF,
+	S_PURGE_STEPS,
+	S_PURGE_WF_DONE,
+	S_PURGE_CONTENT,
+	S_PURGE_CHUNKS,
+	S_PURGE_CONTENT_ROW,
+	S_CONTENT_NEW,
+	S_CONTENT_LIVE,
+	S_CONTENT_KILL,
 	S_CHUNK_INSERT,
-	S_WF_DELETE_CHUNKS,
+	S_PIN_INSERT,
+	S_PIN_RENEW,
+	S_PIN_DELETE,
+	S_PIN_DROP_ALL,
+	S_PIN_DROP_MOUNT,
+	S_WF_KILL_CONTENT,
 	S_EVENT_RENDER,
 	S_EVENT_INSERT,
 	S_EVENT_GROW,
@@ -89,8 +105,8 @@ enum stmt_id {
 	"dedup_on, in_flight_ttl, retention, fingerprint, epoch, " \
 	"events_size - events_base"
 #define KEY_COLS "id, wf, name, status, generation, attempt, expires_ms, " \
-	"mtime_ns, holder_pid, holder_uid, length(result)"
-#define STEP_COLS "id, wf, epoch, name, size, mtime_ns"
+	"mtime_ns, holder_pid, holder_uid, result_len, content"
+#define STEP_COLS "id, wf, epoch, name, size, mtime_ns, content"
 
 static const char *const sql[S_NSTMTS] = {
 	[S_BEGIN_READ] = "BEGIN",
@@ -119,14 +135,17 @@ static const char *const sql[S_NSTMTS] = {
 		"ORDER BY id LIMIT ?2",
 	[S_KEY_GET] = "SELECT " KEY_COLS " FROM keys WHERE wf = ?1 AND name = ?2",
 	[S_KEY_BY_GEN] = "SELECT " KEY_COLS " FROM keys WHERE generation = ?1",
-	[S_KEY_RESULT] = "SELECT result FROM keys WHERE id = ?1",
+	[S_KEY_CONTENT] = "SELECT content, result_len FROM keys WHERE id = ?1",
 	[S_KEY_INSERT] = "INSERT INTO keys(wf, name, status, generation, attempt, "
-		"expires_ms, mtime_ns, holder_pid, holder_uid) "
-		"VALUES(?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) RETURNING id",
+		"expires_ms, mtime_ns, holder_pid, holder_uid, content, result_len) "
+		"VALUES(?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 0, 0) RETURNING id",
 	[S_KEY_UPDATE] = "UPDATE keys SET wf = ?2, name = ?3, status = ?4, "
 		"generation = ?5, attempt = ?6, expires_ms = ?7, mtime_ns = ?8, "
 		"holder_pid = ?9, holder_uid = ?10 WHERE id = ?1",
-	[S_KEY_SET_RESULT] = "UPDATE keys SET result = ?2 WHERE id = ?1",
+	[S_KEY_SET_CONTENT] = "UPDATE keys SET content = ?2, result_len = ?3 "
+		"WHERE id = ?1",
+	[S_KEY_KILL_CONTENT] = "UPDATE contents SET dead = 1 WHERE id = "
+		"(SELECT content FROM keys WHERE id = ?1)",
 	[S_KEY_DELETE] = "DELETE FROM keys WHERE id = ?1",
 	[S_KEY_LIST] = "SELECT " KEY_COLS " FROM keys WHERE wf = ?1 AND id > ?2 "
 		"AND (status IN (2, 3) OR (status = 1 AND expires_ms > ?3)) ORDER BY id LIMIT ?4",
@@ -139,17 +158,42 @@ static const char *const sql[S_NSTMTS] = {
 		"AND epoch = ?2)",
 	[S_STEP_LIST] = "SELECT " STEP_COLS " FROM steps WHERE wf = ?1 AND "
 		"epoch = ?2 AND id > ?3 ORDER BY id LIMIT ?4",
-	[S_STEP_INSERT] = "INSERT INTO steps(wf, epoch, name, size, mtime_ns) "
-		"VALUES(?2, ?3, ?4, 0, ?6) RETURNING id",
+	[S_STEP_INSERT] = "INSERT INTO steps(wf, epoch, name, size, mtime_ns, "
+		"content) VALUES(?2, ?3, ?4, 0, ?6, 0) RETURNING id",
 	[S_STEP_UPDATE] = "UPDATE steps SET name = ?4, mtime_ns = ?6 WHERE id = ?1",
-	[S_STEP_RESIZE] = "UPDATE steps SET size = ?2, mtime_ns = ?3 WHERE id = ?1",
+	[S_STEP_SET_CONTENT] = "UPDATE steps SET content = ?2, size = ?3, "
+		"mtime_ns = ?4 WHERE id = ?1",
+	[S_STEP_KILL_CONTENT] = "UPDATE contents SET dead = 1 WHERE id = "
+		"(SELECT content FROM steps WHERE id = ?1)",
 	[S_STEP_DELETE] = "DELETE FROM steps WHERE id = ?1",
-	[S_STEP_PURGE_PICK] = "SELECT s.id FROM workflows w JOIN steps s "
-		"ON s.wf = w.id AND s.epoch < w.epoch LIMIT ?1",
-	[S_CHUNKS_DELETE] = "DELETE FROM chunks WHERE step = ?1",
-	[S_CHUNK_INSERT] = "INSERT INTO chunks(step, seq, data) VALUES(?1, ?2, ?3)",
-	[S_WF_DELETE_CHUNKS] = "DELETE FROM chunks WHERE step IN "
-		"(SELECT id FROM steps WHERE wf = ?1)",
+	/* Workflows with checkpoints of old epochs left, on a partial index. */
+	[S_PURGE_WF] = "SELECT id, epoch FROM workflows INDEXED BY "
+		"workflows_to_purge WHERE purged_epoch < epoch LIMIT 1",
+	[S_PURGE_STEPS] = "SELECT id FROM steps WHERE wf = ?1 AND epoch < ?2 "
+		"LIMIT ?3",
+	[S_PURGE_WF_DONE] = "UPDATE workflows SET purged_epoch = ?2 WHERE id = ?1",
+	/* A dead version no live pin holds. */
+	[S_PURGE_CONTENT] = "SELECT id FROM contents INDEXED BY contents_dead "
+		"WHERE dead = 1 AND NOT EXISTS (SELECT 1 FROM pins WHERE "
+		"pins.content = contents.id AND pins.expires_ms > ?1) LIMIT 1",
+	[S_PURGE_CHUNKS] = "DELETE FROM chunks WHERE id IN (SELECT id FROM "
+		"chunks WHERE content = ?1 LIMIT ?2)",
+	[S_PURGE_CONTENT_ROW] = "DELETE FROM contents WHERE id = ?1 AND dead = 1",
+	[S_CONTENT_NEW] = "INSERT INTO contents(size, dead) VALUES(?1, ?2) "
+		"RETURNING id",
+	[S_CONTENT_LIVE] = "UPDATE contents SET dead = 0, size = ?2 WHERE id = ?1",
+	[S_CONTENT_KILL] = "UPDATE contents SET dead = 1 WHERE id = ?1",
+	[S_CHUNK_INSERT] = "INSERT INTO chunks(content, seq, data) VALUES(?1, ?2, ?3)",
+	[S_PIN_INSERT] = "INSERT INTO pins(content, mount, expires_ms) "
+		"SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM contents WHERE id = ?1) "
+		"ON CONFLICT DO UPDATE SET expires_ms = excluded.expires_ms",
+	[S_PIN_RENEW] = "UPDATE pins SET expires_ms = ?2 WHERE mount = ?1",
+	[S_PIN_DELETE] = "DELETE FROM pins WHERE content = ?1 AND mount = ?2",
+	[S_PIN_DROP_ALL] = "DELETE FROM pins WHERE content = ?1",
+	[S_PIN_DROP_MOUNT] = "DELETE FROM pins WHERE mount = ?1",
+	[S_WF_KILL_CONTENT] = "UPDATE contents SET dead = 1 WHERE id IN "
+		"(SELECT content FROM steps WHERE wf = ?1 UNION ALL "
+		"SELECT content FROM keys WHERE wf = ?1)",
 	/*
 	 * json_patch() drops the members whose value is null, so absent
 	 * fields (bound as NULL under the placeholder label "_") vanish.
@@ -178,7 +222,7 @@ static const char *const sql[S_NSTMTS] = {
 		"WHERE status = 1 AND expires_ms <= ?1 LIMIT ?2",
 	[S_KEY_RETIRED] = "SELECT k.id, k.wf, k.name, k.status, k.generation, "
 		"k.attempt, k.expires_ms, k.mtime_ns, k.holder_pid, k.holder_uid, "
-		"length(k.result) FROM keys k INDEXED BY keys_by_age "
+		"k.result_len, k.content FROM keys k INDEXED BY keys_by_age "
 		"JOIN workflows w ON w.id = k.wf WHERE k.status != 1 "
 		"AND k.mtime_ns < (?1 - (SELECT min(retention) FROM workflows) * 1000) "
 		"* 1000000 AND k.mtime_ns < (?1 - w.retention * 1000) * 1000000 "
@@ -195,6 +239,27 @@ static const char *const sql[S_NSTMTS] = {
 		"ORDER BY off",
 };
 
+/*
+ * Content versions (see store.h): a version's bytes in STORE_CHUNK pieces
+ * (chunks), its size and whether any row still names it (contents), and
+ * the pins of the mounts whose open files read it (pins).
+ */
+#define CONTENT_TABLES \
+	"CREATE TABLE contents(" \
+	"  id INTEGER PRIMARY KEY AUTOINCREMENT," \
+	"  size INTEGER NOT NULL," \
+	"  dead INTEGER NOT NULL);" \
+	"CREATE INDEX contents_dead ON contents(id) WHERE dead = 1;" \
+	"CREATE TABLE pins(" \
+	"  content INTEGER NOT NULL," \
+	"  mount INTEGER NOT NULL," \
+	"  expires_ms INTEGER NOT NULL," \
+	"  PRIMARY KEY(content, mount)) WITHOUT ROWID;"
+/* The purge finds workflows with old checkpoints without a scan. */
+#define WF_TO_PURGE \
+	"CREATE INDEX workflows_to_purge ON workflows(id) " \
+	"WHERE purged_epoch < epoch;"
+
 static const char schema[] =
 	"CREATE TABLE sequence("
 	"  name TEXT PRIMARY KEY,"
@@ -209,7 +274,9 @@ static const char schema[] =
 	"  in_flight_ttl INTEGER NOT NULL, retention INTEGER NOT NULL,"
 	"  fingerprint BLOB, epoch INTEGER NOT NULL,"
 	"  events_size INTEGER NOT NULL,"
-	"  events_base INTEGER NOT NULL DEFAULT 0);"
+	"  events_base INTEGER NOT NULL DEFAULT 0,"
+	"  purged_epoch INTEGER NOT NULL DEFAULT 0);"
+	WF_TO_PURGE
 	"CREATE TABLE keys("
 	"  id INTEGER PRIMARY KEY AUTOINCREMENT,"
 	"  wf INTEGER NOT NULL,"
@@ -220,7 +287,8 @@ static const char schema[] =
 	"  expires_ms INTEGER NOT NULL,"
 	"  mtime_ns INTEGER NOT NULL,"
 	"  holder_pid INTEGER NOT NULL, holder_uid INTEGER NOT NULL,"
-	"  result BLOB,"
+	"  content INTEGER NOT NULL DEFAULT 0,"
+	"  result_len INTEGER NOT NULL DEFAULT 0,"
 	"  UNIQUE(wf, name));"
 	"CREATE INDEX keys_by_workflow ON keys(wf, id);"
 	/*
@@ -236,15 +304,16 @@ static const char schema[] =
 	"  name BLOB NOT NULL,"
 	"  size INTEGER NOT NULL,"
 	"  mtime_ns INTEGER NOT NULL,"
+	"  content INTEGER NOT NULL DEFAULT 0,"
 	"  UNIQUE(wf, epoch, name));"
 	"CREATE INDEX steps_by_workflow ON steps(wf, epoch, id);"
-	/* A checkpoint's content, in STORE_CHUNK pieces. */
 	"CREATE TABLE chunks("
 	"  id INTEGER PRIMARY KEY,"
-	"  step INTEGER NOT NULL,"
+	"  content INTEGER NOT NULL,"
 	"  seq INTEGER NOT NULL,"
 	"  data BLOB NOT NULL,"
-	"  UNIQUE(step, seq));"
+	"  UNIQUE(content, seq));"
+	CONTENT_TABLES
 	/* A workflow's log: its lines by their offset in the events file. */
 	"CREATE TABLE events("
 	"  wf INTEGER NOT NULL,"
@@ -252,6 +321,14 @@ static const char schema[] =
 	"  time_ms INTEGER NOT NULL,"
 	"  line TEXT NOT NULL,"
 	"  PRIMARY KEY(wf, off)) WITHOUT ROWID;";
+
+struct pin;
+
+/* A read-only connection for content reads, with its one statement. */
+struct reader_conn {
+	sqlite3 *db;
+	sqlite3_stmt *find;	/* the rowid of a chunk */
+};
 
 /* A connection with its prepared statements. */
 struct conn {
@@ -266,8 +343,18 @@ struct store {
 	int busy_timeout_ms;
 	pthread_mutex_t lock;
 	pthread_mutex_t pool_lock;
-	sqlite3 *idle_readers[8];	/* connections kept for store_reader */
+	struct reader_conn idle_readers[16];	/* kept for content reads */
 	int n_idle_readers;
+
+	/*
+	 * Pins of content versions (store_pin), sorted by content, and this
+	 * mount's id in the pins table.  pin_lock is taken before st->lock.
+	 */
+	pthread_mutex_t pin_lock;
+	struct pin *pins;
+	size_t npins, pins_cap;
+	int64_t pins_renew_ms;		/* when the pins' leases are renewed */
+	int64_t mount_id;
 	sqlite3_stmt *stmts[S_NSTMTS];
 	enum store_sync sync;
 	bool read_only;
@@ -366,6 +453,14 @@ static int exec_stmt(struct store *st, sqlite3_stmt *s, const char *what)
 		return 0;
 	return sql_error(st, rc, what);
 }
+
+static int by_id(struct store *st, enum stmt_id id, int64_t value,
+		 const char *what);
+static int commit_lazy(struct store *st);
+static int new_content(struct store *st, int64_t size, bool dead, int64_t *id);
+static int put_chunks(struct store *st, int64_t content, int64_t first_seq,
+		      const char *buf, size_t len);
+static void reader_conn_close(struct reader_conn *rc);
 
 static void bind_blob(sqlite3_stmt *s, int i, const void *p, size_t len)
 {
@@ -500,8 +595,23 @@ static const char *const probes[] = {
 	"WHERE status != 1 LIMIT 1)",
 };
 
+/* ... and those of schema 2. */
+static const char *const probes_v2[] = {
+	"SELECT count(*) FROM (SELECT * FROM contents NOT INDEXED LIMIT 1)",
+	"SELECT count(*) FROM (SELECT 1 FROM contents INDEXED BY contents_dead "
+	"WHERE dead = 1 LIMIT 1)",
+	"SELECT count(*) FROM (SELECT * FROM pins LIMIT 1)",
+	"SELECT count(*) FROM (SELECT content, seq FROM chunks ORDER BY content, "
+	"seq LIMIT 1)",
+	"SELECT count(*) FROM (SELECT 1 FROM workflows INDEXED BY "
+	"workflows_to_purge WHERE purged_epoch < epoch LIMIT 1)",
+	"SELECT count(*) FROM (SELECT content, result_len FROM keys LIMIT 1)",
+	"SELECT count(*) FROM (SELECT content FROM steps LIMIT 1)",
+};
+
 /* Is this an oncefs store we can use?  Reads only. */
-static int check_store(sqlite3 *db, bool *empty, char *err, size_t errlen)
+static int check_store(sqlite3 *db, bool *empty, bool *old_version, char *err,
+		       size_t errlen)
 {
 	int64_t app = 0, version = 0, tables = 0;
 	int rc;
@@ -516,6 +626,7 @@ static int check_store(sqlite3 *db, bool *empty, char *err, size_t errlen)
 			 sqlite3_errstr(rc));
 		return -EINVAL;
 	}
+	*old_version = false;
 	*empty = app == 0 && version == 0 && tables == 0;
 	if (*empty)
 		return 0;
@@ -547,6 +658,16 @@ static int check_store(sqlite3 *db, bool *empty, char *err, size_t errlen)
 			return -EIO;
 		}
 	}
+	for (size_t i = 0; version >= 2 &&
+	     i < sizeof(probes_v2) / sizeof(probes_v2[0]); i++) {
+		rc = pragma_int(db, probes_v2[i], &tables);
+		if (rc != SQLITE_OK) {
+			snprintf(err, errlen, "the store is corrupt: %s",
+				 sqlite3_errmsg(db));
+			return -EIO;
+		}
+	}
+	*old_version = version < STORE_SCHEMA_VERSION;
 	return 0;
 }
 
@@ -627,6 +748,66 @@ static int open_wal(struct store *st, char *err, size_t errlen)
 }
 
 /*
+ * Schema 1 kept a checkpoint's chunks by step and a key's result in the
+ * key row.  Schema 2 keeps both as content versions: each step's chunks
+ * become the version of the same id, each result a version of its own.
+ * One transaction: a crash leaves schema 1 as it was.
+ */
+static int upgrade_v1(struct store *st, char *err, size_t errlen)
+{
+	static const char ddl[] =
+		"ALTER TABLE workflows ADD COLUMN purged_epoch INTEGER NOT NULL "
+		"DEFAULT 0;"
+		"ALTER TABLE keys ADD COLUMN content INTEGER NOT NULL DEFAULT 0;"
+		"ALTER TABLE keys ADD COLUMN result_len INTEGER NOT NULL DEFAULT 0;"
+		"ALTER TABLE steps ADD COLUMN content INTEGER NOT NULL DEFAULT 0;"
+		"ALTER TABLE chunks RENAME COLUMN step TO content;"
+		CONTENT_TABLES
+		WF_TO_PURGE
+		"INSERT INTO contents(id, size, dead) SELECT id, size, 0 FROM steps "
+		"WHERE size > 0;"
+		"UPDATE steps SET content = id WHERE size > 0;"
+		/* Checkpoints of old epochs: the purge finds them again. */
+		"UPDATE workflows SET purged_epoch = 0;";
+	sqlite3 *db = st->main.db;
+	sqlite3_stmt *sel = NULL;
+	char pragma[64];
+	int rc;
+
+	rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(db, ddl, NULL, NULL, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_prepare_v2(db, "SELECT id, result FROM keys WHERE "
+					"length(result) > 0", -1, &sel, NULL);
+	while (rc == SQLITE_OK && (rc = sqlite3_step(sel)) == SQLITE_ROW) {
+		struct key_row k = { .id = sqlite3_column_int64(sel, 0) };
+		const char *res = sqlite3_column_blob(sel, 1);
+		size_t len = (size_t)sqlite3_column_bytes(sel, 1);
+
+		rc = store_key_set_result(st, &k, res, len) ? SQLITE_ERROR
+							    : SQLITE_OK;
+	}
+	sqlite3_finalize(sel);
+	if (rc == SQLITE_DONE)
+		rc = sqlite3_exec(db, "UPDATE keys SET result = NULL", NULL, NULL,
+				  NULL);
+	snprintf(pragma, sizeof(pragma), "PRAGMA user_version = %d",
+		 STORE_SCHEMA_VERSION);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(db, pragma, NULL, NULL, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+	if (rc != SQLITE_OK) {
+		snprintf(err, errlen, "cannot upgrade the store from schema 1: %s",
+			 sqlite3_errmsg(db));
+		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+		return -EIO;
+	}
+	return 0;
+}
+
+/*
  * A mount refuses a store with a workflow it cannot trust, rather than
  * failing on it later (keys and checkpoints are checked as they are read).
  */
@@ -670,7 +851,7 @@ int store_open(const char *path, const struct store_options *opt,
 	};
 	struct store *st = NULL;
 	struct stat sb;
-	bool exists, empty = false;
+	bool exists, empty = false, old_version = false;
 	int flags, rc;
 
 	*out = NULL;
@@ -717,6 +898,12 @@ int store_open(const char *path, const struct store_options *opt,
 	pthread_mutex_init(&st->lock, NULL);
 	pthread_mutex_init(&st->pool_lock, NULL);
 	pthread_mutex_init(&st->problem_lock, NULL);
+	pthread_mutex_init(&st->pin_lock, NULL);
+	/* A random mount id names this process's pins for other mounts. */
+	if (getrandom(&st->mount_id, sizeof(st->mount_id), 0) !=
+	    (ssize_t)sizeof(st->mount_id))
+		st->mount_id = (int64_t)getpid() << 20 ^ (int64_t)time(NULL);
+	st->mount_id &= INT64_MAX;
 	st->sync = opt->read_only ? STORE_SYNC_OFF : opt->sync;
 	st->read_only = opt->read_only;
 
@@ -735,9 +922,15 @@ int store_open(const char *path, const struct store_options *opt,
 	sqlite3_extended_result_codes(st->main.db, 0);
 	sqlite3_busy_timeout(st->main.db, opt->busy_timeout_ms);
 
-	rc = check_store(st->main.db, &empty, err, errlen);
+	rc = check_store(st->main.db, &empty, &old_version, err, errlen);
 	if (rc)
 		goto out_close;
+	if (old_version && opt->read_only) {
+		snprintf(err, errlen, "the store has schema version 1: mount it "
+			 "once with this oncefs to upgrade it");
+		rc = -EPROTONOSUPPORT;
+		goto out_close;
+	}
 	if (!opt->read_only && sqlite3_db_readonly(st->main.db, "main") == 1) {
 		snprintf(err, errlen, "%s is read-only (mount a writable copy, "
 			 "or inspect it with oncectl)", path);
@@ -784,6 +977,8 @@ int store_open(const char *path, const struct store_options *opt,
 			goto out_close;
 		}
 		rc = open_wal(st, err, errlen);
+		if (rc == 0 && old_version)
+			rc = upgrade_v1(st, err, errlen);
 		if (rc)
 			goto out_close;
 		rc = check_workflows(st, err, errlen);
@@ -800,6 +995,7 @@ out_close:
 	pthread_mutex_destroy(&st->lock);
 	pthread_mutex_destroy(&st->pool_lock);
 	pthread_mutex_destroy(&st->problem_lock);
+	pthread_mutex_destroy(&st->pin_lock);
 	free(st->path);
 	free(st);
 	return rc;
@@ -809,13 +1005,23 @@ void store_close(struct store *st)
 {
 	if (!st)
 		return;
+	/* A clean unmount leaves no pins behind for others to wait out. */
+	if (st->npins && store_begin(st, true) == 0) {
+		if (by_id(st, S_PIN_DROP_MOUNT, st->mount_id, "unpin") == 0)
+			commit_lazy(st);
+		else
+			store_rollback(st);
+	}
+	/* Readers first: the last connection to close removes the WAL. */
+	for (int i = 0; i < st->n_idle_readers; i++)
+		reader_conn_close(&st->idle_readers[i]);
 	close_conn(&st->main);
 	if (st->wal_fd >= 0)
 		close(st->wal_fd);
 	pthread_mutex_destroy(&st->sync_lock);
 	pthread_cond_destroy(&st->sync_cond);
-	for (int i = 0; i < st->n_idle_readers; i++)
-		sqlite3_close(st->idle_readers[i]);
+	free(st->pins);
+	pthread_mutex_destroy(&st->pin_lock);
 	pthread_mutex_destroy(&st->lock);
 	pthread_mutex_destroy(&st->pool_lock);
 	pthread_mutex_destroy(&st->problem_lock);
@@ -1194,7 +1400,7 @@ int store_wf_update(struct store *st, const struct wf_row *row)
 int store_wf_delete(struct store *st, int64_t id)
 {
 	static const enum stmt_id order[] = {
-		S_WF_DELETE_KEYS, S_WF_DELETE_CHUNKS, S_WF_DELETE_STEPS,
+		S_WF_KILL_CONTENT, S_WF_DELETE_KEYS, S_WF_DELETE_STEPS,
 		S_WF_DELETE_EVENTS,
 		S_WF_DELETE,
 	};
@@ -1259,8 +1465,11 @@ static int read_key(struct store *st, sqlite3_stmt *s, struct key_row *k)
 	k->holder_pid = (int32_t)pid;
 	k->holder_uid = (uint32_t)uid;
 	k->result_len = sqlite3_column_int64(s, 10);
+	k->content = sqlite3_column_int64(s, 11);
 	if (k->result_len < 0 || k->result_len > INT32_MAX)
 		return bad_row(st, t, k->id, "result length", k->result_len);
+	if (k->content < 0 || (k->content == 0) != (k->result_len == 0))
+		return bad_row(st, t, k->id, "result content", k->content);
 	return 0;
 }
 
@@ -1319,34 +1528,27 @@ int store_key_by_generation(struct store *st, int64_t generation,
 	return get_one_key(st, s, out);
 }
 
-int store_key_result(struct store *st, int64_t id, char **buf, size_t *len)
+int store_key_result(struct store *st, const struct key_row *k, char **buf,
+		     size_t *len)
 {
-	sqlite3_stmt *s = stmt(st, S_KEY_RESULT);
+	size_t got = 0;
 	int rc;
 
-	*buf = NULL;
 	*len = 0;
-	if (!s)
-		return -EIO;
-	sqlite3_bind_int64(s, 1, id);
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW) {
-		size_t n = (size_t)sqlite3_column_bytes(s, 0);
-		const void *p = sqlite3_column_blob(s, 0);
-
-		*buf = malloc(n ? n : 1);
-		if (!*buf) {
-			done(s);
-			return -ENOMEM;
-		}
-		if (n)
-			memcpy(*buf, p, n);
-		*len = n;
-		done(s);
-		return 0;
+	*buf = malloc(k->result_len ? (size_t)k->result_len : 1);
+	if (!*buf)
+		return -ENOMEM;
+	rc = store_content_read(st, k->content, k->result_len, 0, *buf,
+				(size_t)k->result_len, &got);
+	if (rc == 0 && got != (size_t)k->result_len)
+		rc = -EIO;
+	if (rc) {
+		free(*buf);
+		*buf = NULL;
+		return rc;
 	}
-	done(s);
-	return rc == SQLITE_DONE ? -ENOENT : sql_error(st, rc, "key result");
+	*len = got;
+	return 0;
 }
 
 int store_key_insert(struct store *st, struct key_row *row)
@@ -1379,24 +1581,40 @@ int store_key_update(struct store *st, const struct key_row *row)
 	return exec_stmt(st, s, "update key");
 }
 
-int store_key_set_result(struct store *st, int64_t id, const char *buf,
+int store_key_set_result(struct store *st, struct key_row *k, const char *buf,
 			 size_t len)
 {
-	sqlite3_stmt *s = stmt(st, S_KEY_SET_RESULT);
+	sqlite3_stmt *s = stmt(st, S_KEY_SET_CONTENT);
+	int64_t content = 0;
+	int rc;
 
 	if (!s)
 		return -EIO;
-	sqlite3_bind_int64(s, 1, id);
-	if (len)
-		bind_blob(s, 2, buf, len);
-	else
-		sqlite3_bind_null(s, 2);
-	return exec_stmt(st, s, "key result");
+	rc = k->content ? by_id(st, S_CONTENT_KILL, k->content, "old result") : 0;
+	if (rc == 0 && len)
+		rc = new_content(st, (int64_t)len, false, &content);
+	if (rc == 0 && len)
+		rc = put_chunks(st, content, 0, buf, len);
+	if (rc)
+		return rc;
+	sqlite3_bind_int64(s, 1, k->id);
+	sqlite3_bind_int64(s, 2, content);
+	sqlite3_bind_int64(s, 3, (int64_t)len);
+	rc = exec_stmt(st, s, "key result");
+	if (rc == 0) {
+		k->content = content;
+		k->result_len = (int64_t)len;
+	}
+	return rc;
 }
 
 int store_key_delete(struct store *st, int64_t id)
 {
 	sqlite3_stmt *s = stmt(st, S_KEY_DELETE);
+	int rc = by_id(st, S_KEY_KILL_CONTENT, id, "key result");
+
+	if (rc)
+		return rc;
 
 	if (!s)
 		return -EIO;
@@ -1455,6 +1673,11 @@ static int read_step(struct store *st, sqlite3_stmt *s, struct step_row *r)
 	if (!rc)
 		rc = column_in(st, t, r->id, s, 4, "size", 0, INT64_MAX / 2,
 			       &r->size);
+	if (!rc)
+		rc = column_in(st, t, r->id, s, 6, "content", 0, INT64_MAX,
+			       &r->content);
+	if (!rc && (r->content == 0) != (r->size == 0))
+		rc = bad_row(st, t, r->id, "content of size", r->size);
 	return rc;
 }
 
@@ -1700,264 +1923,588 @@ int store_step_update(struct store *st, const struct step_row *row)
 	return sql_error(st, rc, "update step");
 }
 
+/* ---- content versions ------------------------------------------------- */
+
 /*
  * Content is cut into STORE_CHUNK pieces: SQLite caps one value at 10^9
- * bytes, and a reader of a large checkpoint reads one piece at a time.
+ * bytes, a reader reads one piece at a time, and staging writes one piece
+ * a transaction.
  */
 #define STORE_CHUNK (1024 * 1024)
+/* A pin's lease, renewed every PIN_RENEW_MS while this mount holds it. */
+#define PIN_TTL_MS (10 * 60 * 1000)
+#define PIN_RENEW_MS (60 * 1000)
+/* A pin no open file uses any more stays in the store this long. */
+#define PIN_IDLE_MS (10 * 1000)
+#define PIN_DROP_BATCH 200
 
-static int delete_chunks(struct store *st, int64_t id)
+/* The in-memory pin of a version: sorted by content in st->pins. */
+struct pin {
+	int64_t content;
+	uint32_t count;		/* open files reading it */
+	bool in_store;		/* its row is in pins */
+	int64_t idle_since_ms;	/* when a renewal first saw count 0 (0: not yet) */
+};
+
+static int64_t pin_find(const struct store *st, int64_t content, bool *found)
 {
-	sqlite3_stmt *s = stmt(st, S_CHUNKS_DELETE);
+	size_t lo = 0, hi = st->npins;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (st->pins[mid].content < content)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	*found = lo < st->npins && st->pins[lo].content == content;
+	return (int64_t)lo;
+}
+
+static int pin_add(struct store *st, size_t at, int64_t content, bool in_store)
+{
+	if (st->npins == st->pins_cap) {
+		size_t cap = st->pins_cap ? st->pins_cap * 2 : 64;
+		struct pin *p = realloc(st->pins, cap * sizeof(*p));
+
+		if (!p)
+			return -ENOMEM;
+		st->pins = p;
+		st->pins_cap = cap;
+	}
+	memmove(&st->pins[at + 1], &st->pins[at],
+		(st->npins - at) * sizeof(*st->pins));
+	st->pins[at] = (struct pin){ .content = content, .count = 1,
+				     .in_store = in_store };
+	st->npins++;
+	return 0;
+}
+
+/*
+ * A commit that needs no sync of its own: pins (which die with the mount
+ * anyway) and staged content (which the commit that names it makes
+ * durable, the WAL being written in order).
+ */
+static int commit_lazy(struct store *st)
+{
+	struct conn *c = &st->main;
+	sqlite3_stmt *s = stmt(st, S_COMMIT);
+	int rc = s ? exec_stmt(st, s, "commit") : -EIO;
+
+	if (rc && !sqlite3_get_autocommit(c->db))
+		sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+	else if (rc == 0)
+		st->stats.commits++;
+	st->txn_seen = 0;
+	c->in_write = false;
+	pthread_mutex_unlock(&st->lock);
+	return rc;
+}
+
+static int pin_row(struct store *st, int64_t content, int64_t now_ms)
+{
+	sqlite3_stmt *s = stmt(st, S_PIN_INSERT);
+	int rc;
 
 	if (!s)
 		return -EIO;
-	sqlite3_bind_int64(s, 1, id);
-	return exec_stmt(st, s, "delete chunks");
+	sqlite3_bind_int64(s, 1, content);
+	sqlite3_bind_int64(s, 2, st->mount_id);
+	sqlite3_bind_int64(s, 3, now_ms + PIN_TTL_MS);
+	rc = exec_stmt(st, s, "pin");
+	if (rc == 0 && sqlite3_changes(st->main.db) == 0)
+		rc = -ENOENT;
+	return rc;
 }
 
-int store_step_write(struct store *st, int64_t id, int fd, int64_t size,
-		     int64_t mtime_ns)
+int store_pin(struct store *st, int64_t content, int64_t now_ms)
 {
-	sqlite3_stmt *s = stmt(st, S_STEP_RESIZE);
-	sqlite3_stmt *ins = stmt(st, S_CHUNK_INSERT);
-	char *chunk = NULL;
-	int64_t off = 0;
+	bool found;
+	int64_t at;
 	int rc;
 
-	if (!s || !ins)
+	if (content == 0)
+		return 0;
+	pthread_mutex_lock(&st->pin_lock);
+	at = pin_find(st, content, &found);
+	if (found) {
+		st->pins[at].count++;
+		st->pins[at].idle_since_ms = 0;
+		pthread_mutex_unlock(&st->pin_lock);
+		return 0;
+	}
+	rc = store_begin(st, true);
+	if (rc == 0) {
+		rc = pin_row(st, content, now_ms);
+		if (rc == 0)
+			rc = commit_lazy(st);
+		else
+			store_rollback(st);
+	}
+	/*
+	 * A store that takes no write now (another process holds its lock,
+	 * the disk is full, a sync failed) must not fail a read: the pin
+	 * lives in memory, and store_pins_renew() writes its row later.  A
+	 * purge needs that same lock or room, so the window is narrow, and
+	 * a version purged in it reads as EIO, never as other bytes (ids are
+	 * never reused).
+	 */
+	if (rc == 0 || rc == -EROFS || rc == -EAGAIN || rc == -ENOSPC)
+		rc = pin_add(st, (size_t)at, content, rc == 0);
+	pthread_mutex_unlock(&st->pin_lock);
+	return rc;
+}
+
+void store_unpin(struct store *st, int64_t content)
+{
+	bool found;
+	int64_t at;
+
+	if (content == 0)
+		return;
+	pthread_mutex_lock(&st->pin_lock);
+	at = pin_find(st, content, &found);
+	if (found && st->pins[at].count > 0)
+		st->pins[at].count--;
+	pthread_mutex_unlock(&st->pin_lock);
+}
+
+/* Is this pin one that no file has used for PIN_IDLE_MS? */
+static bool pin_idle(const struct pin *p, int64_t now_ms)
+{
+	return p->count == 0 && p->idle_since_ms &&
+	       p->idle_since_ms <= now_ms - PIN_IDLE_MS;
+}
+
+int store_pins_renew(struct store *st, int64_t now_ms)
+{
+	size_t idle = 0, kept = 0, pending = 0;
+	bool renew;
+	int rc = 0;
+
+	pthread_mutex_lock(&st->pin_lock);
+	for (size_t i = 0; i < st->npins; i++) {
+		struct pin *p = &st->pins[i];
+
+		/* Idle from the first renewal that sees it unused. */
+		if (p->count == 0 && p->idle_since_ms == 0)
+			p->idle_since_ms = now_ms;
+		idle += pin_idle(p, now_ms);
+		pending += p->count > 0 && !p->in_store;
+	}
+	renew = st->npins > idle && now_ms >= st->pins_renew_ms;
+	/* Nothing due: no transaction at all. */
+	if (idle == 0 && !renew && pending == 0)
+		goto out;
+	rc = store_begin(st, true);
+	if (rc)
+		goto out;
+	if (renew) {
+		sqlite3_stmt *s = stmt(st, S_PIN_RENEW);
+
+		rc = s ? 0 : -EIO;
+		if (s) {
+			sqlite3_bind_int64(s, 1, st->mount_id);
+			sqlite3_bind_int64(s, 2, now_ms + PIN_TTL_MS);
+			rc = exec_stmt(st, s, "renew pins");
+		}
+	}
+	for (size_t i = 0, n = 0; i < st->npins && n < PIN_DROP_BATCH && rc == 0; i++) {
+		struct pin *p = &st->pins[i];
+		sqlite3_stmt *s = stmt(st, S_PIN_DELETE);
+
+		if (!pin_idle(p, now_ms) || !p->in_store)
+			continue;
+		n++;
+		rc = s ? 0 : -EIO;
+		if (s) {
+			sqlite3_bind_int64(s, 1, p->content);
+			sqlite3_bind_int64(s, 2, st->mount_id);
+			rc = exec_stmt(st, s, "unpin");
+		}
+	}
+	for (size_t i = 0; i < st->npins && pending && rc == 0; i++) {
+		struct pin *p = &st->pins[i];
+
+		if (p->count == 0 || p->in_store)
+			continue;
+		rc = pin_row(st, p->content, now_ms);
+		/* Gone already: a read of it will say EIO. */
+		if (rc == -ENOENT)
+			rc = 0;
+	}
+	if (rc) {
+		store_rollback(st);
+		goto out;
+	}
+	rc = commit_lazy(st);
+	if (rc)
+		goto out;
+	for (size_t i = 0; i < st->npins && pending; i++)
+		if (st->pins[i].count > 0)
+			st->pins[i].in_store = true;
+	/* Committed: forget the pins whose rows went (and memory-only ones). */
+	for (size_t i = 0, n = 0; i < st->npins; i++) {
+		struct pin *p = &st->pins[i];
+
+		if (pin_idle(p, now_ms) && (!p->in_store || n++ < PIN_DROP_BATCH))
+			continue;
+		st->pins[kept++] = *p;
+	}
+	st->npins = kept;
+	if (renew)
+		st->pins_renew_ms = now_ms + PIN_RENEW_MS;
+out:
+	pthread_mutex_unlock(&st->pin_lock);
+	return rc;
+}
+
+/* A content version's bytes, written as chunks of content from buf. */
+static int put_chunks(struct store *st, int64_t content, int64_t first_seq,
+		      const char *buf, size_t len)
+{
+	sqlite3_stmt *ins = stmt(st, S_CHUNK_INSERT);
+	int64_t seq = first_seq;
+	int rc = 0;
+
+	if (!ins)
 		return -EIO;
-	sqlite3_bind_int64(s, 1, id);
-	sqlite3_bind_int64(s, 2, size);
-	sqlite3_bind_int64(s, 3, mtime_ns);
-	rc = exec_stmt(st, s, "resize step");
-	if (rc == 0)
-		rc = delete_chunks(st, id);
-	if (rc || size == 0)
-		return rc;
+	for (size_t off = 0; off < len && rc == 0; off += STORE_CHUNK, seq++) {
+		size_t n = len - off > STORE_CHUNK ? STORE_CHUNK : len - off;
+
+		sqlite3_bind_int64(ins, 1, content);
+		sqlite3_bind_int64(ins, 2, seq);
+		sqlite3_bind_blob(ins, 3, buf + off, (int)n, SQLITE_STATIC);
+		rc = exec_stmt(st, ins, "write chunk");
+	}
+	return rc;
+}
+
+static int new_content(struct store *st, int64_t size, bool dead, int64_t *id)
+{
+	sqlite3_stmt *s = stmt(st, S_CONTENT_NEW);
+	int rc;
+
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, size);
+	sqlite3_bind_int(s, 2, dead);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		*id = sqlite3_column_int64(s, 0);
+	done(s);
+	return rc == SQLITE_ROW ? 0 : sql_error(st, rc, "new content");
+}
+
+static int by_id(struct store *st, enum stmt_id id, int64_t value,
+		 const char *what)
+{
+	sqlite3_stmt *s = stmt(st, id);
+
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, value);
+	return exec_stmt(st, s, what);
+}
+
+int store_content_stage(struct store *st, int fd, int64_t size,
+			int64_t now_ms, int64_t *content)
+{
+	char *chunk = NULL;
+	bool found;
+	int64_t id = 0, at;
+	int rc;
+
+	*content = 0;
+	if (size == 0)
+		return 0;
 	chunk = malloc(STORE_CHUNK);
 	if (!chunk)
 		return -ENOMEM;
-	while (off < size) {
+	/* Born dead and pinned: a crash leaves it for the purge. */
+	pthread_mutex_lock(&st->pin_lock);
+	rc = store_begin(st, true);
+	if (rc == 0) {
+		rc = new_content(st, size, true, &id);
+		if (rc == 0)
+			rc = pin_row(st, id, now_ms);
+		if (rc == 0)
+			rc = commit_lazy(st);
+		else
+			store_rollback(st);
+	}
+	if (rc == 0) {
+		at = pin_find(st, id, &found);
+		rc = pin_add(st, (size_t)at, id, true);
+	}
+	pthread_mutex_unlock(&st->pin_lock);
+	for (int64_t off = 0; rc == 0 && off < size; off += STORE_CHUNK) {
 		size_t want = size - off > STORE_CHUNK ? STORE_CHUNK
 						       : (size_t)(size - off);
 		size_t got = 0;
 
-		while (got < want) {
+		/* The file is read with no lock held. */
+		while (got < want && rc == 0) {
 			ssize_t n = pread(fd, chunk + got, want - got, off + got);
 
-			if (n <= 0) {
-				rc = n < 0 ? -errno : -EIO;
-				goto out;
-			}
-			got += (size_t)n;
+			if (n < 0)
+				rc = -errno;
+			else if (n == 0)
+				rc = -EIO;
+			else
+				got += (size_t)n;
 		}
-		sqlite3_bind_int64(ins, 1, id);
-		sqlite3_bind_int64(ins, 2, off / STORE_CHUNK);
-		sqlite3_bind_blob(ins, 3, chunk, (int)want, SQLITE_STATIC);
-		rc = exec_stmt(st, ins, "write chunk");
+		if (rc == 0)
+			rc = store_begin(st, true);
 		if (rc)
-			goto out;
-		off += (int64_t)want;
+			break;
+		rc = put_chunks(st, id, off / STORE_CHUNK, chunk, want);
+		if (rc == 0)
+			rc = commit_lazy(st);
+		else
+			store_rollback(st);
 	}
-out:
 	free(chunk);
+	if (rc) {
+		store_unpin(st, id);
+		return rc;
+	}
+	*content = id;
+	return 0;
+}
+
+/* ---- reading content -------------------------------------------------- */
+
+/*
+ * A read takes a pooled read-only connection for the time of one call:
+ * a short transaction, never a snapshot that lives with the open file.
+ */
+
+static void reader_conn_close(struct reader_conn *rc)
+{
+	sqlite3_finalize(rc->find);
+	sqlite3_close(rc->db);
+}
+
+static int reader_conn_get(struct store *st, struct reader_conn *out)
+{
+	bool got = false;
+
+	pthread_mutex_lock(&st->pool_lock);
+	if (st->n_idle_readers > 0) {
+		*out = st->idle_readers[--st->n_idle_readers];
+		got = true;
+	}
+	pthread_mutex_unlock(&st->pool_lock);
+	if (got)
+		return 0;
+	memset(out, 0, sizeof(*out));
+	if (sqlite3_open_v2(st->path, &out->db, SQLITE_OPEN_READONLY |
+			    SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v3(out->db, "SELECT id FROM chunks WHERE content = ?1 "
+			       "AND seq = ?2", -1, SQLITE_PREPARE_PERSISTENT,
+			       &out->find, NULL) != SQLITE_OK) {
+		syslog(LOG_ERR, "oncefs: reader: %s", sqlite3_errmsg(out->db));
+		reader_conn_close(out);
+		return -EIO;
+	}
+	sqlite3_busy_timeout(out->db, st->busy_timeout_ms);
+	return 0;
+}
+
+static void reader_conn_put(struct store *st, struct reader_conn *c)
+{
+	bool kept = false;
+
+	pthread_mutex_lock(&st->pool_lock);
+	if (st->n_idle_readers < (int)(sizeof(st->idle_readers) /
+				       sizeof(st->idle_readers[0]))) {
+		st->idle_readers[st->n_idle_readers++] = *c;
+		kept = true;
+	}
+	pthread_mutex_unlock(&st->pool_lock);
+	if (!kept)
+		reader_conn_close(c);
+}
+
+int store_content_read(struct store *st, int64_t content, int64_t size,
+		       int64_t off, char *buf, size_t len, size_t *got)
+{
+	struct reader_conn c;
+	sqlite3_blob *blob = NULL;
+	int rc;
+
+	*got = 0;
+	if (content == 0 || off < 0 || off >= size)
+		return 0;
+	if ((int64_t)len > size - off)
+		len = (size_t)(size - off);
+	rc = reader_conn_get(st, &c);
+	if (rc)
+		return rc;
+	if (sqlite3_exec(c.db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) {
+		reader_conn_close(&c);
+		return -EIO;
+	}
+	while (rc == 0 && *got < len) {
+		int64_t at = off + (int64_t)*got;
+		int64_t in = at % STORE_CHUNK, rowid = -1;
+		size_t n = len - *got;
+
+		sqlite3_bind_int64(c.find, 1, content);
+		sqlite3_bind_int64(c.find, 2, at / STORE_CHUNK);
+		if (sqlite3_step(c.find) == SQLITE_ROW)
+			rowid = sqlite3_column_int64(c.find, 0);
+		sqlite3_reset(c.find);
+		if (rowid < 0) {
+			/* The version is gone: only an unpinned read sees that. */
+			rc = -EIO;
+			break;
+		}
+		if (blob ? sqlite3_blob_reopen(blob, rowid)
+			 : sqlite3_blob_open(c.db, "main", "chunks", "data",
+					     rowid, 0, &blob)) {
+			rc = -EIO;
+			break;
+		}
+		if ((int64_t)n > STORE_CHUNK - in)
+			n = (size_t)(STORE_CHUNK - in);
+		if ((int64_t)n > sqlite3_blob_bytes(blob) - in ||
+		    sqlite3_blob_read(blob, buf + *got, (int)n, (int)in))
+			rc = -EIO;
+		else
+			*got += n;
+	}
+	sqlite3_blob_close(blob);
+	sqlite3_exec(c.db, "COMMIT", NULL, NULL, NULL);
+	reader_conn_put(st, &c);
+	return rc;
+}
+
+/* ---- rows that name content ------------------------------------------- */
+
+int store_step_set_content(struct store *st, struct step_row *r,
+			   int64_t content, int64_t size, int64_t mtime_ns)
+{
+	sqlite3_stmt *s = stmt(st, S_STEP_SET_CONTENT);
+	sqlite3_stmt *live = stmt(st, S_CONTENT_LIVE);
+	int rc;
+
+	if (!s || !live)
+		return -EIO;
+	rc = r->content ? by_id(st, S_CONTENT_KILL, r->content, "old content") : 0;
+	if (rc == 0 && content) {
+		sqlite3_bind_int64(live, 1, content);
+		sqlite3_bind_int64(live, 2, size);
+		rc = exec_stmt(st, live, "new content");
+		if (rc == 0 && sqlite3_changes(st->main.db) != 1)
+			rc = -EIO;	/* the staged version is gone */
+	}
+	if (rc)
+		return rc;
+	sqlite3_bind_int64(s, 1, r->id);
+	sqlite3_bind_int64(s, 2, content);
+	sqlite3_bind_int64(s, 3, size);
+	sqlite3_bind_int64(s, 4, mtime_ns);
+	rc = exec_stmt(st, s, "step content");
+	if (rc == 0) {
+		r->content = content;
+		r->size = size;
+		r->mtime_ns = mtime_ns;
+	}
 	return rc;
 }
 
 int store_step_delete(struct store *st, int64_t id)
 {
-	sqlite3_stmt *s = stmt(st, S_STEP_DELETE);
-	int rc = delete_chunks(st, id);
+	int rc = by_id(st, S_STEP_KILL_CONTENT, id, "step content");
 
-	if (rc)
-		return rc;
-	if (!s)
-		return -EIO;
-	sqlite3_bind_int64(s, 1, id);
-	return exec_stmt(st, s, "delete step");
+	return rc ? rc : by_id(st, S_STEP_DELETE, id, "delete step");
 }
 
-int store_step_purge(struct store *st, int max, int64_t *purged)
+/*
+ * The purge, in one transaction of bounded work: checkpoints of old
+ * epochs (found through workflows_to_purge, never a scan), then up to
+ * max chunks of one dead version that no live pin holds.
+ */
+int store_purge(struct store *st, int64_t now_ms, int max, int64_t *purged)
 {
-	sqlite3_stmt *s = stmt(st, S_STEP_PURGE_PICK);
-	int64_t *ids;
-	int n = 0, rc;
+	sqlite3_stmt *s = stmt(st, S_PURGE_WF);
+	int64_t wf = 0, epoch = 0, content = 0;
+	int rc, n = 0;
 
 	*purged = 0;
 	if (!s)
 		return -EIO;
-	ids = malloc(sizeof(*ids) * (size_t)(max > 0 ? max : 1));
-	if (!ids)
-		return -ENOMEM;
-	sqlite3_bind_int(s, 1, max);
-	while (n < max && (rc = sqlite3_step(s)) == SQLITE_ROW)
-		ids[n++] = sqlite3_column_int64(s, 0);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		wf = sqlite3_column_int64(s, 0);
+		epoch = sqlite3_column_int64(s, 1);
+	}
 	done(s);
-	rc = 0;
-	for (int i = 0; i < n && rc == 0; i++)
-		rc = store_step_delete(st, ids[i]);
-	free(ids);
-	if (rc == 0)
-		*purged = n;
-	return rc;
-}
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return sql_error(st, rc, "purge");
+	if (wf) {
+		int64_t ids[64];
+		int want = max < 64 ? max : 64;
 
-/* ---- readers ---------------------------------------------------------- */
-
-struct store_reader {
-	struct store *st;
-	sqlite3 *db;
-	sqlite3_stmt *find;	/* the rowid of a chunk */
-	sqlite3_blob *blob;	/* the chunk last read */
-	int64_t seq;		/* its number */
-	int64_t step;
-	int64_t size;
-};
-
-static sqlite3 *reader_connection(struct store *st)
-{
-	sqlite3 *db = NULL;
-
-	pthread_mutex_lock(&st->pool_lock);
-	if (st->n_idle_readers > 0)
-		db = st->idle_readers[--st->n_idle_readers];
-	pthread_mutex_unlock(&st->pool_lock);
-	if (db)
-		return db;
-	if (sqlite3_open_v2(st->path, &db, SQLITE_OPEN_READONLY |
-			    SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
-		syslog(LOG_ERR, "oncefs: reader: %s", sqlite3_errmsg(db));
-		sqlite3_close(db);
-		return NULL;
-	}
-	sqlite3_busy_timeout(db, st->busy_timeout_ms);
-	return db;
-}
-
-static void reader_connection_done(struct store *st, sqlite3 *db)
-{
-	pthread_mutex_lock(&st->pool_lock);
-	if (st->n_idle_readers < (int)(sizeof(st->idle_readers) /
-				       sizeof(st->idle_readers[0]))) {
-		st->idle_readers[st->n_idle_readers++] = db;
-		db = NULL;
-	}
-	pthread_mutex_unlock(&st->pool_lock);
-	sqlite3_close(db);
-}
-
-int store_reader_open(struct store *st, int64_t id, struct store_reader **out,
-		      int64_t *size)
-{
-	struct store_reader *r = calloc(1, sizeof(*r));
-	sqlite3_stmt *q = NULL;
-	int rc;
-
-	*out = NULL;
-	if (!r)
-		return -ENOMEM;
-	r->st = st;
-	r->step = id;
-	r->seq = -1;
-	r->db = reader_connection(st);
-	if (!r->db) {
-		free(r);
-		return -EIO;
-	}
-	/* The snapshot begins with the first read inside the transaction. */
-	rc = sqlite3_exec(r->db, "BEGIN", NULL, NULL, NULL);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_prepare_v2(r->db, "SELECT size FROM steps WHERE id = ?1",
-					-1, &q, NULL);
-	if (rc == SQLITE_OK) {
-		sqlite3_bind_int64(q, 1, id);
-		rc = sqlite3_step(q);
-		if (rc == SQLITE_ROW) {
-			r->size = sqlite3_column_int64(q, 0);
-			rc = SQLITE_OK;
-		} else if (rc == SQLITE_DONE) {
-			rc = SQLITE_NOTFOUND;
+		s = stmt(st, S_PURGE_STEPS);
+		if (!s)
+			return -EIO;
+		sqlite3_bind_int64(s, 1, wf);
+		sqlite3_bind_int64(s, 2, epoch);
+		sqlite3_bind_int(s, 3, want);
+		while (n < want && (rc = sqlite3_step(s)) == SQLITE_ROW)
+			ids[n++] = sqlite3_column_int64(s, 0);
+		done(s);
+		rc = 0;
+		for (int i = 0; i < n && rc == 0; i++)
+			rc = store_step_delete(st, ids[i]);
+		if (rc == 0 && n < want) {
+			s = stmt(st, S_PURGE_WF_DONE);
+			rc = s ? 0 : -EIO;
+			if (s) {
+				sqlite3_bind_int64(s, 1, wf);
+				sqlite3_bind_int64(s, 2, epoch);
+				rc = exec_stmt(st, s, "purged epoch");
+			}
 		}
-	}
-	sqlite3_finalize(q);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_prepare_v2(r->db, "SELECT id FROM chunks WHERE "
-					"step = ?1 AND seq = ?2", -1, &r->find,
-					NULL);
-	if (rc != SQLITE_OK) {
-		int err = rc == SQLITE_NOTFOUND ? -ENOENT
-			: (rc & 0xff) == SQLITE_BUSY ? -EAGAIN : -EIO;
-
-		store_reader_close(r);
-		return err;
-	}
-	*size = r->size;
-	*out = r;
-	return 0;
-}
-
-/* Point r->blob at chunk seq. */
-static int reader_seek(struct store_reader *r, int64_t seq)
-{
-	int64_t rowid;
-	int rc;
-
-	if (seq == r->seq)
-		return 0;
-	sqlite3_bind_int64(r->find, 1, r->step);
-	sqlite3_bind_int64(r->find, 2, seq);
-	rc = sqlite3_step(r->find);
-	rowid = rc == SQLITE_ROW ? sqlite3_column_int64(r->find, 0) : -1;
-	sqlite3_reset(r->find);
-	if (rowid < 0)
-		return -EIO;	/* the size promised a chunk that is not there */
-	if (r->blob)
-		rc = sqlite3_blob_reopen(r->blob, rowid);
-	else
-		rc = sqlite3_blob_open(r->db, "main", "chunks", "data", rowid, 0,
-				       &r->blob);
-	if (rc != SQLITE_OK)
-		return -EIO;
-	r->seq = seq;
-	return 0;
-}
-
-int store_reader_read(struct store_reader *r, int64_t off, char *buf,
-		      size_t size, size_t *got)
-{
-	*got = 0;
-	if (off < 0 || off >= r->size)
-		return 0;
-	if ((int64_t)size > r->size - off)
-		size = (size_t)(r->size - off);
-	while (*got < size) {
-		int64_t at = off + (int64_t)*got;
-		int64_t in = at % STORE_CHUNK;
-		size_t n = size - *got;
-		int rc = reader_seek(r, at / STORE_CHUNK);
-
 		if (rc)
 			return rc;
-		if ((int64_t)n > STORE_CHUNK - in)
-			n = (size_t)(STORE_CHUNK - in);
-		if (sqlite3_blob_read(r->blob, buf + *got, (int)n, (int)in) !=
-		    SQLITE_OK)
-			return -EIO;
-		*got += n;
+		/* Done with that workflow: count it, so that the caller goes on. */
+		*purged += n ? n : (n < want);
 	}
-	return 0;
-}
-
-void store_reader_close(struct store_reader *r)
-{
-	if (!r)
-		return;
-	sqlite3_blob_close(r->blob);
-	sqlite3_finalize(r->find);
-	sqlite3_exec(r->db, "COMMIT", NULL, NULL, NULL);
-	reader_connection_done(r->st, r->db);
-	free(r);
+	s = stmt(st, S_PURGE_CONTENT);
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, now_ms);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		content = sqlite3_column_int64(s, 0);
+	done(s);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return sql_error(st, rc, "purge content");
+	if (content == 0)
+		return 0;
+	s = stmt(st, S_PURGE_CHUNKS);
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, content);
+	sqlite3_bind_int(s, 2, max);
+	rc = exec_stmt(st, s, "purge chunks");
+	if (rc)
+		return rc;
+	n = sqlite3_changes(st->main.db);
+	*purged += n;
+	if (n < max) {
+		/* The last of it: the version goes, with its lapsed pins. */
+		rc = by_id(st, S_PURGE_CONTENT_ROW, content, "purge content");
+		if (rc == 0)
+			rc = by_id(st, S_PIN_DROP_ALL, content, "lapsed pins");
+		(*purged)++;
+	}
+	return rc;
 }
 
 /* ---- sweeping --------------------------------------------------------- */
@@ -2072,11 +2619,22 @@ static const char *const invariants[] = {
 	"SELECT 'step ' || quote(CAST(s.name AS TEXT)) || ' has epoch ' || s.epoch || "
 	"', after its workflow''s ' || w.epoch FROM steps s JOIN workflows w "
 	"ON w.id = s.wf WHERE s.epoch > w.epoch",
-	"SELECT 'step ' || quote(CAST(s.name AS TEXT)) || ' holds ' || coalesce(sum(length(c.data)), 0) || "
-	"' bytes, says ' || s.size FROM steps s LEFT JOIN chunks c ON c.step = s.id "
-	"GROUP BY s.id HAVING coalesce(sum(length(c.data)), 0) != s.size",
-	"SELECT 'chunk ' || id || ' belongs to missing step ' || step FROM chunks "
-	"WHERE step NOT IN (SELECT id FROM steps)",
+	"SELECT 'step ' || quote(CAST(s.name AS TEXT)) || ' says ' || s.size || "
+	"' bytes, its content ' || s.content || ' is ' || coalesce(c.size || "
+	"' bytes' || iif(c.dead, ', dead', ''), 'missing') FROM steps s LEFT JOIN "
+	"contents c ON c.id = s.content WHERE (s.content = 0 AND s.size != 0) OR "
+	"(s.content != 0 AND (c.id IS NULL OR c.size != s.size OR c.dead))",
+	"SELECT 'key ' || quote(CAST(k.name AS TEXT)) || ' says ' || k.result_len || "
+	"' bytes of result, its content ' || k.content || ' is ' || coalesce(c.size "
+	"|| ' bytes' || iif(c.dead, ', dead', ''), 'missing') FROM keys k LEFT JOIN "
+	"contents c ON c.id = k.content WHERE (k.content = 0 AND k.result_len != 0) "
+	"OR (k.content != 0 AND (c.id IS NULL OR c.size != k.result_len OR c.dead))",
+	"SELECT 'content ' || c.id || ' holds ' || coalesce(sum(length(ch.data)), 0) || "
+	"' bytes, says ' || c.size FROM contents c LEFT JOIN chunks ch ON "
+	"ch.content = c.id WHERE c.dead = 0 GROUP BY c.id HAVING "
+	"coalesce(sum(length(ch.data)), 0) != c.size",
+	"SELECT 'chunk ' || id || ' belongs to missing content ' || content FROM chunks "
+	"WHERE content NOT IN (SELECT id FROM contents)",
 	"SELECT 'event at ' || off || ' belongs to missing workflow ' || wf "
 	"FROM events WHERE wf NOT IN (SELECT id FROM workflows)",
 	"SELECT 'workflow ' || quote(CAST(w.name AS TEXT)) || ': events end at ' || "

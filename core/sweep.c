@@ -72,9 +72,9 @@ static int sweep_batch(struct once *o, int batch, const struct caller *who,
 	r->retired += rc ? 0 : n;
 	*more |= n == batch;
 	if (rc == 0)
-		rc = store_step_purge(o->store, batch, &n);
+		rc = store_purge(o->store, once_now_ms(o), batch, &n);
 	r->checkpoints += rc ? 0 : n;
-	*more |= n == batch;
+	*more |= n > 0;
 	if (rc == 0)
 		rc = store_event_trim(o->store, once_now_ms(o), batch, &n);
 	r->events += rc ? 0 : n;

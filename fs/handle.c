@@ -42,7 +42,8 @@ void handle_free(struct handle *h)
 		return;
 	pthread_mutex_destroy(&h->lock);
 	step_writer_close(h->writer);
-	store_reader_close(h->reader);
+	if (h->pinned)
+		store_unpin(h->pinned, h->content);
 	free(h->buf);
 	free(h->undo);
 	free(h->snap);
@@ -103,6 +104,41 @@ void handle_set_snapshot(struct handle *h, char *snap, size_t len)
 	free(h->snap);
 	h->snap = snap;
 	h->snap_len = len;
+}
+
+void handle_set_content(struct handle *h, struct store *st, int64_t content,
+			int64_t size)
+{
+	h->pinned = st;
+	h->content = content;
+	h->content_size = size;
+}
+
+int handle_read(struct handle *h, int64_t off, char *buf, size_t size,
+		size_t *got)
+{
+	size_t n = 0, more = 0;
+	int rc = 0;
+
+	*got = 0;
+	if (off < 0)
+		return -EINVAL;
+	pthread_mutex_lock(&h->lock);
+	if ((uint64_t)off < h->snap_len) {
+		n = h->snap_len - (size_t)off;
+		if (n > size)
+			n = size;
+		memcpy(buf, h->snap + off, n);
+	}
+	pthread_mutex_unlock(&h->lock);
+	if (n < size && h->pinned) {
+		int64_t at = off + (int64_t)n - (int64_t)h->snap_len;
+
+		rc = store_content_read(h->pinned, h->content, h->content_size,
+					at, buf + n, size - n, &more);
+	}
+	*got = n + more;
+	return rc;
 }
 
 void handle_track(struct fs *fs, struct handle *h)
@@ -187,7 +223,7 @@ static void purge(struct fs *fs)
 	int64_t n;
 
 	for (int i = 0; i < PURGE_BATCHES; i++) {
-		if (step_purge(&fs->core, PURGE_BATCH, &n) || n < PURGE_BATCH)
+		if (step_purge(&fs->core, PURGE_BATCH, &n) || n == 0)
 			break;
 	}
 }
@@ -257,6 +293,7 @@ static void *renewer(void *arg)
 		}
 		pthread_mutex_unlock(&fs->renew_lock);
 		key_renew(&fs->core, gens, n, &self);
+		store_pins_renew(fs->core.store, once_now_ms(&fs->core));
 		purge(fs);
 		sweep_slice(fs, &self);
 		pthread_mutex_lock(&fs->renew_lock);

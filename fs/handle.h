@@ -1,8 +1,9 @@
 /*
  * handle.h - an open file of the mount.
  *
- * A handle holds what its reader sees (a snapshot taken at open) and what
- * its writer has written since the last commit (the buffer).  Writes are
+ * A handle holds what its reader sees (a small snapshot taken at open,
+ * then a pinned content version read on demand) and what its writer has
+ * written since the last commit (the buffer).  Writes are
  * checked as they arrive and land in the buffer; the buffer is committed
  * at the first flush or fsync after new data (dirty), never at release.
  */
@@ -28,7 +29,7 @@ enum handle_kind {
 };
 
 struct step_writer;
-struct store_reader;
+struct store;
 
 struct handle {
 	enum handle_kind kind;
@@ -46,7 +47,14 @@ struct handle {
 	bool claimed;		/* HANDLE_KEY: this open made the claim */
 	struct stat claim_attr;	/* ... and the key's attributes then */
 	struct step_writer *writer;	/* HANDLE_STEP opened for writing */
-	struct store_reader *reader;	/* HANDLE_STEP opened for reading */
+	/*
+	 * What a reader sees after snap: a content version (a checkpoint's
+	 * content, a key's result), pinned in `pinned` until the handle is
+	 * freed.  The handle holds no copy of it, no fd and no connection.
+	 */
+	struct store *pinned;
+	int64_t content;
+	int64_t content_size;
 
 	pthread_mutex_t lock;
 	bool dirty;		/* written since the last commit */
@@ -80,6 +88,17 @@ void handle_undo(struct handle *h);
 
 /* Take ownership of a malloc'd snapshot. */
 void handle_set_snapshot(struct handle *h, char *snap, size_t len);
+
+/* Take over a pin of content (size bytes) in st: released when h is freed. */
+void handle_set_content(struct handle *h, struct store *st, int64_t content,
+			int64_t size);
+
+/*
+ * What a reader of h reads at off: the snapshot, then the content.
+ * Up to size bytes into buf; *got gets the count.
+ */
+int handle_read(struct handle *h, int64_t off, char *buf, size_t size,
+		size_t *got);
 
 /*
  * The attributes of generation `generation` as the open that claimed it

@@ -42,11 +42,12 @@ struct options {
 	int help;
 	int version;
 	int nonopts;
+	int read_only;		/* -o ro: the store is opened read-only too */
 };
 
 #define OPT(t, p) { t, offsetof(struct options, p), 1 }
 
-enum { KEY_HELP, KEY_VERSION, KEY_FOREGROUND, KEY_DEBUG };
+enum { KEY_HELP, KEY_VERSION, KEY_FOREGROUND, KEY_DEBUG, KEY_RO };
 
 static const struct fuse_opt option_spec[] = {
 	OPT("create", create),
@@ -61,6 +62,7 @@ static const struct fuse_opt option_spec[] = {
 	FUSE_OPT_KEY("--version", KEY_VERSION),
 	FUSE_OPT_KEY("-f", KEY_FOREGROUND),
 	FUSE_OPT_KEY("-d", KEY_DEBUG),
+	FUSE_OPT_KEY("ro", KEY_RO),
 	FUSE_OPT_END
 };
 
@@ -117,6 +119,9 @@ static int parse_option(void *data, const char *arg, int key,
 		o->debug = 1;
 		o->foreground = 1;
 		return 1;
+	case KEY_RO:
+		o->read_only = 1;
+		return 1;	/* and the kernel's too */
 	case FUSE_OPT_KEY_NONOPT:
 		if (o->nonopts == 0)
 			o->store = strdup(arg);
@@ -277,6 +282,7 @@ int main(int argc, char *argv[])
 		goto out;
 	}
 	sopt.create = opt.create;
+	sopt.read_only = opt.read_only;
 	sopt.busy_timeout_ms = opt.busy_timeout_ms;
 	if (parse_sync(opt.sync, &sopt.sync)) {
 		fprintf(stderr, "oncefs: sync=%s: expected full, normal or off\n",

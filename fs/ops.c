@@ -1000,18 +1000,32 @@ static int key_handle(struct fs *fs, const struct key_row *k, char *snap,
 	return 0;
 }
 
-/* Open an existing key: the snapshot for readers, checks for writers. */
+/*
+ * Open an existing key: its status line and its pinned result for
+ * readers, checks for writers.
+ */
 static int open_key(struct fs *fs, uint64_t ino, int flags,
 		    const struct caller *who, struct handle **out)
 {
 	struct key_row k;
-	char *snap;
+	char line[KEY_STATUS_LINE_MAX + 32], *snap;
 	size_t len;
-	int rc = key_content(&fs->core, ino_value(ino), &k, &snap, &len);
+	int rc = key_open_content(&fs->core, ino_value(ino), &k, line,
+				  sizeof(line), &len);
 
 	if (rc)
 		return rc;
-	return key_handle(fs, &k, snap, len, flags, false, who, out);
+	snap = malloc(len);
+	if (snap)
+		memcpy(snap, line, len);
+	rc = snap ? key_handle(fs, &k, snap, len, flags, false, who, out)
+		  : -ENOMEM;
+	if (rc) {
+		store_unpin(fs->core.store, k.content);
+		return rc;
+	}
+	handle_set_content(*out, fs->core.store, k.content, k.result_len);
+	return 0;
 }
 
 /* Open a checkpoint: a snapshot for readers, a private copy for writers. */
@@ -1020,23 +1034,25 @@ static int open_step(struct fs *fs, uint64_t ino, int flags, bool created,
 {
 	struct handle *h;
 	struct step_row r;
-	int64_t size;
-	int rc = step_get(&fs->core, ino_value(ino), &r);
+	bool writable = (flags & O_ACCMODE) != O_RDONLY;
+	int rc = writable ? step_get(&fs->core, ino_value(ino), &r)
+			  : step_get_pinned(&fs->core, ino_value(ino), &r);
 
 	if (rc)
 		return rc;
 	h = handle_new(HANDLE_STEP, ino, r.wf, flags);
-	if (!h)
+	if (!h) {
+		if (!writable)
+			store_unpin(fs->core.store, r.content);
 		return -ENOMEM;
-	if (h->writable) {
+	}
+	if (writable) {
 		bool trunc = created || (flags & O_TRUNC);
 
 		rc = step_writer_open(&fs->core, r.id, trunc, &h->writer);
 		h->truncated = !created && (flags & O_TRUNC);
 	} else {
-		rc = store_reader_open(fs->core.store, r.id, &h->reader, &size);
-		if (rc == -ENOENT)
-			rc = -ESTALE;
+		handle_set_content(h, fs->core.store, r.content, r.size);
 	}
 	if (rc) {
 		handle_free(h);
@@ -1269,12 +1285,13 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			reply_rc(req, -ENOMEM);
 			return;
 		}
-		pthread_mutex_lock(&h->lock);
-		if (h->writer)
+		if (h->writer) {
+			pthread_mutex_lock(&h->lock);
 			rc = step_writer_read(h->writer, off, buf, size, &got);
-		else
-			rc = store_reader_read(h->reader, off, buf, size, &got);
-		pthread_mutex_unlock(&h->lock);
+			pthread_mutex_unlock(&h->lock);
+		} else {
+			rc = handle_read(h, off, buf, size, &got);
+		}
 		if (rc)
 			reply_rc(req, rc);
 		else
@@ -1282,14 +1299,13 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		free(buf);
 		return;
 	}
-	pthread_mutex_lock(&h->lock);
-	if ((size_t)off < h->snap_len) {
-		got = h->snap_len - (size_t)off;
-		if (got > size)
-			got = size;
-	}
-	fuse_reply_buf(req, got ? h->snap + off : NULL, got);
-	pthread_mutex_unlock(&h->lock);
+	buf = malloc(size ? size : 1);
+	rc = buf ? handle_read(h, off, buf, size, &got) : -ENOMEM;
+	if (rc)
+		reply_rc(req, rc);
+	else
+		fuse_reply_buf(req, buf, got);
+	free(buf);
 }
 
 /* The checks of write(): they run on the buffer as it would become. */

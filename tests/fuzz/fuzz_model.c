@@ -102,7 +102,7 @@ struct mwriter {
 /* A reader of a checkpoint: it sees one version from open to close. */
 struct mreader {
 	bool on;
-	struct store_reader *r;
+	struct step_row row;	/* its content version pinned */
 	char c[MAX_CKPT];
 	size_t len;
 };
@@ -442,19 +442,19 @@ static void check_all(void)
 			rc = step_lookup(&F.o, m->id, step_names[i], 2, &sr);
 			EXPECT(what, rc, s->on ? 0 : -ENOENT);
 			if (rc == 0) {
-				struct store_reader *r = NULL;
-				int64_t size = -1;
+				struct step_row pr;
 				char buf[MAX_CKPT + 8];
 				size_t got = 0;
 
 				EXPECT_EQ("step id", sr.id, s->id);
 				EXPECT_EQ("step size", sr.size, (int64_t)s->len);
-				EXPECT("store_reader_open", store_reader_open(F.st, sr.id, &r, &size), 0);
-				EXPECT_EQ("reader size", size, (int64_t)s->len);
-				if (size > 0)
-					EXPECT("store_reader_read",
-					       store_reader_read(r, 0, buf, sizeof(buf), &got), 0);
-				store_reader_close(r);
+				EXPECT("step_get_pinned", step_get_pinned(&F.o, sr.id, &pr), 0);
+				EXPECT_EQ("reader size", pr.size, (int64_t)s->len);
+				if (pr.size > 0)
+					EXPECT("store_content_read",
+					       store_content_read(F.st, pr.content, pr.size, 0, buf,
+								  sizeof(buf), &got), 0);
+				store_unpin(F.st, pr.content);
 				if (got != s->len || memcmp(buf, s->c, s->len) != 0) {
 					fprintf(stderr, "checkpoint: ");
 					fuzz_print_bytes(buf, got);
@@ -1277,11 +1277,13 @@ static void op_clock(void)
 
 	F.now += d;
 	note("clock + %" PRId64 " ms", d);
+	/* The mount's background renews its pins as time goes by. */
+	EXPECT("store_pins_renew", store_pins_renew(F.st, F.now), 0);
 }
 
 static void close_reader(struct mreader *x)
 {
-	store_reader_close(x->r);
+	store_unpin(F.st, x->row.content);
 	memset(x, 0, sizeof(*x));
 }
 
@@ -1293,22 +1295,18 @@ static void op_reader_open(void)
 	struct mreader *x = &F.rd[(a >> 3) & 1];
 	struct mwf *m = &F.W[w];
 	int64_t id = m->s[i].on ? m->s[i].id : m->last_step_id[i];
-	struct step_row row;
 	struct mstep *s;
-	int64_t size = -1;
 	int rc;
 
 	if (!id || x->on)
 		return;
-	rc = step_get(&F.o, id, &row);
-	if (rc == 0)
-		rc = store_reader_open(F.st, id, &x->r, &size);
+	rc = step_get_pinned(&F.o, id, &x->row);
 	note("reader open(%s/%s id %" PRId64 ") = %s", wf_names[w], step_names[i], id, fuzz_errname(rc));
 	s = m_step_anywhere(id, &m);
-	EXPECT("step_get + store_reader_open", rc, s ? 0 : -ESTALE);
+	EXPECT("step_get_pinned", rc, s ? 0 : -ESTALE);
 	if (rc)
 		return;
-	EXPECT_EQ("reader size", size, (int64_t)s->len);
+	EXPECT_EQ("reader size", x->row.size, (int64_t)s->len);
 	x->on = true;
 	x->len = s->len;
 	memcpy(x->c, s->c, s->len);
@@ -1329,9 +1327,10 @@ static void op_reader_read(void)
 		return;
 	if (off > (int64_t)x->len)
 		off = (int64_t)x->len;
-	rc = store_reader_read(x->r, off, buf, sizeof(buf), &got);
+	rc = store_content_read(F.st, x->row.content, x->row.size, off, buf,
+				sizeof(buf), &got);
 	note("reader read(%d, off %" PRId64 ") = %s, %zu bytes", a & 1, off, fuzz_errname(rc), got);
-	EXPECT("store_reader_read", rc, 0);
+	EXPECT("store_content_read", rc, 0);
 	if (got != x->len - (size_t)off || memcmp(buf, x->c + off, got) != 0) {
 		fprintf(stderr, "read:   ");
 		fuzz_print_bytes(buf, got);

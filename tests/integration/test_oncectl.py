@@ -74,7 +74,7 @@ class Oncectl(MountedTest):
         r = ctl("check", self.m.store)
         self.assertEqual(r.returncode, 1)
         self.assertIn("beyond the sequence", r.stdout)
-        self.assertIn("holds 10 bytes, says 3", r.stdout)
+        self.assertIn("says 3 bytes, its content", r.stdout)
 
     def test_init_and_refusals(self):
         path = os.path.join(self.m.tmp, "new.db")

@@ -438,6 +438,93 @@ static void test_refuse_key_values_out_of_range(void **state)
 	}
 }
 
+/* A store of schema 1 (oncefs 0.1): its results and checkpoints survive. */
+static void test_upgrade_from_schema_1(void **state)
+{
+	static const char v1[] =
+		"CREATE TABLE sequence(name TEXT PRIMARY KEY, value INTEGER NOT NULL) "
+		"WITHOUT ROWID;"
+		"INSERT INTO sequence VALUES('generation', 7);"
+		"CREATE TABLE workflows(id INTEGER PRIMARY KEY AUTOINCREMENT, name "
+		"BLOB NOT NULL UNIQUE, uid INTEGER NOT NULL, gid INTEGER NOT NULL, "
+		"mode INTEGER NOT NULL, ctime_ns INTEGER NOT NULL, mtime_ns INTEGER "
+		"NOT NULL, on_input_change INTEGER NOT NULL, dedup_on INTEGER NOT "
+		"NULL, in_flight_ttl INTEGER NOT NULL, retention INTEGER NOT NULL, "
+		"fingerprint BLOB, epoch INTEGER NOT NULL, events_size INTEGER NOT "
+		"NULL, events_base INTEGER NOT NULL DEFAULT 0);"
+		"CREATE TABLE keys(id INTEGER PRIMARY KEY AUTOINCREMENT, wf INTEGER "
+		"NOT NULL, name BLOB NOT NULL, status INTEGER NOT NULL, generation "
+		"INTEGER NOT NULL UNIQUE, attempt INTEGER NOT NULL, expires_ms "
+		"INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, holder_pid INTEGER NOT "
+		"NULL, holder_uid INTEGER NOT NULL, result BLOB, UNIQUE(wf, name));"
+		"CREATE INDEX keys_by_workflow ON keys(wf, id);"
+		"CREATE INDEX keys_by_expiry ON keys(expires_ms) WHERE status = 1;"
+		"CREATE INDEX keys_by_age ON keys(mtime_ns) WHERE status != 1;"
+		"CREATE TABLE steps(id INTEGER PRIMARY KEY AUTOINCREMENT, wf INTEGER "
+		"NOT NULL, epoch INTEGER NOT NULL, name BLOB NOT NULL, size INTEGER "
+		"NOT NULL, mtime_ns INTEGER NOT NULL, UNIQUE(wf, epoch, name));"
+		"CREATE INDEX steps_by_workflow ON steps(wf, epoch, id);"
+		"CREATE TABLE chunks(id INTEGER PRIMARY KEY, step INTEGER NOT NULL, "
+		"seq INTEGER NOT NULL, data BLOB NOT NULL, UNIQUE(step, seq));"
+		"CREATE TABLE events(wf INTEGER NOT NULL, off INTEGER NOT NULL, "
+		"time_ms INTEGER NOT NULL, line TEXT NOT NULL, PRIMARY KEY(wf, off)) "
+		"WITHOUT ROWID;"
+		"INSERT INTO workflows VALUES(1, 'wf', 0, 0, 493, 1, 1, 0, 0, 86400, "
+		"2592000, NULL, 1, 0, 0);"
+		"INSERT INTO keys VALUES(1, 1, 'done', 2, 5, 1, 0, 1, 1, 0, 'the result');"
+		"INSERT INTO keys VALUES(2, 1, 'live', 1, 7, 1, 99999999999999, 1, 1, 0, NULL);"
+		"INSERT INTO steps VALUES(3, 1, 1, 'cur', 6, 1);"
+		"INSERT INTO chunks VALUES(1, 3, 0, 'abcdef');"
+		"INSERT INTO steps VALUES(4, 1, 0, 'old', 3, 1);"
+		"INSERT INTO chunks VALUES(2, 4, 0, 'xyz');"
+		"PRAGMA application_id = 1869505381; PRAGMA user_version = 1;";
+	struct tmp *t = *state;
+	struct store_options ro = plain;
+	struct store *st = NULL;
+	struct key_row k;
+	struct step_row r;
+	char err[256], *res, *content;
+	size_t len;
+	int64_t n;
+
+	assert_int_equal(raw_sql(t->path, v1), SQLITE_OK);
+	ro.read_only = true;
+	open_refused(t->path, &ro, -EPROTONOSUPPORT, "upgrade");
+	assert_rc(store_open(t->path, &plain, &st, err, sizeof(err)), 0);
+	assert_rc(store_begin(st, false), 0);
+	assert_rc(store_key_by_generation(st, 5, &k), 0);
+	assert_i64(k.result_len, 10);
+	assert_rc(store_step_by_id(st, 3, &r), 0);
+	assert_i64(r.size, 6);
+	assert_rc(store_key_by_generation(st, 7, &k), 0);
+	assert_i64(k.result_len, 0);
+	assert_rc(store_commit(st), 0);
+	assert_rc(store_begin(st, false), 0);
+	assert_rc(store_key_by_generation(st, 5, &k), 0);
+	assert_rc(store_commit(st), 0);
+	assert_rc(store_key_result(st, &k, &res, &len), 0);
+	assert_int_equal(len, 10);
+	assert_memory_equal(res, "the result", 10);
+	free(res);
+	content = checkpoint_content(st, 3, &len);
+	assert_string_equal(content, "abcdef");
+	free(content);
+	/* The checkpoint of the old epoch is purged as before. */
+	do {
+		assert_rc(store_begin(st, true), 0);
+		assert_rc(store_purge(st, T0_MS, 8, &n), 0);
+		assert_rc(store_commit(st), 0);
+	} while (n > 0);
+	assert_rc(store_begin(st, false), 0);
+	assert_rc(store_step_by_id(st, 4, &r), -ENOENT);
+	assert_rc(store_commit(st), 0);
+	store_close(st);
+	/* And it stays schema 2, readable read-only now. */
+	st = NULL;
+	assert_rc(store_open(t->path, &ro, &st, err, sizeof(err)), 0);
+	store_close(st);
+}
+
 static void test_read_only_store_file(void **state)
 {
 	struct tmp *t = *state;
@@ -891,7 +978,7 @@ static void test_key_rows(void **state)
 		/* A generation names one claim: unique store-wide. */
 		assert_rc(store_key_insert(st, &gen), -EEXIST);
 	}
-	assert_rc(store_key_set_result(st, done.id, S("out\0put")), 0);
+	assert_rc(store_key_set_result(st, &done, S("out\0put")), 0);
 	assert_rc(store_commit(st), 0);
 
 	assert_rc(store_begin(st, false), 0);
@@ -903,14 +990,14 @@ static void test_key_rows(void **state)
 	assert_int_equal(got.holder_pid, 77);
 	assert_int_equal(got.holder_uid, 1000);
 	assert_i64(got.mtime_ns, 33);
-	assert_rc(store_key_result(st, done.id, &res, &res_len), 0);
+	assert_true(got.content > 0);
+	assert_rc(store_key_result(st, &got, &res, &res_len), 0);
 	assert_int_equal(res_len, 7);
 	assert_memory_equal(res, "out\0put", 7);
 	free(res);
-	assert_rc(store_key_result(st, live.id, &res, &res_len), 0);
+	assert_rc(store_key_result(st, &live, &res, &res_len), 0);
 	assert_int_equal(res_len, 0);
 	free(res);
-	assert_rc(store_key_result(st, 999999, &res, &res_len), -ENOENT);
 	assert_rc(store_key_by_generation(st, 2, &got), 0);
 	assert_string_equal(got.name, "expired");
 	assert_rc(store_key_by_generation(st, 42, &got), -ENOENT);
@@ -946,7 +1033,7 @@ static void test_key_rows(void **state)
 	got.attempt = 3;
 	assert_rc(store_begin(st, true), 0);
 	assert_rc(store_key_update(st, &got), 0);
-	assert_rc(store_key_set_result(st, done.id, NULL, 0), 0);
+	assert_rc(store_key_set_result(st, &done, NULL, 0), 0);
 	assert_rc(store_key_delete(st, failed.id), 0);
 	assert_rc(store_commit(st), 0);
 	assert_rc(store_begin(st, false), 0);
@@ -975,9 +1062,9 @@ static void test_step_rows_absent(void **state)
 {
 	struct tmp *t = *state;
 	struct store *st = open_store(t->path, true);
-	struct store_reader *r = (struct store_reader *)&r;
 	struct step_row row;
-	int64_t size = -1;
+	char buf[8];
+	size_t got = 1;
 	bool any = true;
 
 	assert_rc(store_begin(st, false), 0);
@@ -986,8 +1073,11 @@ static void test_step_rows_absent(void **state)
 	assert_rc(store_step_any(st, 1, 0, &any), 0);
 	assert_false(any);
 	assert_rc(store_commit(st), 0);
-	assert_rc(store_reader_open(st, 1, &r, &size), -ENOENT);
-	assert_null(r);
+	/* Version 0 is empty; a version that is not there cannot be read. */
+	assert_rc(store_content_read(st, 0, 0, 0, buf, sizeof(buf), &got), 0);
+	assert_int_equal(got, 0);
+	assert_rc(store_content_read(st, 12345, 8, 0, buf, sizeof(buf), &got),
+		  -EIO);
 	store_close(st);
 }
 
@@ -1023,11 +1113,19 @@ static struct step_row make_step(int64_t wf, int64_t epoch, const char *name)
 	return r;
 }
 
+/* Stage len bytes of fd and make them checkpoint id's content. */
 static void write_step(struct store *st, int64_t id, int fd, size_t len)
 {
+	struct step_row r;
+	int64_t content = -1;
+
+	assert_rc(store_content_stage(st, fd, (int64_t)len, T0_MS, &content), 0);
+	assert_true(len ? content > 0 : content == 0);
 	assert_rc(store_begin(st, true), 0);
-	assert_rc(store_step_write(st, id, fd, (int64_t)len, 55), 0);
+	assert_rc(store_step_by_id(st, id, &r), 0);
+	assert_rc(store_step_set_content(st, &r, content, (int64_t)len, 55), 0);
 	assert_rc(store_commit(st), 0);
+	store_unpin(st, content);
 }
 
 static void test_step_rows(void **state)
@@ -1144,8 +1242,6 @@ static void test_step_content(void **state)
 
 	/* Reads at offsets across the chunk boundaries, and past the end. */
 	{
-		struct store_reader *r;
-		int64_t size;
 		char buf[64];
 		size_t got_n;
 		const int64_t offs[] = {
@@ -1153,24 +1249,24 @@ static void test_step_content(void **state)
 			(int64_t)len - 20, (int64_t)len - 1,
 		};
 
-		assert_rc(store_reader_open(st, a.id, &r, &size), 0);
-		assert_i64(size, (int64_t)len);
 		for (size_t i = 0; i < sizeof(offs) / sizeof(offs[0]); i++) {
 			size_t expect = len - (size_t)offs[i] < sizeof(buf)
 					? len - (size_t)offs[i] : sizeof(buf);
 
-			assert_rc(store_reader_read(r, offs[i], buf, sizeof(buf),
-						    &got_n), 0);
+			assert_rc(store_content_read(st, got.content, got.size,
+						     offs[i], buf, sizeof(buf),
+						     &got_n), 0);
 			assert_int_equal(got_n, expect);
 			assert_memory_equal(buf, want + offs[i], expect);
 		}
-		assert_rc(store_reader_read(r, (int64_t)len, buf, sizeof(buf),
-					    &got_n), 0);
+		assert_rc(store_content_read(st, got.content, got.size,
+					     (int64_t)len, buf, sizeof(buf),
+					     &got_n), 0);
 		assert_int_equal(got_n, 0);
-		assert_rc(store_reader_read(r, (int64_t)len + 100, buf,
-					    sizeof(buf), &got_n), 0);
+		assert_rc(store_content_read(st, got.content, got.size,
+					     (int64_t)len + 100, buf,
+					     sizeof(buf), &got_n), 0);
 		assert_int_equal(got_n, 0);
-		store_reader_close(r);
 	}
 	free(want);
 
@@ -1192,16 +1288,34 @@ static void test_step_content(void **state)
 	store_close(st);
 }
 
+/* Purge until nothing is due, at time now_ms; returns the rows purged. */
+static int64_t purge_all(struct store *st, int64_t now_ms)
+{
+	int64_t n, total = 0;
+
+	do {
+		assert_rc(store_begin(st, true), 0);
+		assert_rc(store_purge(st, now_ms, 8, &n), 0);
+		assert_rc(store_commit(st), 0);
+		total += n;
+	} while (n > 0);
+	return total;
+}
+
+/*
+ * A pinned version outlives a rewrite and a purge of its checkpoint, by
+ * this store handle or another (another mount); an unpinned one, or one
+ * whose pin lapsed (its mount died), is purged.
+ */
 static void test_step_reader_snapshot(void **state)
 {
 	struct tmp *t = *state;
 	struct store *st = open_store(t->path, true);
+	struct store *other = open_store(t->path, false);
 	struct wf_row w = make_wf(S("wf"));
-	struct step_row a = make_step(0, 0, "s");
-	struct store_reader *r;
+	struct step_row a = make_step(0, 0, "s"), r1, r2;
 	char *v1, *v2, buf[64];
 	size_t got;
-	int64_t size, purged = -1;
 	int fd;
 
 	assert_rc(store_begin(st, true), 0);
@@ -1212,32 +1326,124 @@ static void test_step_reader_snapshot(void **state)
 	fd = content_fd(t, 40, 3, &v1);
 	write_step(st, a.id, fd, 40);
 	close(fd);
+	assert_rc(store_begin(st, false), 0);
+	assert_rc(store_step_by_id(st, a.id, &r1), 0);
+	assert_rc(store_commit(st), 0);
 
-	/* A reader keeps its version through a rewrite... */
-	assert_rc(store_reader_open(st, a.id, &r, &size), 0);
-	assert_i64(size, 40);
+	/* Pinned by the other mount, then rewritten and purged here... */
+	assert_rc(store_pin(other, r1.content, T0_MS), 0);
 	fd = content_fd(t, 30, 4, &v2);
 	write_step(st, a.id, fd, 30);
 	close(fd);
-	assert_rc(store_reader_read(r, 0, buf, sizeof(buf), &got), 0);
-	assert_int_equal(got, 40);
-	assert_memory_equal(buf, v1, 40);
-	/* ...and through a purge of its checkpoint. */
+	assert_rc(store_begin(st, false), 0);
+	assert_rc(store_step_by_id(st, a.id, &r2), 0);
+	assert_rc(store_commit(st), 0);
+	assert_true(r2.content != r1.content);
 	w.epoch = 1;
 	assert_rc(store_begin(st, true), 0);
 	assert_rc(store_wf_update(st, &w), 0);
-	assert_rc(store_step_purge(st, 10, &purged), 0);
 	assert_rc(store_commit(st), 0);
-	assert_i64(purged, 1);
-	assert_rc(store_reader_read(r, 10, buf, sizeof(buf), &got), 0);
+	purge_all(st, T0_MS + 1000);
+	/* ...the old version still reads whole, through either handle. */
+	assert_rc(store_content_read(other, r1.content, 40, 10, buf, sizeof(buf),
+				     &got), 0);
 	assert_int_equal(got, 30);
 	assert_memory_equal(buf, v1 + 10, 30);
-	store_reader_close(r);
-	/* A new reader sees that it is gone. */
-	r = NULL;
-	assert_rc(store_reader_open(st, a.id, &r, &size), -ENOENT);
+	assert_rc(store_content_read(st, r1.content, 40, 0, buf, sizeof(buf),
+				     &got), 0);
+	assert_int_equal(got, 40);
+	/*
+	 * The checkpoint went with its epoch; its new version is dead too,
+	 * and goes once the pin its staging took is dropped, unused.
+	 */
+	assert_rc(store_begin(st, false), 0);
+	assert_rc(store_step_by_id(st, a.id, &r2), -ENOENT);
+	assert_rc(store_commit(st), 0);
+	assert_rc(store_pins_renew(st, T0_MS + 1000), 0);
+	assert_rc(store_pins_renew(st, T0_MS + 60 * 1000), 0);
+	purge_all(st, T0_MS + 60 * 1000);
+	assert_rc(store_content_read(st, r2.content, 30, 0, buf, sizeof(buf),
+				     &got), -EIO);
+	/* A pin of a version that is gone is refused: read the row again. */
+	assert_rc(store_pin(st, r2.content, T0_MS), -ENOENT);
+
+	/* Closed: the pin stays a while, then goes, and so does the version. */
+	store_unpin(other, r1.content);
+	assert_rc(store_pins_renew(other, T0_MS + 2000), 0);
+	assert_rc(store_pins_renew(other, T0_MS + 3000), 0);
+	purge_all(st, T0_MS + 3000);
+	assert_rc(store_content_read(st, r1.content, 40, 0, buf, sizeof(buf),
+				     &got), 0);
+	assert_rc(store_pins_renew(other, T0_MS + 60 * 60 * 1000), 0);
+	purge_all(st, T0_MS + 60 * 60 * 1000);
+	assert_rc(store_content_read(st, r1.content, 40, 0, buf, sizeof(buf),
+				     &got), -EIO);
 	free(v1);
 	free(v2);
+	store_close(other);
+	store_close(st);
+}
+
+/* A mount that died holding a pin: the pin lapses and the purge goes on. */
+static void test_pin_of_a_dead_mount_lapses(void **state)
+{
+	struct tmp *t = *state;
+	struct store *st = open_store(t->path, true);
+	struct store *dead = open_store(t->path, false);
+	struct wf_row w = make_wf(S("wf"));
+	struct step_row a = make_step(0, 0, "s"), r;
+	char *v, buf[16];
+	size_t got;
+	int fd;
+
+	assert_rc(store_begin(st, true), 0);
+	assert_rc(store_wf_insert(st, &w), 0);
+	a.wf = w.id;
+	assert_rc(store_step_insert(st, &a), 0);
+	assert_rc(store_commit(st), 0);
+	fd = content_fd(t, 16, 5, &v);
+	write_step(st, a.id, fd, 16);
+	close(fd);
+	assert_rc(store_begin(st, false), 0);
+	assert_rc(store_step_by_id(st, a.id, &r), 0);
+	assert_rc(store_commit(st), 0);
+	assert_rc(store_pin(dead, r.content, T0_MS), 0);
+	assert_rc(store_begin(st, true), 0);
+	assert_rc(store_step_delete(st, a.id), 0);
+	assert_rc(store_commit(st), 0);
+	/* Within the pin's lease the version stays... */
+	purge_all(st, T0_MS + 1000);
+	assert_rc(store_content_read(st, r.content, 16, 0, buf, sizeof(buf),
+				     &got), 0);
+	/* ...past it, with no renewal, it goes. */
+	purge_all(st, T0_MS + 60 * 60 * 1000);
+	assert_rc(store_content_read(st, r.content, 16, 0, buf, sizeof(buf),
+				     &got), -EIO);
+	free(v);
+	store_close(dead);
+	store_close(st);
+}
+
+/* Staged content that no commit named (a crash) is purged. */
+static void test_staged_content_is_purged(void **state)
+{
+	struct tmp *t = *state;
+	struct store *st = open_store(t->path, true);
+	char *v, buf[8];
+	int64_t content;
+	size_t got;
+	int fd = content_fd(t, 3 * 1024 * 1024, 6, &v);
+
+	assert_rc(store_content_stage(st, fd, 3 * 1024 * 1024, T0_MS, &content), 0);
+	close(fd);
+	assert_true(content > 0);
+	store_unpin(st, content);
+	assert_rc(store_pins_renew(st, T0_MS + 1000), 0);
+	assert_rc(store_pins_renew(st, T0_MS + 60 * 1000), 0);
+	assert_true(purge_all(st, T0_MS + 60 * 1000) >= 3);
+	assert_rc(store_content_read(st, content, 3 * 1024 * 1024, 0, buf,
+				     sizeof(buf), &got), -EIO);
+	free(v);
 	store_close(st);
 }
 
@@ -1271,15 +1477,15 @@ static void test_step_purge(void **state)
 
 	/* At most max at a time. */
 	assert_rc(store_begin(st, true), 0);
-	assert_rc(store_step_purge(st, 2, &purged), 0);
+	assert_rc(store_purge(st, T0_MS, 2, &purged), 0);
 	assert_rc(store_commit(st), 0);
 	assert_i64(purged, 2);
 	assert_rc(store_begin(st, true), 0);
-	assert_rc(store_step_purge(st, 100, &purged), 0);
+	assert_rc(store_purge(st, T0_MS, 100, &purged), 0);
 	assert_rc(store_commit(st), 0);
 	assert_i64(purged, 3);
 	assert_rc(store_begin(st, true), 0);
-	assert_rc(store_step_purge(st, 100, &purged), 0);
+	assert_rc(store_purge(st, T0_MS, 100, &purged), 0);
 	assert_rc(store_commit(st), 0);
 	assert_i64(purged, 0);
 	assert_rc(store_begin(st, false), 0);
@@ -1476,6 +1682,7 @@ int main(void)
 		T(test_refuse_newer_schema_in_wal),
 		T(test_refuse_postgresql),
 		T(test_scheme),
+		T(test_upgrade_from_schema_1),
 		T(test_refuse_values_out_of_range),
 		T(test_refuse_key_values_out_of_range),
 		T(test_read_only_store_file),
@@ -1492,6 +1699,8 @@ int main(void)
 		T(test_step_rows),
 		T(test_step_content),
 		T(test_step_reader_snapshot),
+		T(test_pin_of_a_dead_mount_lapses),
+		T(test_staged_content_is_purged),
 		T(test_step_purge),
 		T(test_wf_update_keeps_events_size),
 		T(test_events_render),

@@ -388,24 +388,24 @@ static inline struct step_row make_checkpoint(struct once *o, int64_t wf,
 	return r;
 }
 
-/* The committed content of a checkpoint, read by a store reader. */
+/* The committed content of a checkpoint, read from its content version. */
 static inline char *checkpoint_content(struct store *st, int64_t id,
 				       size_t *len)
 {
-	struct store_reader *r = NULL;
-	int64_t size = -1;
+	struct step_row r;
 	size_t got = 0;
 	char *buf;
 
-	assert_rc(store_reader_open(st, id, &r, &size), 0);
-	assert_true(size >= 0);
-	buf = malloc((size_t)size + 1);
+	assert_rc(store_begin(st, false), 0);
+	assert_rc(store_step_by_id(st, id, &r), 0);
+	assert_rc(store_commit(st), 0);
+	buf = malloc((size_t)r.size + 1);
 	assert_non_null(buf);
-	if (size)
-		assert_rc(store_reader_read(r, 0, buf, (size_t)size, &got), 0);
-	assert_int_equal(got, (size_t)size);
-	buf[size] = '\0';
-	store_reader_close(r);
+	if (r.size)
+		assert_rc(store_content_read(st, r.content, r.size, 0, buf,
+					     (size_t)r.size, &got), 0);
+	assert_int_equal(got, (size_t)r.size);
+	buf[r.size] = '\0';
 	*len = got;
 	return buf;
 }
