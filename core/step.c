@@ -73,14 +73,20 @@ int step_set_fingerprint(struct once *o, int64_t wf, const char *buf,
 		rc = decide(o, &w, buf, vlen, true, &same, &steps);
 	if (rc || same)
 		goto out;
-	if (w.policy.on_input_change == ON_INPUT_RESET && steps) {
+	/*
+	 * Reset moves to a new epoch even with no checkpoint committed yet:
+	 * a writer that opened under the old value (a new checkpoint has no
+	 * row to vanish) must not commit under the new one.
+	 */
+	if (w.policy.on_input_change == ON_INPUT_RESET) {
 		struct event inv = {
 			.type = "invalidate",
 			.number_field = "epoch",
 			.number_field_value = w.epoch,
 		};
 
-		rc = once_event(o, wf, who, &inv);
+		if (steps)
+			rc = once_event(o, wf, who, &inv);
 		w.epoch++;
 	}
 	memcpy(w.fingerprint, buf ? buf : "", vlen);
@@ -100,9 +106,11 @@ out:
 /* ---- checkpoints ------------------------------------------------------ */
 
 struct step_writer {
-	int64_t id;
+	int64_t id;		/* 0: a new checkpoint, not committed yet */
 	int64_t wf;
 	int64_t epoch;
+	char name[NAME_MAX_LEN + 1];
+	size_t name_len;
 	int fd;			/* the private copy */
 	int64_t size;
 };
@@ -186,12 +194,11 @@ int step_create(struct once *o, int64_t wf, const char *name, size_t len,
 		bool excl, const struct caller *who, struct step_row *out)
 {
 	struct wf_row w;
-	struct event ev;
 	int rc = name_check(name, len);
 
 	if (rc)
 		return rc;
-	rc = store_begin(o->store, true);
+	rc = store_begin(o->store, false);
 	if (rc)
 		return rc;
 	rc = store_wf_by_id(o->store, wf, &w);
@@ -204,17 +211,18 @@ int step_create(struct once *o, int64_t wf, const char *name, size_t len,
 	}
 	if (rc != -ENOENT)
 		goto out;
+	/*
+	 * A new checkpoint exists for nobody until its first commit: no row
+	 * now, so a writer killed before then leaves nothing behind.
+	 */
 	memset(out, 0, sizeof(*out));
 	out->wf = wf;
 	out->epoch = w.epoch;
 	name_copy(out->name, &out->name_len, name, len);
 	out->mtime_ns = once_now_ms(o) * 1000000;
-	rc = store_step_insert(o->store, out);
-	step_event(&ev, "checkpoint", out);
-	ev.number_field = "size";
-	if (rc == 0)
-		rc = once_event(o, wf, who, &ev);
+	rc = 0;
 out:
+	(void)who;
 	return once_end(o, rc);
 }
 
@@ -284,7 +292,8 @@ out:
 	return once_end(o, rc);
 }
 
-int step_set_mtime(struct once *o, int64_t id, int64_t mtime_ns)
+int step_set_times(struct once *o, int64_t id, const int64_t *mtime_ns,
+		   const int64_t *atime_ns)
 {
 	struct step_row r;
 	int rc = store_begin(o->store, true);
@@ -292,7 +301,10 @@ int step_set_mtime(struct once *o, int64_t id, int64_t mtime_ns)
 	if (rc)
 		return rc;
 	rc = visible_step(o, id, &r);
-	r.mtime_ns = mtime_ns;
+	if (mtime_ns)
+		r.mtime_ns = *mtime_ns;
+	if (atime_ns)
+		r.atime_ns = *atime_ns;
 	if (rc == 0)
 		rc = store_step_update(o->store, &r);
 	return once_end(o, rc);
@@ -347,12 +359,13 @@ static int copy_content(struct once *o, int64_t id, int fd, int64_t *size)
 	return rc;
 }
 
-int step_writer_open(struct once *o, int64_t id, bool truncate,
+int step_writer_open(struct once *o, const struct step_row *row, bool truncate,
 		     struct step_writer **out)
 {
 	struct step_writer *w;
-	struct step_row r;
-	int rc = step_get(o, id, &r);
+	struct step_row r = *row;
+	int64_t id = row->id;
+	int rc = id ? step_get(o, id, &r) : 0;
 
 	*out = NULL;
 	if (rc)
@@ -363,13 +376,14 @@ int step_writer_open(struct once *o, int64_t id, bool truncate,
 	w->id = id;
 	w->wf = r.wf;
 	w->epoch = r.epoch;
+	name_copy(w->name, &w->name_len, r.name, r.name_len);
 	w->fd = open_private_copy(o);
 	if (w->fd < 0) {
 		rc = w->fd;
 		free(w);
 		return rc;
 	}
-	if (!truncate) {
+	if (!truncate && id) {
 		rc = copy_content(o, id, w->fd, &w->size);
 		if (rc) {
 			step_writer_close(w);
@@ -470,12 +484,31 @@ int step_writer_commit(struct once *o, struct step_writer *w,
 	rc = store_wf_by_id(o->store, w->wf, &wr);
 	if (rc == 0 && wr.epoch != w->epoch)
 		rc = -ESTALE;
-	if (rc == 0)
+	if (rc == 0 && w->id) {
 		rc = store_step_by_id(o->store, w->id, &r);
-	if (rc == -ENOENT) {
-		/* Removed while open: like a write to an unlinked file. */
-		rc = 0;
-		goto out;
+		if (rc == -ENOENT) {
+			/* Removed while open: like a write to an unlinked file. */
+			rc = 0;
+			goto out;
+		}
+	} else if (rc == 0) {
+		/*
+		 * The first commit of a new checkpoint creates it, or, when
+		 * another writer's came first, replaces that one's content,
+		 * as a rename over it would.
+		 */
+		rc = store_step_get(o->store, w->wf, w->epoch, w->name,
+				    w->name_len, &r);
+		if (rc == -ENOENT) {
+			memset(&r, 0, sizeof(r));
+			r.wf = w->wf;
+			r.epoch = w->epoch;
+			name_copy(r.name, &r.name_len, w->name, w->name_len);
+			r.mtime_ns = once_now_ms(o) * 1000000;
+			rc = store_step_insert(o->store, &r);
+		}
+		if (rc == 0)
+			w->id = r.id;
 	}
 	if (rc == 0)
 		rc = store_step_set_content(o->store, &r, content, w->size,
@@ -536,7 +569,8 @@ int step_truncate(struct once *o, int64_t id, int64_t size,
 		  const struct caller *who)
 {
 	struct step_writer *w;
-	int rc = step_writer_open(o, id, size == 0, &w);
+	struct step_row r = { .id = id };
+	int rc = step_writer_open(o, &r, size == 0, &w);
 
 	if (rc)
 		return rc;

@@ -46,8 +46,9 @@ int step_list(struct once *o, int64_t wf, int64_t after, struct step_row *rows,
 	      int max, int *n);
 
 /*
- * Create an empty checkpoint (open with O_CREAT), or with excl=false find
- * the existing one.  -EEXIST when excl and it exists.
+ * Open with O_CREAT: the existing checkpoint (-EEXIST when excl), or a
+ * new one that exists for nobody until its writer's first commit: *out
+ * then has id 0 (and its workflow, epoch and name), and no row is made.
  */
 int step_create(struct once *o, int64_t wf, const char *name, size_t len,
 		bool excl, const struct caller *who, struct step_row *out);
@@ -61,11 +62,19 @@ int step_rename(struct once *o, int64_t wf, const char *from, size_t from_len,
 		const char *to, size_t to_len, bool noreplace,
 		const struct caller *who);
 
-/* utimes on a checkpoint. */
-int step_set_mtime(struct once *o, int64_t id, int64_t mtime_ns);
+/*
+ * utimensat on a checkpoint: the times given (NULL: unchanged).  Reads
+ * never change the atime (as under noatime).
+ */
+int step_set_times(struct once *o, int64_t id, const int64_t *mtime_ns,
+		   const int64_t *atime_ns);
 
-/* Open a private copy: empty with truncate, else the committed content. */
-int step_writer_open(struct once *o, int64_t id, bool truncate,
+/*
+ * Open a private copy of checkpoint r->id: empty with truncate, else the
+ * committed content.  r->id 0 is a new checkpoint (from step_create):
+ * its first commit creates it.
+ */
+int step_writer_open(struct once *o, const struct step_row *r, bool truncate,
 		     struct step_writer **out);
 /* -EFBIG past max_checkpoint, -ESTALE once the fingerprint moved on. */
 int step_writer_write(struct once *o, struct step_writer *w, int64_t off,
@@ -74,6 +83,7 @@ int step_writer_read(struct step_writer *w, int64_t off, char *buf,
 		     size_t size, size_t *got);
 int step_writer_truncate(struct once *o, struct step_writer *w, int64_t size);
 int64_t step_writer_size(const struct step_writer *w);
+/* The checkpoint's id: 0 until a new one's first commit. */
 int64_t step_writer_id(const struct step_writer *w);
 /* Commit the private copy as the checkpoint's new content. */
 int step_writer_commit(struct once *o, struct step_writer *w,

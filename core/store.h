@@ -96,6 +96,7 @@ struct step_row {
 	int64_t size;
 	int64_t mtime_ns;
 	int64_t content;	/* its content version (0: empty) */
+	int64_t atime_ns;	/* as last set (utimensat); 0: mtime_ns */
 };
 
 /* What happened, for the events file; the store renders it as JSON. */

@@ -106,7 +106,7 @@ enum stmt_id {
 	"events_size - events_base"
 #define KEY_COLS "id, wf, name, status, generation, attempt, expires_ms, " \
 	"mtime_ns, holder_pid, holder_uid, result_len, content"
-#define STEP_COLS "id, wf, epoch, name, size, mtime_ns, content"
+#define STEP_COLS "id, wf, epoch, name, size, mtime_ns, content, atime_ns"
 
 static const char *const sql[S_NSTMTS] = {
 	[S_BEGIN_READ] = "BEGIN",
@@ -160,7 +160,8 @@ static const char *const sql[S_NSTMTS] = {
 		"epoch = ?2 AND id > ?3 ORDER BY id LIMIT ?4",
 	[S_STEP_INSERT] = "INSERT INTO steps(wf, epoch, name, size, mtime_ns, "
 		"content) VALUES(?2, ?3, ?4, 0, ?6, 0) RETURNING id",
-	[S_STEP_UPDATE] = "UPDATE steps SET name = ?4, mtime_ns = ?6 WHERE id = ?1",
+	[S_STEP_UPDATE] = "UPDATE steps SET name = ?4, mtime_ns = ?6, atime_ns = ?7 "
+		"WHERE id = ?1",
 	[S_STEP_SET_CONTENT] = "UPDATE steps SET content = ?2, size = ?3, "
 		"mtime_ns = ?4 WHERE id = ?1",
 	[S_STEP_KILL_CONTENT] = "UPDATE contents SET dead = 1 WHERE id = "
@@ -305,6 +306,7 @@ static const char schema[] =
 	"  size INTEGER NOT NULL,"
 	"  mtime_ns INTEGER NOT NULL,"
 	"  content INTEGER NOT NULL DEFAULT 0,"
+	"  atime_ns INTEGER NOT NULL DEFAULT 0,"
 	"  UNIQUE(wf, epoch, name));"
 	"CREATE INDEX steps_by_workflow ON steps(wf, epoch, id);"
 	"CREATE TABLE chunks("
@@ -335,6 +337,7 @@ struct conn {
 	sqlite3 *db;
 	sqlite3_stmt *stmts[S_NSTMTS];
 	bool in_write;		/* in a write transaction */
+	int64_t changes;	/* sqlite3_total_changes64() at its start */
 };
 
 struct store {
@@ -606,7 +609,7 @@ static const char *const probes_v2[] = {
 	"SELECT count(*) FROM (SELECT 1 FROM workflows INDEXED BY "
 	"workflows_to_purge WHERE purged_epoch < epoch LIMIT 1)",
 	"SELECT count(*) FROM (SELECT content, result_len FROM keys LIMIT 1)",
-	"SELECT count(*) FROM (SELECT content FROM steps LIMIT 1)",
+	"SELECT count(*) FROM (SELECT content, atime_ns FROM steps LIMIT 1)",
 };
 
 /* Is this an oncefs store we can use?  Reads only. */
@@ -761,6 +764,7 @@ static int upgrade_v1(struct store *st, char *err, size_t errlen)
 		"ALTER TABLE keys ADD COLUMN content INTEGER NOT NULL DEFAULT 0;"
 		"ALTER TABLE keys ADD COLUMN result_len INTEGER NOT NULL DEFAULT 0;"
 		"ALTER TABLE steps ADD COLUMN content INTEGER NOT NULL DEFAULT 0;"
+		"ALTER TABLE steps ADD COLUMN atime_ns INTEGER NOT NULL DEFAULT 0;"
 		"ALTER TABLE chunks RENAME COLUMN step TO content;"
 		CONTENT_TABLES
 		WF_TO_PURGE
@@ -1090,6 +1094,7 @@ int store_begin(struct store *st, bool write)
 		return rc;
 	}
 	c->in_write = write;
+	c->changes = sqlite3_total_changes64(c->db);
 	return 0;
 }
 
@@ -1166,7 +1171,9 @@ int store_commit(struct store *st)
 		/* A failed COMMIT may leave the transaction open. */
 		if (!sqlite3_get_autocommit(c->db))
 			sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
-	} else if (c->in_write) {
+	} else if (c->in_write &&
+		   sqlite3_total_changes64(c->db) != c->changes) {
+		/* A write transaction that changed nothing wrote nothing. */
 		st->stats.commits++;
 		seq = __atomic_add_fetch(&st->committed, 1, __ATOMIC_RELEASE);
 	}
@@ -1669,6 +1676,7 @@ static int read_step(struct store *st, sqlite3_stmt *s, struct step_row *r)
 	r->wf = sqlite3_column_int64(s, 1);
 	r->epoch = sqlite3_column_int64(s, 2);
 	r->mtime_ns = sqlite3_column_int64(s, 5);
+	r->atime_ns = sqlite3_column_int64(s, 7);
 	rc = copy_name(st, t, r->id, s, 3, r->name, &r->name_len);
 	if (!rc)
 		rc = column_in(st, t, r->id, s, 4, "size", 0, INT64_MAX / 2,
@@ -1867,6 +1875,7 @@ static void bind_step(sqlite3_stmt *s, const struct step_row *r)
 	sqlite3_bind_int64(s, 3, r->epoch);
 	bind_blob(s, 4, r->name, r->name_len);
 	sqlite3_bind_int64(s, 6, r->mtime_ns);
+	sqlite3_bind_int64(s, 7, r->atime_ns);
 }
 
 int store_step_list(struct store *st, int64_t wf, int64_t epoch,
@@ -1994,7 +2003,7 @@ static int commit_lazy(struct store *st)
 
 	if (rc && !sqlite3_get_autocommit(c->db))
 		sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
-	else if (rc == 0)
+	else if (rc == 0 && sqlite3_total_changes64(c->db) != c->changes)
 		st->stats.commits++;
 	st->txn_seen = 0;
 	c->in_write = false;

@@ -33,10 +33,14 @@ int workflow_create(struct once *o, const char *name, size_t len,
 	rc = store_wf_insert(o->store, out);
 	if (rc == 0)
 		rc = once_event(o, out->id, who, &ev);
-	rc = once_end(o, rc);
+	/*
+	 * The row as committed, read in the same transaction: a re-read
+	 * after it could find the workflow removed by another mount, and a
+	 * create that succeeded must say so.
+	 */
 	if (rc == 0)
-		rc = workflow_get(o, out->id, out);
-	return rc;
+		rc = store_wf_by_id(o->store, out->id, out);
+	return once_end(o, rc);
 }
 
 int workflow_lookup(struct once *o, const char *name, size_t len,

@@ -25,6 +25,7 @@ struct fs {
 	uid_t owner_uid;	/* the mounting user owns the root */
 	gid_t owner_gid;
 	int64_t mount_time_ns;
+	uint64_t next_pending;	/* INO_KIND_PENDING numbers (atomic) */
 
 	/* Open handles whose claim's lease renews itself (handle.c). */
 	pthread_mutex_t renew_lock;

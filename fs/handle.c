@@ -166,6 +166,55 @@ void handle_close(struct fs *fs, struct handle *h)
 	handle_free(h);
 }
 
+bool handle_pending(struct fs *fs, uint64_t ino, int64_t *wf, int64_t *id,
+		    int64_t *size)
+{
+	bool found = false;
+
+	pthread_mutex_lock(&fs->renew_lock);
+	for (struct handle *h = fs->open; h && !found; h = h->next_open) {
+		if (h->ino != ino || !h->writer)
+			continue;
+		pthread_mutex_lock(&h->lock);
+		*wf = h->wf;
+		*id = step_writer_id(h->writer);
+		*size = step_writer_size(h->writer);
+		pthread_mutex_unlock(&h->lock);
+		found = true;
+	}
+	pthread_mutex_unlock(&fs->renew_lock);
+	return found;
+}
+
+bool handle_writer_size(struct fs *fs, uint64_t ino, pid_t tgid,
+			int64_t *size)
+{
+	bool found = false;
+
+	pthread_mutex_lock(&fs->renew_lock);
+	for (struct handle *h = fs->open; h && !found; h = h->next_open) {
+		if (h->ino != ino || !h->writer || h->opener != tgid)
+			continue;
+		pthread_mutex_lock(&h->lock);
+		*size = step_writer_size(h->writer);
+		pthread_mutex_unlock(&h->lock);
+		found = true;
+	}
+	pthread_mutex_unlock(&fs->renew_lock);
+	return found;
+}
+
+bool handle_written(struct fs *fs, uint64_t ino)
+{
+	bool found = false;
+
+	pthread_mutex_lock(&fs->renew_lock);
+	for (struct handle *h = fs->open; h && !found; h = h->next_open)
+		found = h->ino == ino && h->writer;
+	pthread_mutex_unlock(&fs->renew_lock);
+	return found;
+}
+
 void handle_close_all(struct fs *fs)
 {
 	while (fs->open)

@@ -45,6 +45,7 @@ struct handle {
 	char name[NAME_MAX_LEN + 1];	/* HANDLE_KEY: the key's name */
 	size_t name_len;
 	bool claimed;		/* HANDLE_KEY: this open made the claim */
+	pid_t opener;		/* the process (thread group) that opened it */
 	struct stat claim_attr;	/* ... and the key's attributes then */
 	struct step_writer *writer;	/* HANDLE_STEP opened for writing */
 	/*
@@ -115,6 +116,25 @@ bool handle_claim_attr(struct fs *fs, int64_t generation, struct stat *out);
 void handle_track(struct fs *fs, struct handle *h);
 void handle_close(struct fs *fs, struct handle *h);
 void handle_close_all(struct fs *fs);
+
+/*
+ * The writer of a new checkpoint (inode ino, INO_KIND_PENDING) while its
+ * file is open: its workflow, its id (0 until its first commit) and the
+ * size of its copy.  false if no open file has that inode.
+ */
+bool handle_pending(struct fs *fs, uint64_t ino, int64_t *wf, int64_t *id,
+		    int64_t *size);
+
+/*
+ * The size of the copy of a checkpoint writer of inode ino opened by
+ * process tgid, so that a writer's stat() shows what it wrote.  false if
+ * that process has no writer of it open.
+ */
+bool handle_writer_size(struct fs *fs, uint64_t ino, pid_t tgid,
+			int64_t *size);
+
+/* Does any open file write inode ino? */
+bool handle_written(struct fs *fs, uint64_t ino);
 
 /* Register or drop a handle whose claim renews itself. */
 void handle_renew_add(struct fs *fs, struct handle *h);

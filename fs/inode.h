@@ -6,6 +6,9 @@
  *   1<<60 | wf<<4 | slot   a workflow (slot 0) or one of its fixed entries
  *   2<<60 | generation     a key, one inode per claim
  *   3<<60 | id             a checkpoint
+ *   4<<60 | n              a new checkpoint that its writer has not
+ *                          committed yet: it exists only for that open
+ *                          file (n counts up per mount)
  *
  * Workflow ids and generations are never reused, so an inode never comes
  * to name something else: a stale one finds nothing and says so.
@@ -25,6 +28,7 @@ enum ino_kind {
 	INO_KIND_WORKFLOW = 1,
 	INO_KIND_KEY = 2,
 	INO_KIND_STEP = 3,
+	INO_KIND_PENDING = 4,	/* a new checkpoint's writer, before it commits */
 };
 
 enum wf_slot {

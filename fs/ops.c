@@ -62,10 +62,28 @@ static bool name_is(const char *name, const char *fixed)
 
 /* ---- attributes ------------------------------------------------------- */
 
+/* Nanoseconds since the epoch as a timespec; tv_nsec in [0, 1e9) before 1970 too. */
 static void set_time(struct timespec *ts, int64_t ns)
 {
-	ts->tv_sec = ns / 1000000000;
-	ts->tv_nsec = ns % 1000000000;
+	int64_t sec = ns / 1000000000, nsec = ns % 1000000000;
+
+	if (nsec < 0) {
+		sec--;
+		nsec += 1000000000;
+	}
+	ts->tv_sec = sec;
+	ts->tv_nsec = nsec;
+}
+
+/* A time from a request in nanoseconds: -EOVERFLOW past 64 bits (2262). */
+static int ns_of(const struct timespec *ts, int64_t *out)
+{
+	if (ts->tv_nsec < 0 || ts->tv_nsec >= 1000000000 ||
+	    ts->tv_sec > INT64_MAX / 1000000000 - 1 ||
+	    ts->tv_sec < INT64_MIN / 1000000000 + 1)
+		return -EOVERFLOW;
+	*out = (int64_t)ts->tv_sec * 1000000000 + ts->tv_nsec;
+	return 0;
 }
 
 static void fill_common(struct stat *st, uint64_t ino, uint32_t uid,
@@ -166,6 +184,8 @@ static void fill_step(const struct wf_row *w, const struct step_row *r,
 {
 	fill_common(st, ino_make(INO_KIND_STEP, (uint64_t)r->id), w->uid,
 		    w->gid, r->mtime_ns, r->mtime_ns);
+	if (r->atime_ns)
+		set_time(&st->st_atim, r->atime_ns);
 	st->st_mode = S_IFREG | (w->mode & 0666);
 	set_size(st, r->size);
 }
@@ -223,6 +243,24 @@ static int stat_ino(struct fs *fs, uint64_t ino, struct stat *st)
 		if (rc == 0)
 			fill_step(&w, &r, st);
 		return rc;
+	case INO_KIND_PENDING: {
+		int64_t wf, id, size;
+
+		/* A new checkpoint: what its writer's open file holds. */
+		if (!handle_pending(fs, ino, &wf, &id, &size))
+			return -ESTALE;
+		memset(&r, 0, sizeof(r));
+		r.mtime_ns = once_now_ms(&fs->core) * 1000000;
+		rc = id ? step_get(&fs->core, id, &r) : 0;
+		if (rc == 0)
+			rc = workflow_get(&fs->core, wf, &w);
+		if (rc)
+			return -ESTALE;
+		fill_step(&w, &r, st);
+		st->st_ino = ino;
+		set_size(st, size);
+		return 0;
+	}
 	default:
 		return -ENOENT;
 	}
@@ -376,13 +414,40 @@ static void op_forget_multi(fuse_req_t req, size_t count,
 	fuse_reply_none(req);
 }
 
+/*
+ * The attributes of ino as seen through open file h (NULL: by path): a
+ * checkpoint's writer sees the size of its own copy (fstat, SEEK_END,
+ * copy_file_range), not the committed one.
+ */
+static pid_t tgid_of(pid_t pid);
+
+static int stat_open(struct fs *fs, uint64_t ino, struct handle *h,
+		     pid_t caller, struct stat *st)
+{
+	int64_t size;
+	int rc = stat_ino(fs, ino, st);
+
+	if (rc || ino_kind(ino) != INO_KIND_STEP)
+		return rc;
+	if (h && h->kind == HANDLE_STEP && h->writer) {
+		pthread_mutex_lock(&h->lock);
+		set_size(st, step_writer_size(h->writer));
+		pthread_mutex_unlock(&h->lock);
+	} else if (!h && handle_written(fs, ino) &&
+		   handle_writer_size(fs, ino, tgid_of(caller), &size)) {
+		/* fstat() and stat() come without a file handle. */
+		set_size(st, size);
+	}
+	return rc;
+}
+
 static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
 {
+	struct handle *h = fi ? (struct handle *)(uintptr_t)fi->fh : NULL;
 	struct stat st;
-	int rc = stat_ino(fs_of(req), ino, &st);
+	int rc = stat_open(fs_of(req), ino, h, caller_of(req).pid, &st);
 
-	(void)fi;
 	if (rc)
 		reply_rc(req, rc);
 	else
@@ -411,8 +476,9 @@ static int setattr_workflow(struct fs *fs, fuse_ino_t ino, struct stat *attr,
 		a.mtime_ns = once_now_ms(&fs->core) * 1000000;
 	} else if (to_set & FUSE_SET_ATTR_MTIME) {
 		a.set_mtime = true;
-		a.mtime_ns = (int64_t)attr->st_mtim.tv_sec * 1000000000 +
-			     attr->st_mtim.tv_nsec;
+		rc = ns_of(&attr->st_mtim, &a.mtime_ns);
+		if (rc)
+			return rc;
 	}
 	rc = workflow_setattr(&fs->core, ino_wf_id(ino), &a, &w);
 	if (rc == 0)
@@ -453,11 +519,23 @@ static int setattr_key(struct fs *fs, fuse_ino_t ino, int to_set,
 static int setattr_step(struct fs *fs, fuse_ino_t ino, struct stat *attr,
 			int to_set, const struct caller *who, struct handle *h)
 {
-	int64_t id = ino_value(ino);
+	int64_t id = ino_value(ino), mtime, atime, wf, size;
 	int rc = 0;
 
 	if (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID))
 		return -EPERM;
+	/* A new checkpoint: its id once its writer has committed, else 0. */
+	if (ino_kind(ino) == INO_KIND_PENDING &&
+	    !handle_pending(fs, ino, &wf, &id, &size))
+		return -ESTALE;
+	if (to_set & FUSE_SET_ATTR_MTIME_NOW)
+		mtime = once_now_ms(&fs->core) * 1000000;
+	else if ((to_set & FUSE_SET_ATTR_MTIME) && (rc = ns_of(&attr->st_mtim, &mtime)))
+		return rc;
+	if (to_set & FUSE_SET_ATTR_ATIME_NOW)
+		atime = once_now_ms(&fs->core) * 1000000;
+	else if ((to_set & FUSE_SET_ATTR_ATIME) && (rc = ns_of(&attr->st_atim, &atime)))
+		return rc;
 	if (to_set & FUSE_SET_ATTR_SIZE) {
 		if (h && h->kind == HANDLE_STEP && h->writer) {
 			pthread_mutex_lock(&h->lock);
@@ -466,18 +544,18 @@ static int setattr_step(struct fs *fs, fuse_ino_t ino, struct stat *attr,
 			if (rc == 0)
 				h->dirty = true;
 			pthread_mutex_unlock(&h->lock);
-		} else {
+		} else if (id) {
 			rc = step_truncate(&fs->core, id, attr->st_size, who);
 		}
 	}
-	if (rc == 0 && (to_set & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW))) {
-		int64_t ns = once_now_ms(&fs->core) * 1000000;
-
-		if (!(to_set & FUSE_SET_ATTR_MTIME_NOW))
-			ns = (int64_t)attr->st_mtim.tv_sec * 1000000000 +
-			     attr->st_mtim.tv_nsec;
-		rc = step_set_mtime(&fs->core, id, ns);
-	}
+	/* Times of a checkpoint not committed yet: its commit stamps them. */
+	if (rc == 0 && id && (to_set & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW |
+				       FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_ATIME_NOW)))
+		rc = step_set_times(&fs->core, id,
+				    to_set & (FUSE_SET_ATTR_MTIME |
+					      FUSE_SET_ATTR_MTIME_NOW) ? &mtime : NULL,
+				    to_set & (FUSE_SET_ATTR_ATIME |
+					      FUSE_SET_ATTR_ATIME_NOW) ? &atime : NULL);
 	return rc;
 }
 
@@ -534,6 +612,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 		rc = setattr_key(fs, ino, to_set, &who, h, attr);
 		break;
 	case INO_KIND_STEP:
+	case INO_KIND_PENDING:
 		rc = setattr_step(fs, ino, attr, to_set, &who, h);
 		break;
 	default:
@@ -541,7 +620,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 		break;
 	}
 	if (rc == 0)
-		rc = stat_ino(fs, ino, &st);
+		rc = stat_open(fs, ino, h, who.pid, &st);
 	if (rc)
 		reply_rc(req, rc);
 	else
@@ -860,7 +939,8 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 	unsigned int wflags = 0;
 	int rc;
 
-	if (flags & RENAME_EXCHANGE) {
+	/* EXCHANGE, WHITEOUT, and any flag unknown here: not done, EINVAL. */
+	if (flags & ~(unsigned int)RENAME_NOREPLACE) {
 		reply_rc(req, -EINVAL);
 		return;
 	}
@@ -1030,7 +1110,7 @@ static int open_key(struct fs *fs, uint64_t ino, int flags,
 
 /* Open a checkpoint: a snapshot for readers, a private copy for writers. */
 static int open_step(struct fs *fs, uint64_t ino, int flags, bool created,
-		     struct handle **out)
+		     pid_t opener, struct handle **out)
 {
 	struct handle *h;
 	struct step_row r;
@@ -1049,8 +1129,9 @@ static int open_step(struct fs *fs, uint64_t ino, int flags, bool created,
 	if (writable) {
 		bool trunc = created || (flags & O_TRUNC);
 
-		rc = step_writer_open(&fs->core, r.id, trunc, &h->writer);
+		rc = step_writer_open(&fs->core, &r, trunc, &h->writer);
 		h->truncated = !created && (flags & O_TRUNC);
+		h->opener = tgid_of(opener);
 	} else {
 		handle_set_content(h, fs->core.store, r.content, r.size);
 	}
@@ -1091,7 +1172,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		reply_rc(req, rc);
 		return;
 	case INO_KIND_STEP:
-		rc = open_step(fs, ino, fi->flags, false, &h);
+		rc = open_step(fs, ino, fi->flags, false, who.pid, &h);
 		if (rc == 0) {
 			reply_open(req, fi, h);
 			return;
@@ -1151,6 +1232,31 @@ out:
 	reply_open(req, fi, h);
 }
 
+/*
+ * A new checkpoint: a writer on an inode of its own (INO_KIND_PENDING) and
+ * no row until it commits.  Its last close commits it even if nothing was
+ * written (touch, ": > steps/x"), unless its process was killed.
+ */
+static int open_new_step(struct fs *fs, const struct step_row *r, int flags,
+			 struct handle **out)
+{
+	uint64_t n = __atomic_add_fetch(&fs->next_pending, 1, __ATOMIC_RELAXED);
+	struct handle *h = handle_new(HANDLE_STEP, ino_make(INO_KIND_PENDING, n),
+				      r->wf, flags);
+	int rc;
+
+	if (!h)
+		return -ENOMEM;
+	rc = step_writer_open(&fs->core, r, true, &h->writer);
+	if (rc) {
+		handle_free(h);
+		return rc;
+	}
+	h->truncated = true;
+	*out = h;
+	return 0;
+}
+
 static void create_step(fuse_req_t req, struct fs *fs, const struct wf_row *w,
 			const char *name, size_t len, struct fuse_file_info *fi)
 {
@@ -1164,15 +1270,18 @@ static void create_step(fuse_req_t req, struct fs *fs, const struct wf_row *w,
 			 &r);
 	if (rc == -EINVAL && len > NAME_MAX_LEN)
 		rc = -ENAMETOOLONG;
-	if (rc == 0)
+	if (rc == 0 && r.id == 0)
+		rc = open_new_step(fs, &r, fi->flags, &h);
+	else if (rc == 0)
 		rc = open_step(fs, ino_make(INO_KIND_STEP, (uint64_t)r.id),
-			       fi->flags, r.size == 0, &h);
+			       fi->flags, r.size == 0, who.pid, &h);
 	if (rc) {
 		reply_rc(req, rc);
 		return;
 	}
 	memset(&e, 0, sizeof(e));
 	fill_step(w, &r, &e.attr);
+	e.attr.st_ino = h->ino;
 	e.ino = e.attr.st_ino;
 	fi->fh = (uintptr_t)h;
 	fi->direct_io = 1;
@@ -1403,6 +1512,26 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *data,
  * code's low seven bits.  A process that exits, even with a failure
  * status, is not dying of a signal: what it wrote is committed.
  */
+/* The thread group of a thread (FUSE names the calling thread). */
+static pid_t tgid_of(pid_t pid)
+{
+	char path[64], buf[512], *p;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return pid;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return pid;
+	buf[n] = '\0';
+	p = strstr(buf, "\nTgid:");
+	return p ? (pid_t)strtol(p + 7, NULL, 10) : pid;
+}
+
 static bool dying_by_signal(pid_t pid)
 {
 	char path[64], buf[1024];

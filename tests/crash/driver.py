@@ -533,9 +533,12 @@ def step_step(state, op, gens):
     state: None (absent) | version id ("" for empty)."""
     res, kind = op["res"], op["kind"]
     if kind == "create":
+        # An open with O_CREAT|O_TRUNC changes nothing by itself: a new
+        # checkpoint exists from its first commit, an old one keeps its
+        # content until the writer commits.
         if res not in (None, "ok"):
             return []
-        return ["" if state is None else state]
+        return [state]
     if kind == "commit":
         if res not in (None, "ok"):
             return []
@@ -584,15 +587,15 @@ def solo_step(state, op, gens):
             steps = {}
         return [pack(op["value"], steps, keys)]
     if kind == "create":
+        # Changes nothing until the writer's commit (see step_step).
         if not ok("ok"):
             return []
-        steps.setdefault(op["step"], "")
-        return [pack(fp, steps, keys)]
+        return [state]
     if kind == "commit":
         if not ok("ok"):
             return []
-        if op["step"] not in steps:
-            return [] if res == "ok" else [state]
+        # The first commit creates the checkpoint; a reset between the
+        # open and the commit makes the writer stale instead.
         steps[op["step"]] = op["v"]
         return [pack(fp, steps, keys)]
     if kind == "remove":

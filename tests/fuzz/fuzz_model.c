@@ -1103,7 +1103,7 @@ static void op_writer_open(void)
 
 	if (!id || x->on)
 		return;
-	rc = step_writer_open(&F.o, id, truncate, &sw);
+	rc = step_writer_open(&F.o, &(struct step_row){ .id = id }, truncate, &sw);
 	note("step_writer_open(%s/%s id %" PRId64 ", truncate %d) = %s", wf_names[w], step_names[i], id,
 	     truncate, fuzz_errname(rc));
 	s = m_step_anywhere(id, &m);	/* renames move rows between names */

@@ -110,8 +110,10 @@ class Checker(unittest.TestCase):
         maybe = dict(cm, res=None, end=INF)
         for final in ("v0", "v1"):
             self.assertTrue(linearize([cr, maybe], "v0", step_step, same(final), g))
-        self.assertTrue(linearize([op("create", 0, None, None)], None, step_step, same(""), g),
-                        "a create in flight may leave an empty checkpoint")
+        self.assertFalse(linearize([op("create", 0, None, None)], None, step_step, same(""), g),
+                         "a create never committed leaves no checkpoint")
+        self.assertFalse(linearize([cr], None, step_step, same(""), g),
+                         "an acknowledged create alone leaves no checkpoint")
         rd = op("read", 3, 4, ("version", "v0"))
         self.assertFalse(linearize([cr, cm, rd], None, step_step, same("v1"), g), "a stale read")
 

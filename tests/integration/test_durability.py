@@ -88,5 +88,26 @@ class Durability(unittest.TestCase):
         self.assertTrue(done, "stat() saw the claim before its commit was synced")
 
 
+    def test_an_idle_mount_writes_nothing(self):
+        """With no client, nothing is due: no commit, no fsync, no WAL
+        growth, however long the mount sits (renewals, pins, purge and
+        sweep all find nothing to do)."""
+        m = self.mount(("create", "sweep_interval=1"))
+        os.mkdir(m.p("wf"))
+        write(m.p("wf", "steps", "s"), b"x", os.O_WRONLY | os.O_CREAT)
+        fd = claim(m.p("wf", "keys", "k"))
+        os.write(fd, b"succeeded\n")
+        os.close(fd)
+        read(m.p("wf", "steps", "s"))
+        # Let the background settle what the writes left due.
+        time.sleep(13)
+        before = stats(m)
+        wal = os.stat(m.store + "-wal")
+        time.sleep(3)
+        after = stats(m)
+        self.assertEqual((before["commits"], before["fsyncs"]), (after["commits"], after["fsyncs"]))
+        self.assertEqual(os.stat(m.store + "-wal").st_size, wal.st_size)
+
+
 if __name__ == "__main__":
     run()

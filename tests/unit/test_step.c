@@ -114,8 +114,11 @@ static void test_fingerprint_set(void **state)
 	assert_int_equal(after.fingerprint_len, 3);
 	assert_string_equal(after.fingerprint, "abc");
 	assert_i64(after.ctime_ns, fx->now * 1000000);
-	/* No checkpoint to invalidate: no invalidation. */
-	assert_i64(after.epoch, w.epoch);
+	/*
+	 * No checkpoint to invalidate: no invalidation event, but a new
+	 * epoch, so that a writer opened before cannot commit under "abc".
+	 */
+	assert_i64(after.epoch, w.epoch + 1);
 	assert_int_equal(events_count(fx->st, w.id, "invalidate"), 0);
 	assert_int_equal(events_count(fx->st, w.id, "fingerprint"), 1);
 	ev = event_last(fx->st, w.id, "fingerprint");
@@ -226,7 +229,7 @@ static void test_reset_invalidates(void **state)
 	assert_false(has);
 	ev = event_last(fx->st, w.id, "invalidate");
 	assert_non_null(ev);
-	assert_contains(ev, "\"epoch\":0");
+	assert_contains(ev, "\"epoch\":1");
 	free(ev);
 	assert_events_size(&fx->o, w.id);
 	/* The same names can be written again, under the new value. */
@@ -255,6 +258,7 @@ static void test_unset_under_reset_invalidates(void **state)
 	struct wf_row w = make_wf(fx, "job", NULL);
 
 	assert_rc(set_fp(fx, w.id, "v1"), 0);
+	w = reread(fx, w.id);
 	make_checkpoint(&fx->o, w.id, "s", S("x"));
 	/* Unlinking input.fingerprint is a change of value, to unset. */
 	assert_rc(set_fp(fx, w.id, NULL), 0);
@@ -341,13 +345,18 @@ static void test_create_and_lookup(void **state)
 	char name[256];
 
 	fx->now += 7;
+	/* A new checkpoint exists for nobody until its writer commits. */
 	assert_rc(step_create(&fx->o, w.id, S("extract"), true, &user, &r), 0);
-	assert_true(r.id > 0);
+	assert_i64(r.id, 0);
 	assert_i64(r.wf, w.id);
 	assert_i64(r.epoch, w.epoch);
 	assert_i64(r.size, 0);
-	assert_i64(r.mtime_ns, fx->now * 1000000);
 	assert_string_equal(r.name, "extract");
+	assert_rc(step_lookup(&fx->o, w.id, S("extract"), &got), -ENOENT);
+	assert_int_equal(events_count(fx->st, w.id, "checkpoint"), 0);
+	r = make_checkpoint(&fx->o, w.id, "extract", "", 0);
+	assert_true(r.id > 0);
+	assert_i64(r.mtime_ns, fx->now * 1000000);
 	/* O_EXCL on an existing one; without it, the same checkpoint. */
 	assert_rc(step_create(&fx->o, w.id, S("extract"), true, &user, &again),
 		  -EEXIST);
@@ -403,16 +412,16 @@ static void test_list_cursor(void **state)
 	struct step_row a, b, c, d, rows[8];
 	int n;
 
-	assert_rc(step_create(&fx->o, w.id, S("a"), true, &user, &a), 0);
-	assert_rc(step_create(&fx->o, w.id, S("b"), true, &user, &b), 0);
-	assert_rc(step_create(&fx->o, w.id, S("c"), true, &user, &c), 0);
-	assert_rc(step_create(&fx->o, v.id, S("a"), true, &user, &d), 0);
+	a = make_checkpoint(&fx->o, w.id, "a", "", 0);
+	b = make_checkpoint(&fx->o, w.id, "b", "", 0);
+	c = make_checkpoint(&fx->o, w.id, "c", "", 0);
+	d = make_checkpoint(&fx->o, v.id, "a", "", 0);
 	assert_rc(step_list(&fx->o, w.id, 0, rows, 2, &n), 0);
 	assert_int_equal(n, 2);
 	assert_i64(rows[0].id, a.id);
 	assert_i64(rows[1].id, b.id);
 	assert_rc(step_remove(&fx->o, w.id, S("a"), &user), 0);
-	assert_rc(step_create(&fx->o, w.id, S("d"), true, &user, &d), 0);
+	d = make_checkpoint(&fx->o, w.id, "d", "", 0);
 	assert_rc(step_list(&fx->o, w.id, rows[1].id, rows, 8, &n), 0);
 	assert_int_equal(n, 2);
 	assert_i64(rows[0].id, c.id);
@@ -430,8 +439,8 @@ static void test_writer_commit(void **state)
 	size_t n;
 	char *ev;
 
-	assert_rc(step_create(&fx->o, w.id, S("s"), true, &user, &r), 0);
-	assert_rc(step_writer_open(&fx->o, r.id, true, &wr), 0);
+	r = make_checkpoint(&fx->o, w.id, "s", "", 0);
+	assert_rc(step_writer_open(&fx->o, &r, true, &wr), 0);
 	assert_non_null(wr);
 	assert_i64(step_writer_id(wr), r.id);
 	assert_rc(step_writer_write(&fx->o, wr, 0, S("hello"), false), 0);
@@ -447,14 +456,15 @@ static void test_writer_commit(void **state)
 	assert_rc(step_get(&fx->o, r.id, &got), 0);
 	assert_i64(got.size, 5);
 	assert_i64(got.mtime_ns, fx->now * 1000000);
-	assert_int_equal(fx->o.stats.checkpoints, 1);
+	/* Its creation was a commit too. */
+	assert_int_equal(fx->o.stats.checkpoints, 2);
 	ev = event_last(fx->st, w.id, "checkpoint");
 	assert_contains(ev, "\"step\":\"s\"");
 	assert_contains(ev, "\"size\":5");
 	free(ev);
 
 	/* Without truncate, the copy starts from the committed content. */
-	assert_rc(step_writer_open(&fx->o, r.id, false, &wr), 0);
+	assert_rc(step_writer_open(&fx->o, &r, false, &wr), 0);
 	assert_i64(step_writer_size(wr), 5);
 	assert_rc(step_writer_read(wr, 0, buf, sizeof(buf), &n), 0);
 	assert_int_equal(n, 5);
@@ -471,10 +481,10 @@ static void test_writer_commit(void **state)
 	assert_rc(step_writer_commit(&fx->o, wr, &user), 0);
 	step_writer_close(wr);
 	assert_step_content(fx, r.id, S("Jell"));
-	assert_int_equal(fx->o.stats.checkpoints, 3);
+	assert_int_equal(fx->o.stats.checkpoints, 4);
 
 	/* A writer past the end leaves zeros in between. */
-	assert_rc(step_writer_open(&fx->o, r.id, true, &wr), 0);
+	assert_rc(step_writer_open(&fx->o, &r, true, &wr), 0);
 	assert_rc(step_writer_write(&fx->o, wr, 3, S("x"), false), 0);
 	assert_rc(step_writer_commit(&fx->o, wr, &user), 0);
 	step_writer_close(wr);
@@ -490,8 +500,8 @@ static void test_two_writers_whole_content(void **state)
 	struct step_row r = make_checkpoint(&fx->o, w.id, "s", S("old"));
 
 	/* Each writer works on a private copy; the last commit wins whole. */
-	assert_rc(step_writer_open(&fx->o, r.id, true, &a), 0);
-	assert_rc(step_writer_open(&fx->o, r.id, false, &b), 0);
+	assert_rc(step_writer_open(&fx->o, &r, true, &a), 0);
+	assert_rc(step_writer_open(&fx->o, &r, false, &b), 0);
 	assert_rc(step_writer_write(&fx->o, a, 0, S("AAAAAAAA"), false), 0);
 	assert_rc(step_writer_write(&fx->o, b, 3, S("-b"), false), 0);
 	assert_rc(step_writer_commit(&fx->o, a, &user), 0);
@@ -514,8 +524,8 @@ static void test_writer_large_content(void **state)
 	assert_non_null(data);
 	for (size_t i = 0; i < len; i++)
 		data[i] = (char)(i % 251);
-	assert_rc(step_create(&fx->o, w.id, S("big"), true, &user, &r), 0);
-	assert_rc(step_writer_open(&fx->o, r.id, true, &wr), 0);
+	r = make_checkpoint(&fx->o, w.id, "big", "", 0);
+	assert_rc(step_writer_open(&fx->o, &r, true, &wr), 0);
 	for (size_t off = 0; off < len; off += 128 * 1024) {
 		size_t n = len - off < 128 * 1024 ? len - off : 128 * 1024;
 
@@ -526,7 +536,7 @@ static void test_writer_large_content(void **state)
 	step_writer_close(wr);
 	assert_step_content(fx, r.id, data, len);
 	/* And a copy of it, appended to, keeps every byte. */
-	assert_rc(step_writer_open(&fx->o, r.id, false, &wr), 0);
+	assert_rc(step_writer_open(&fx->o, &r, false, &wr), 0);
 	assert_i64(step_writer_size(wr), (int64_t)len);
 	assert_rc(step_writer_write(&fx->o, wr, 0, S("!"), true), 0);
 	assert_rc(step_writer_commit(&fx->o, wr, &user), 0);
@@ -553,8 +563,8 @@ static void test_writer_efbig(void **state)
 
 	memset(data, 'd', sizeof(data));
 	assert_i64(fx->o.config.max_checkpoint, SMALL_CHECKPOINT);
-	assert_rc(step_create(&fx->o, w.id, S("s"), true, &user, &r), 0);
-	assert_rc(step_writer_open(&fx->o, r.id, true, &wr), 0);
+	r = make_checkpoint(&fx->o, w.id, "s", "", 0);
+	assert_rc(step_writer_open(&fx->o, &r, true, &wr), 0);
 	assert_rc(step_writer_write(&fx->o, wr, 0, data, SMALL_CHECKPOINT + 1,
 				    false), -EFBIG);
 	assert_i64(step_writer_size(wr), 0);
@@ -585,8 +595,8 @@ static void test_writer_efbig_huge_offset(void **state)
 	int rc;
 
 	/* An offset near the end of off_t: EFBIG, not an overflow. */
-	assert_rc(step_create(&fx->o, w.id, S("s"), true, &user, &r), 0);
-	assert_rc(step_writer_open(&fx->o, r.id, true, &wr), 0);
+	r = make_checkpoint(&fx->o, w.id, "s", "", 0);
+	assert_rc(step_writer_open(&fx->o, &r, true, &wr), 0);
 	rc = step_writer_write(&fx->o, wr, INT64_MAX - 2, S("0123456789"), false);
 	size = step_writer_size(wr);
 	step_writer_close(wr);
@@ -604,7 +614,7 @@ static void test_writer_stale_after_reset(void **state)
 
 	assert_rc(set_fp(fx, w.id, "v1"), 0);
 	r = make_checkpoint(&fx->o, w.id, "s", S("v1 data"));
-	assert_rc(step_writer_open(&fx->o, r.id, false, &wr), 0);
+	assert_rc(step_writer_open(&fx->o, &r, false, &wr), 0);
 	assert_rc(step_writer_write(&fx->o, wr, 0, S("V1"), false), 0);
 	assert_rc(set_fp(fx, w.id, "v2"), 0);
 	events = events_count(fx->st, w.id, NULL);
@@ -616,9 +626,9 @@ static void test_writer_stale_after_reset(void **state)
 	assert_false(visible(fx, w.id, "s"));
 	assert_int_equal(events_count(fx->st, w.id, NULL), events);
 	/* Nor can the old checkpoint be opened or touched. */
-	assert_rc(step_writer_open(&fx->o, r.id, false, &late), -ESTALE);
+	assert_rc(step_writer_open(&fx->o, &r, false, &late), -ESTALE);
 	assert_null(late);
-	assert_rc(step_set_mtime(&fx->o, r.id, 5), -ESTALE);
+	assert_rc(step_set_times(&fx->o, r.id, &(int64_t){ 5 }, NULL), -ESTALE);
 	assert_rc(step_truncate(&fx->o, r.id, 0, &user), -ESTALE);
 	/* The new one of that name is independent. */
 	fresh = make_checkpoint(&fx->o, w.id, "s", S("v2 data"));
@@ -633,7 +643,7 @@ static void test_writer_of_removed_checkpoint(void **state)
 	struct step_writer *wr = NULL;
 	struct step_row r = make_checkpoint(&fx->o, w.id, "s", S("x")), got;
 
-	assert_rc(step_writer_open(&fx->o, r.id, false, &wr), 0);
+	assert_rc(step_writer_open(&fx->o, &r, false, &wr), 0);
 	assert_rc(step_remove(&fx->o, w.id, S("s"), &user), 0);
 	assert_rc(step_writer_write(&fx->o, wr, 0, S("y"), false), 0);
 	/* Like a write to an unlinked file: it succeeds and goes nowhere. */
@@ -726,11 +736,11 @@ static void test_set_mtime_and_truncate(void **state)
 	struct wf_row w = make_wf(fx, "job", NULL);
 	struct step_row r = make_checkpoint(&fx->o, w.id, "s", S("hello")), got;
 
-	assert_rc(step_set_mtime(&fx->o, r.id, 123456789), 0);
+	assert_rc(step_set_times(&fx->o, r.id, &(int64_t){ 123456789 }, NULL), 0);
 	assert_rc(step_get(&fx->o, r.id, &got), 0);
 	assert_i64(got.mtime_ns, 123456789);
 	assert_step_content(fx, r.id, S("hello"));
-	assert_rc(step_set_mtime(&fx->o, r.id + 50, 1), -ESTALE);
+	assert_rc(step_set_times(&fx->o, r.id + 50, &(int64_t){ 1 }, NULL), -ESTALE);
 
 	assert_rc(step_truncate(&fx->o, r.id, 3, &user), 0);
 	assert_step_content(fx, r.id, S("hel"));
@@ -757,7 +767,7 @@ static void test_reader_sees_one_version(void **state)
 	assert_rc(step_get_pinned(&fx->o, r.id, &pinned), 0);
 	assert_i64(pinned.size, 11);
 	/* Rewritten... */
-	assert_rc(step_writer_open(&fx->o, r.id, true, &wr), 0);
+	assert_rc(step_writer_open(&fx->o, &r, true, &wr), 0);
 	assert_rc(step_writer_write(&fx->o, wr, 0, S("two"), false), 0);
 	assert_rc(step_writer_commit(&fx->o, wr, &user), 0);
 	step_writer_close(wr);

@@ -378,10 +378,11 @@ static inline struct step_row make_checkpoint(struct once *o, int64_t wf,
 	struct step_row r;
 
 	assert_rc(step_create(o, wf, name, strlen(name), true, &user, &r), 0);
-	assert_rc(step_writer_open(o, r.id, true, &w), 0);
+	assert_rc(step_writer_open(o, &r, true, &w), 0);
 	if (len)
 		assert_rc(step_writer_write(o, w, 0, content, len, false), 0);
 	assert_rc(step_writer_commit(o, w, &user), 0);
+	r.id = step_writer_id(w);
 	step_writer_close(w);
 	assert_rc(step_get(o, r.id, &r), 0);
 	assert_i64(r.size, (int64_t)len);
