@@ -482,6 +482,11 @@ int step_writer_commit(struct once *o, struct step_writer *w,
 		return rc;
 	}
 	rc = store_wf_by_id(o->store, w->wf, &wr);
+	if (rc == -ENOENT) {
+		/* The workflow went while open: the commit goes into nothing. */
+		rc = 0;
+		goto out;
+	}
 	if (rc == 0 && wr.epoch != w->epoch)
 		rc = -ESTALE;
 	if (rc == 0 && w->id) {

@@ -978,7 +978,8 @@ static void op_fingerprint(void)
 	EXPECT("step_set_fingerprint", rc, want);
 	if (rc || (vlen == m->fplen && (!vlen || memcmp(v, m->fp, vlen) == 0)))
 		return;
-	if (m->pol.on_input_change == ON_INPUT_RESET && m_has_steps(m)) {
+	/* Reset moves to a new epoch, with or without checkpoints. */
+	if (m->pol.on_input_change == ON_INPUT_RESET) {
 		m->epoch++;
 		for (int s = 0; s < NSTEP; s++)
 			m->s[s].on = false;
@@ -1010,11 +1011,28 @@ static void op_step_create(void)
 		EXPECT_EQ("step_create of an existing step: size", r.size, (int64_t)s->len);
 		return;
 	}
+	/*
+	 * A new checkpoint: no row until its writer commits (step_lookup
+	 * says ENOENT until then).  The model makes it as touch does: open,
+	 * commit empty.
+	 */
+	EXPECT_EQ("new step id", r.id, 0);
+	EXPECT_EQ("new step size", r.size, 0);
+	{
+		struct step_writer *sw = NULL;
+		struct step_row seen;
+
+		EXPECT("step_lookup of a new step",
+		       step_lookup(&F.o, wf_id(w), step_names[i], 2, &seen), -ENOENT);
+		EXPECT("step_writer_open (new)", step_writer_open(&F.o, &r, true, &sw), 0);
+		EXPECT("step_writer_commit (new)", step_writer_commit(&F.o, sw, who_of(a >> 4)), 0);
+		r.id = step_writer_id(sw);
+		step_writer_close(sw);
+	}
 	s->on = true;
 	s->id = r.id;
 	s->len = 0;
 	m->last_step_id[i] = r.id;
-	EXPECT_EQ("new step size", r.size, 0);
 }
 
 static void op_step_remove(void)
