@@ -16,6 +16,12 @@ def ctl(*args):
     return subprocess.run([ONCECTL, *args], capture_output=True, text=True)
 
 
+def ctlb(*args):
+    """oncectl with bytes arguments; stdout as bytes."""
+    return subprocess.run([os.fsencode(ONCECTL), *[a if isinstance(a, bytes) else a.encode() for a in args]],
+                          capture_output=True)
+
+
 def policy(wf, name, value):
     write(os.path.join(wf, "policy", name), value + "\n")
 
@@ -59,6 +65,64 @@ class Oncectl(MountedTest):
         self.assertEqual(r.stdout, "")
         self.assertEqual(ctl("events", "--since", "yesterday", self.m.store, "wf").returncode, 2)
         os.close(self.held)
+
+    def test_json_names_are_utf8_or_hex(self):
+        """--json writes UTF-8 names as the characters they are, and names
+        that are not UTF-8 as FIELD_hex (the daemon's events convention)."""
+        root = os.fsencode(self.m.path)
+        cafe = "caf\u00e9".encode()                       # b"caf\xc3\xa9"
+        os.mkdir(root + b"/" + cafe)
+        os.mkdir(root + b"/\xff")
+        keys = os.fsencode(self.wf) + b"/keys/"
+        names = {
+            "\u00e9": "r\u00e9sum\u00e9\n",           # é, and a UTF-8 result
+            "\U0001d11e-\u65e5": "ok",               # four- and three-byte characters
+            "tab\tnl\nq\"b\\\x7f\x01": "",        # control characters, quote, backslash
+        }
+        for name, result in names.items():
+            fd = claim(keys + name.encode())
+            os.write(fd, b"succeeded\n" + result.encode())
+            os.close(fd)
+        fd = claim(keys + b"\xff\xfe")                 # not UTF-8, and a result that is not either
+        os.write(fd, b"succeeded\n\xc3\x28")
+        os.close(fd)
+        write(os.fsencode(self.wf) + b"/steps/\xc3\xa9tape", b"x", os.O_WRONLY | os.O_CREAT)
+
+        r = ctlb("ls", "--json", self.m.store)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn(cafe, r.stdout)                          # as is, not \u00c3\u00a9
+        self.assertNotIn(b"\\u00c3", r.stdout)
+        wfs = json.loads(r.stdout.decode("utf-8"))
+        self.assertEqual(sorted(w.get("name", "") for w in wfs), ["", "caf\u00e9", "wf"])
+        self.assertEqual([w["name_hex"] for w in wfs if "name_hex" in w], ["ff"])
+
+        r = ctlb("ls", "--json", self.m.store, "wf")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        data = json.loads(r.stdout.decode("utf-8"))
+        got = sorted(k["name"] for k in data["keys"] if "name" in k)
+        self.assertEqual(got, sorted(names))
+        self.assertEqual([k["name_hex"] for k in data["keys"] if "name_hex" in k], ["fffe"])
+        self.assertEqual([s["name"] for s in data["steps"]], ["\u00e9tape"])
+
+        for name, result in names.items():
+            r = ctlb("show", "--json", self.m.store, "wf", name.encode())
+            self.assertEqual(r.returncode, 0, r.stderr)
+            shown = json.loads(r.stdout.decode("utf-8"))
+            self.assertEqual((shown["workflow"], shown["key"], shown["result"]), ("wf", name, result))
+        r = ctlb("show", "--json", self.m.store, "wf", b"\xff\xfe")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        shown = json.loads(r.stdout.decode("utf-8"))
+        self.assertEqual((shown["key_hex"], shown["result_hex"]), ("fffe", "c328"))
+        self.assertNotIn("key", shown)
+        r = ctlb("show", "--json", self.m.store, cafe, b"nope")
+        self.assertEqual(r.returncode, 1)
+        r = ctlb("ls", "--json", self.m.store, cafe)
+        self.assertEqual(json.loads(r.stdout.decode("utf-8")), {"keys": [], "steps": []})
+        # events --json is the events file itself, byte for byte
+        r = ctlb("events", "--json", self.m.store, "wf")
+        self.assertEqual(r.stdout, read(os.path.join(self.wf, "events")))
+        for line in r.stdout.decode("utf-8").splitlines():
+            json.loads(line)
 
     def test_check(self):
         self.populate()
