@@ -16,7 +16,9 @@
  * 2 usage; 3 the store could not be opened.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -151,6 +153,48 @@ static int find_workflow(struct ctl *c, const char *name, struct wf_row *w)
 		return EXIT_PROBLEM;
 	}
 	return 0;
+}
+
+/*
+ * Why a read-only open of a healthy store failed, when the reason is the
+ * one SQLite reports as "unable to open database file": the store is in
+ * WAL mode and not in use (no STORE-wal, no STORE-shm: SQLite removes them
+ * when the last connection closes), and its directory cannot be written,
+ * so SQLite cannot create the STORE-shm it needs before it reads anything.
+ * NULL when that is not the case.
+ */
+static const char *read_only_dir_reason(const char *path)
+{
+	static const char magic[16] = "SQLite format 3";
+	unsigned char hdr[100];
+	char side[PATH_MAX], dir[PATH_MAX];
+	const char *slash = strrchr(path, '/');
+	ssize_t got;
+	int fd;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return NULL;
+	got = read(fd, hdr, sizeof(hdr));
+	close(fd);
+	if (got != (ssize_t)sizeof(hdr) || memcmp(hdr, magic, sizeof(magic)) != 0 ||
+	    hdr[18] != 2 || hdr[19] != 2)
+		return NULL;	/* not a WAL database: another reason */
+	snprintf(side, sizeof(side), "%s-shm", path);
+	if (access(side, F_OK) == 0)
+		return NULL;
+	if (!slash)
+		snprintf(dir, sizeof(dir), ".");
+	else
+		snprintf(dir, sizeof(dir), "%.*s", slash == path ? 1 : (int)(slash - path),
+			 path);
+	if (access(dir, W_OK) == 0)
+		return NULL;
+	return "a store in WAL mode that no one has open (there is no -shm "
+	       "file beside it), in a directory that is read-only for you: "
+	       "SQLite must create the -shm file before it can read the store; "
+	       "run oncectl where the directory is writable, or on a copy of "
+	       "the store";
 }
 
 /* ---- init ------------------------------------------------------------- */
@@ -655,7 +699,10 @@ int main(int argc, char *argv[])
 	sopt.read_only = !cmd->writes;
 	rc = store_open(c.store_path, &sopt, &c.st, err, sizeof(err));
 	if (rc) {
-		fprintf(stderr, "oncectl: %s: %s\n", c.store_path, err);
+		const char *why = sopt.read_only ? read_only_dir_reason(c.store_path)
+						 : NULL;
+
+		fprintf(stderr, "oncectl: %s: %s\n", c.store_path, why ? why : err);
 		return EXIT_STORE;
 	}
 	once_init(&c.o, c.st, &cfg);

@@ -1,13 +1,17 @@
 """oncectl against a real store, mounted and not, and the background sweep."""
 import json
 import os
+import pwd
+import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
+import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import Mount, MountedTest, claim, read, write, run  # noqa: E402
+from harness import Mount, MountedTest, claim, read, write, run, _is_mounted  # noqa: E402
 
 ONCECTL = os.environ.get("ONCECTL", os.path.join(os.path.dirname(os.environ.get("ONCEFS", "build/oncefs")), "oncectl"))
 
@@ -199,6 +203,115 @@ class Oncectl(MountedTest):
         self.assertEqual(left, 0)
         self.assertIn('"expire"', read(os.path.join(self.wf, "events")).decode())
         self.assertEqual(ctl("check", self.m.store).returncode, 0)
+
+
+def unprivileged_user():
+    for name in ("oncefs-test", "nobody"):
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            pass
+    return None
+
+
+def _umount(path):
+    for args in (["umount", path], ["umount", "-l", path]):
+        if not _is_mounted(path):
+            return
+        subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+class ReadOnlyDirectory(unittest.TestCase):
+    """Read commands (ls, show, events, check) on a healthy store whose
+    directory cannot be written: a read-only bind mount, or a directory the
+    invoking user may read but not write."""
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="oncefs-ctl-ro-")
+        os.chmod(self.tmp, 0o755)
+        self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
+        self.store = os.path.join(self.tmp, "state.db")
+        with Mount(store=self.store, tmp=self.tmp) as m:
+            os.mkdir(m.p("wf"))
+            fd = claim(m.p("wf", "keys", "done"))
+            os.write(fd, b"succeeded\nthe result\n")
+            os.close(fd)
+        os.chmod(self.store, 0o644)
+        # The daemon's last connection removed them: the store is not in use.
+        self.assertFalse(os.path.exists(self.store + "-wal"))
+        self.assertFalse(os.path.exists(self.store + "-shm"))
+        self.ro = tempfile.mkdtemp(prefix="ro-", dir=self.tmp)
+        r = subprocess.run(["mount", "--bind", "-o", "ro", self.tmp, self.ro], capture_output=True, text=True)
+        if r.returncode != 0:
+            self.skipTest("mount --bind -o ro: " + r.stderr.strip())
+        self.addCleanup(_umount, self.ro)
+        self.ro_store = os.path.join(self.ro, "state.db")
+        self.assertFalse(os.access(self.ro, os.W_OK))
+
+    def as_user(self, *args):
+        u = unprivileged_user()
+        if u is None:
+            self.skipTest("no unprivileged user")
+        return subprocess.run(["setpriv", "--reuid=%d" % u.pw_uid, "--regid=%d" % u.pw_gid, "--clear-groups",
+                               ONCECTL, *args], capture_output=True, text=True)
+
+    def assertReads(self, store, runner=ctl):
+        r = runner("ls", store)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("wf", r.stdout)
+        r = runner("ls", "--json", store, "wf")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(json.loads(r.stdout)["keys"][0]["name"], "done")
+        r = runner("show", "--json", store, "wf", "done")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(json.loads(r.stdout)["result"], "the result\n")
+        r = runner("events", store, "wf")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("finalize", r.stdout)
+        r = runner("check", store)
+        self.assertEqual((r.returncode, r.stdout.split()[-1:]), (0, ["ok"]), r.stdout + r.stderr)
+
+    def test_while_mounted(self):
+        """A daemon has the store open, so its -wal and -shm exist: SQLite
+        (>= 3.22) reads a WAL database through a read-only -shm."""
+        with Mount(store=self.store, options=(), tmp=self.tmp):
+            self.assertTrue(os.path.exists(self.ro_store + "-shm"))
+            self.assertReads(self.ro_store)
+            self.assertReads(self.store, self.as_user)
+
+    def test_refusal_names_the_reason(self):
+        """Until the store can read it (below), the refusal says why, and
+        does not call a healthy store corrupt."""
+        for r in (ctl("ls", self.ro_store), self.as_user("ls", self.store)):
+            if r.returncode == 0:
+                continue
+            self.assertEqual(r.returncode, 3)
+            self.assertNotIn("corrupt", r.stderr)
+            self.assertNotIn("not an oncefs store", r.stderr)
+            self.assertIn("read-only", r.stderr)
+            self.assertIn("-shm", r.stderr)
+        self.assertFalse(os.path.exists(self.store + "-shm"))
+
+    # Expected to fail until store_open() changes (core/store_sqlite.c is
+    # another engineer's): a read-only open of a WAL store that no one has
+    # open, in a directory it cannot write, fails in SQLite with
+    # SQLITE_CANTOPEN ("unable to open database file"), because SQLite must
+    # create STORE-shm before it reads a WAL database, and `mode=ro` does
+    # not change that.  The change needed: on a read-only open that finds no
+    # -shm and cannot create it, take an OFD read lock (F_OFD_SETLK, F_RDLCK)
+    # on SQLite's SHARED byte range (0x40000002, 510 bytes) of the store,
+    # check that STORE-wal does not exist, open "file:STORE?immutable=1"
+    # (SQLITE_OPEN_URI), and at the end of each read transaction fail with
+    # -EAGAIN if STORE-wal has appeared: the lock keeps any writer that
+    # started meanwhile from removing its -wal at close, so its absence
+    # proves that nothing changed the file under the immutable reader.
+    @unittest.expectedFailure
+    def test_not_in_use_behind_a_read_only_bind_mount(self):
+        self.assertReads(self.ro_store)
+
+    @unittest.expectedFailure  # the same store change as above
+    def test_not_in_use_in_a_directory_the_user_cannot_write(self):
+        self.assertReads(self.store, self.as_user)
 
 
 if __name__ == "__main__":
