@@ -16,7 +16,9 @@
  * 2 usage; 3 the store could not be opened.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -26,6 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../core/json.h"
 #include "../core/key.h"
 #include "../core/step.h"
 #include "../core/sweep.h"
@@ -42,7 +45,12 @@ struct ctl {
 	const char *since;
 	struct store *st;
 	struct once o;
+	struct json_buf j;	/* the JSON value being built (--json) */
+	int jrc;		/* the first error building it */
 };
+
+/* The largest JSON text oncectl builds for one object (a result, escaped). */
+#define JSON_MAX ((size_t)1 << 30)
 
 struct command {
 	const char *name;
@@ -57,20 +65,45 @@ static const struct command commands[];
 
 /* ---- output helpers --------------------------------------------------- */
 
-static void json_string(const char *s, size_t len)
+/*
+ * JSON output goes through core/json.h, one object at a time: strings
+ * that are UTF-8 as they are, names (and results) that are not as
+ * FIELD_hex, as in the daemon's events.  The first error sticks.
+ */
+static void j_raw(struct ctl *c, const char *s)
 {
-	putchar('"');
-	for (size_t i = 0; i < len; i++) {
-		unsigned char ch = (unsigned char)s[i];
+	if (!c->jrc)
+		c->jrc = json_put_raw(&c->j, s, strlen(s));
+}
 
-		if (ch == '"' || ch == '\\')
-			printf("\\%c", ch);
-		else if (ch < 0x20 || ch >= 0x7f)
-			printf("\\u%04x", ch);	/* bytes, one by one */
-		else
-			putchar(ch);
-	}
-	putchar('"');
+static void j_str(struct ctl *c, const char *field, const char *s, size_t len)
+{
+	if (!c->jrc)
+		c->jrc = json_put_string(&c->j, field, s, len);
+}
+
+static void j_int(struct ctl *c, const char *field, int64_t v)
+{
+	if (!c->jrc)
+		c->jrc = json_put_int(&c->j, field, v);
+}
+
+static void j_null(struct ctl *c, const char *field)
+{
+	if (!c->jrc)
+		c->jrc = json_put_null(&c->j, field);
+}
+
+/* Print what was built; 0, or the error that stopped it. */
+static int j_flush(struct ctl *c)
+{
+	int rc = c->jrc;
+
+	if (rc == 0)
+		fwrite(json_buf_text(&c->j), 1, c->j.len, stdout);
+	json_buf_reset(&c->j);
+	c->jrc = 0;
+	return rc;
 }
 
 static void print_name(const char *s, size_t len)
@@ -122,6 +155,48 @@ static int find_workflow(struct ctl *c, const char *name, struct wf_row *w)
 	return 0;
 }
 
+/*
+ * Why a read-only open of a healthy store failed, when the reason is the
+ * one SQLite reports as "unable to open database file": the store is in
+ * WAL mode and not in use (no STORE-wal, no STORE-shm: SQLite removes them
+ * when the last connection closes), and its directory cannot be written,
+ * so SQLite cannot create the STORE-shm it needs before it reads anything.
+ * NULL when that is not the case.
+ */
+static const char *read_only_dir_reason(const char *path)
+{
+	static const char magic[16] = "SQLite format 3";
+	unsigned char hdr[100];
+	char side[PATH_MAX], dir[PATH_MAX];
+	const char *slash = strrchr(path, '/');
+	ssize_t got;
+	int fd;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return NULL;
+	got = read(fd, hdr, sizeof(hdr));
+	close(fd);
+	if (got != (ssize_t)sizeof(hdr) || memcmp(hdr, magic, sizeof(magic)) != 0 ||
+	    hdr[18] != 2 || hdr[19] != 2)
+		return NULL;	/* not a WAL database: another reason */
+	snprintf(side, sizeof(side), "%s-shm", path);
+	if (access(side, F_OK) == 0)
+		return NULL;
+	if (!slash)
+		snprintf(dir, sizeof(dir), ".");
+	else
+		snprintf(dir, sizeof(dir), "%.*s", slash == path ? 1 : (int)(slash - path),
+			 path);
+	if (access(dir, W_OK) == 0)
+		return NULL;
+	return "a store in WAL mode that no one has open (there is no -shm "
+	       "file beside it), in a directory that is read-only for you: "
+	       "SQLite must create the -shm file before it can read the store; "
+	       "run oncectl where the directory is writable, or on a copy of "
+	       "the store";
+}
+
 /* ---- init ------------------------------------------------------------- */
 
 static int cmd_init(struct ctl *c, char **args, int n)
@@ -143,7 +218,7 @@ static int ls_workflows(struct ctl *c)
 	char a[32], b[32], t[32], r[32];
 
 	if (c->json)
-		printf("[");
+		j_raw(c, "[");
 	else
 		printf("%-24s %6s %6s %-8s %-8s %8s %10s  %s\n", "WORKFLOW", "UID",
 		       "MODE", "INPUT", "DEDUP", "TTL", "RETENTION", "FINGERPRINT");
@@ -160,15 +235,24 @@ static int ls_workflows(struct ctl *c)
 			policy_word(p, POLICY_IN_FLIGHT_TTL, t, sizeof(t));
 			policy_word(p, POLICY_RETENTION, r, sizeof(r));
 			if (c->json) {
-				printf("%s\n {\"name\":", first ? "" : ",");
-				json_string(w->name, w->name_len);
-				printf(",\"uid\":%u,\"gid\":%u,\"mode\":\"%04o\","
-				       "\"on_input_change\":\"%s\",\"dedup_on\":\"%s\","
-				       "\"in_flight_ttl\":%s,\"retention\":%s,"
-				       "\"fingerprint\":", w->uid, w->gid, w->mode,
-				       a, b, t, r);
-				json_string(w->fingerprint, w->fingerprint_len);
-				printf("}");
+				char mode[16];
+
+				snprintf(mode, sizeof(mode), "%04o", w->mode);
+				j_raw(c, first ? "\n {" : ",\n {");
+				j_str(c, "name", w->name, w->name_len);
+				j_int(c, "uid", w->uid);
+				j_int(c, "gid", w->gid);
+				j_str(c, "mode", mode, strlen(mode));
+				j_str(c, "on_input_change", a, strlen(a));
+				j_str(c, "dedup_on", b, strlen(b));
+				j_int(c, "in_flight_ttl", p->in_flight_ttl);
+				j_int(c, "retention", p->retention);
+				j_str(c, "fingerprint", w->fingerprint,
+				      w->fingerprint_len);
+				j_raw(c, "}");
+				rc = j_flush(c);
+				if (rc)
+					return fail(rc, "write JSON");
 			} else {
 				print_name(w->name, w->name_len);
 				printf("%*s %6u %6o %-8s %-8s %8s %10s  %s\n",
@@ -180,8 +264,11 @@ static int ls_workflows(struct ctl *c)
 			after = w->id;
 		}
 	} while (n == 64);
-	if (c->json)
-		printf("\n]\n");
+	if (c->json) {
+		j_raw(c, first ? "]\n" : "\n]\n");
+		rc = j_flush(c);
+		return rc ? fail(rc, "write JSON") : 0;
+	}
 	return 0;
 }
 
@@ -205,7 +292,7 @@ static int ls_workflow(struct ctl *c, const char *name)
 	if (rc)
 		return rc;
 	if (c->json)
-		printf("{\"keys\":[");
+		j_raw(c, "{\"keys\":[");
 	else
 		printf("%-32s %-9s %10s %7s %-20s %-20s %s\n", "KEY", "STATUS",
 		       "GENERATION", "ATTEMPT", "CHANGED", "EXPIRES", "HOLDER");
@@ -226,17 +313,25 @@ static int ls_workflow(struct ctl *c, const char *name)
 			else
 				snprintf(exp, sizeof(exp), "-");
 			if (c->json) {
-				printf("%s\n {\"name\":", first ? "" : ",");
-				json_string(k->name, k->name_len);
-				printf(",\"status\":\"%s\",\"generation\":%" PRId64
-				       ",\"attempt\":%" PRId64 ",\"changed\":\"%s\","
-				       "\"expires\":%s%s%s,\"holder_pid\":%d,"
-				       "\"holder_uid\":%u,\"result_bytes\":%" PRId64 "}",
-				       key_state(k, now), k->generation, k->attempt,
-				       when, k->status == KEY_IN_FLIGHT ? "\"" : "",
-				       k->status == KEY_IN_FLIGHT ? exp : "null",
-				       k->status == KEY_IN_FLIGHT ? "\"" : "",
-				       k->holder_pid, k->holder_uid, k->result_len);
+				const char *state = key_state(k, now);
+
+				j_raw(c, first ? "\n {" : ",\n {");
+				j_str(c, "name", k->name, k->name_len);
+				j_str(c, "status", state, strlen(state));
+				j_int(c, "generation", k->generation);
+				j_int(c, "attempt", k->attempt);
+				j_str(c, "changed", when, strlen(when));
+				if (k->status == KEY_IN_FLIGHT)
+					j_str(c, "expires", exp, strlen(exp));
+				else
+					j_null(c, "expires");
+				j_int(c, "holder_pid", k->holder_pid);
+				j_int(c, "holder_uid", k->holder_uid);
+				j_int(c, "result_bytes", k->result_len);
+				j_raw(c, "}");
+				rc = j_flush(c);
+				if (rc)
+					return fail(rc, "write JSON");
 			} else {
 				print_name(k->name, k->name_len);
 				printf("%*s %-9s %10" PRId64 " %7" PRId64
@@ -251,7 +346,7 @@ static int ls_workflow(struct ctl *c, const char *name)
 		}
 	} while (n == 64);
 	if (c->json)
-		printf("\n],\"steps\":[");
+		j_raw(c, first ? "],\"steps\":[" : "\n],\"steps\":[");
 	else
 		printf("\n%-32s %12s %-20s\n", "STEP", "SIZE", "CHANGED");
 	after = 0;
@@ -265,10 +360,14 @@ static int ls_workflow(struct ctl *c, const char *name)
 
 			format_time(s->mtime_ns / 1000000, when, sizeof(when));
 			if (c->json) {
-				printf("%s\n {\"name\":", first ? "" : ",");
-				json_string(s->name, s->name_len);
-				printf(",\"size\":%" PRId64 ",\"changed\":\"%s\"}",
-				       s->size, when);
+				j_raw(c, first ? "\n {" : ",\n {");
+				j_str(c, "name", s->name, s->name_len);
+				j_int(c, "size", s->size);
+				j_str(c, "changed", when, strlen(when));
+				j_raw(c, "}");
+				rc = j_flush(c);
+				if (rc)
+					return fail(rc, "write JSON");
 			} else {
 				print_name(s->name, s->name_len);
 				printf("%*s %12" PRId64 " %-20s\n",
@@ -279,8 +378,11 @@ static int ls_workflow(struct ctl *c, const char *name)
 			after = s->id;
 		}
 	} while (n == 64);
-	if (c->json)
-		printf("\n]}\n");
+	if (c->json) {
+		j_raw(c, first ? "]}\n" : "\n]}\n");
+		rc = j_flush(c);
+		return rc ? fail(rc, "write JSON") : 0;
+	}
 	return 0;
 }
 
@@ -322,22 +424,28 @@ static int cmd_show(struct ctl *c, char **args, int n)
 	format_time(k.mtime_ns / 1000000, when, sizeof(when));
 	format_time(k.expires_ms, exp, sizeof(exp));
 	if (c->json) {
-		printf("{\"workflow\":");
-		json_string(w.name, w.name_len);
-		printf(",\"key\":");
-		json_string(k.name, k.name_len);
-		printf(",\"status\":\"%s\",\"generation\":%" PRId64
-		       ",\"attempt\":%" PRId64 ",\"changed\":\"%s\",\"expires\":",
-		       key_state(&k, once_now_ms(&c->o)), k.generation, k.attempt,
-		       when);
+		const char *state = key_state(&k, once_now_ms(&c->o));
+
+		j_raw(c, "{");
+		j_str(c, "workflow", w.name, w.name_len);
+		j_str(c, "key", k.name, k.name_len);
+		j_str(c, "status", state, strlen(state));
+		j_int(c, "generation", k.generation);
+		j_int(c, "attempt", k.attempt);
+		j_str(c, "changed", when, strlen(when));
 		if (k.status == KEY_IN_FLIGHT)
-			printf("\"%s\"", exp);
+			j_str(c, "expires", exp, strlen(exp));
 		else
-			printf("null");
-		printf(",\"holder_pid\":%d,\"holder_uid\":%u,\"result\":",
-		       k.holder_pid, k.holder_uid);
-		json_string(content + line, len - line);
-		printf("}\n");
+			j_null(c, "expires");
+		j_int(c, "holder_pid", k.holder_pid);
+		j_int(c, "holder_uid", k.holder_uid);
+		j_str(c, "result", content + line, len - line);
+		j_raw(c, "}\n");
+		rc = j_flush(c);
+		if (rc) {
+			free(content);
+			return fail(rc, "write JSON");
+		}
 	} else {
 		printf("workflow    ");
 		print_name(w.name, w.name_len);
@@ -591,11 +699,16 @@ int main(int argc, char *argv[])
 	sopt.read_only = !cmd->writes;
 	rc = store_open(c.store_path, &sopt, &c.st, err, sizeof(err));
 	if (rc) {
-		fprintf(stderr, "oncectl: %s: %s\n", c.store_path, err);
+		const char *why = sopt.read_only ? read_only_dir_reason(c.store_path)
+						 : NULL;
+
+		fprintf(stderr, "oncectl: %s: %s\n", c.store_path, why ? why : err);
 		return EXIT_STORE;
 	}
 	once_init(&c.o, c.st, &cfg);
+	json_buf_growing(&c.j, JSON_MAX);
 	rc = cmd->run(&c, argv + optind + 2, nargs);
+	json_buf_free(&c.j);
 	store_close(c.st);
 	return rc;
 }

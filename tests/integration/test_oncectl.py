@@ -1,19 +1,29 @@
 """oncectl against a real store, mounted and not, and the background sweep."""
 import json
 import os
+import pwd
+import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
+import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import Mount, MountedTest, claim, read, write, run  # noqa: E402
+from harness import Mount, MountedTest, claim, read, write, run, _is_mounted  # noqa: E402
 
 ONCECTL = os.environ.get("ONCECTL", os.path.join(os.path.dirname(os.environ.get("ONCEFS", "build/oncefs")), "oncectl"))
 
 
 def ctl(*args):
     return subprocess.run([ONCECTL, *args], capture_output=True, text=True)
+
+
+def ctlb(*args):
+    """oncectl with bytes arguments; stdout as bytes."""
+    return subprocess.run([os.fsencode(ONCECTL), *[a if isinstance(a, bytes) else a.encode() for a in args]],
+                          capture_output=True)
 
 
 def policy(wf, name, value):
@@ -59,6 +69,64 @@ class Oncectl(MountedTest):
         self.assertEqual(r.stdout, "")
         self.assertEqual(ctl("events", "--since", "yesterday", self.m.store, "wf").returncode, 2)
         os.close(self.held)
+
+    def test_json_names_are_utf8_or_hex(self):
+        """--json writes UTF-8 names as the characters they are, and names
+        that are not UTF-8 as FIELD_hex (the daemon's events convention)."""
+        root = os.fsencode(self.m.path)
+        cafe = "caf\u00e9".encode()                       # b"caf\xc3\xa9"
+        os.mkdir(root + b"/" + cafe)
+        os.mkdir(root + b"/\xff")
+        keys = os.fsencode(self.wf) + b"/keys/"
+        names = {
+            "\u00e9": "r\u00e9sum\u00e9\n",           # é, and a UTF-8 result
+            "\U0001d11e-\u65e5": "ok",               # four- and three-byte characters
+            "tab\tnl\nq\"b\\\x7f\x01": "",        # control characters, quote, backslash
+        }
+        for name, result in names.items():
+            fd = claim(keys + name.encode())
+            os.write(fd, b"succeeded\n" + result.encode())
+            os.close(fd)
+        fd = claim(keys + b"\xff\xfe")                 # not UTF-8, and a result that is not either
+        os.write(fd, b"succeeded\n\xc3\x28")
+        os.close(fd)
+        write(os.fsencode(self.wf) + b"/steps/\xc3\xa9tape", b"x", os.O_WRONLY | os.O_CREAT)
+
+        r = ctlb("ls", "--json", self.m.store)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn(cafe, r.stdout)                          # as is, not \u00c3\u00a9
+        self.assertNotIn(b"\\u00c3", r.stdout)
+        wfs = json.loads(r.stdout.decode("utf-8"))
+        self.assertEqual(sorted(w.get("name", "") for w in wfs), ["", "caf\u00e9", "wf"])
+        self.assertEqual([w["name_hex"] for w in wfs if "name_hex" in w], ["ff"])
+
+        r = ctlb("ls", "--json", self.m.store, "wf")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        data = json.loads(r.stdout.decode("utf-8"))
+        got = sorted(k["name"] for k in data["keys"] if "name" in k)
+        self.assertEqual(got, sorted(names))
+        self.assertEqual([k["name_hex"] for k in data["keys"] if "name_hex" in k], ["fffe"])
+        self.assertEqual([s["name"] for s in data["steps"]], ["\u00e9tape"])
+
+        for name, result in names.items():
+            r = ctlb("show", "--json", self.m.store, "wf", name.encode())
+            self.assertEqual(r.returncode, 0, r.stderr)
+            shown = json.loads(r.stdout.decode("utf-8"))
+            self.assertEqual((shown["workflow"], shown["key"], shown["result"]), ("wf", name, result))
+        r = ctlb("show", "--json", self.m.store, "wf", b"\xff\xfe")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        shown = json.loads(r.stdout.decode("utf-8"))
+        self.assertEqual((shown["key_hex"], shown["result_hex"]), ("fffe", "c328"))
+        self.assertNotIn("key", shown)
+        r = ctlb("show", "--json", self.m.store, cafe, b"nope")
+        self.assertEqual(r.returncode, 1)
+        r = ctlb("ls", "--json", self.m.store, cafe)
+        self.assertEqual(json.loads(r.stdout.decode("utf-8")), {"keys": [], "steps": []})
+        # events --json is the events file itself, byte for byte
+        r = ctlb("events", "--json", self.m.store, "wf")
+        self.assertEqual(r.stdout, read(os.path.join(self.wf, "events")))
+        for line in r.stdout.decode("utf-8").splitlines():
+            json.loads(line)
 
     def test_check(self):
         self.populate()
@@ -135,6 +203,115 @@ class Oncectl(MountedTest):
         self.assertEqual(left, 0)
         self.assertIn('"expire"', read(os.path.join(self.wf, "events")).decode())
         self.assertEqual(ctl("check", self.m.store).returncode, 0)
+
+
+def unprivileged_user():
+    for name in ("oncefs-test", "nobody"):
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            pass
+    return None
+
+
+def _umount(path):
+    for args in (["umount", path], ["umount", "-l", path]):
+        if not _is_mounted(path):
+            return
+        subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+class ReadOnlyDirectory(unittest.TestCase):
+    """Read commands (ls, show, events, check) on a healthy store whose
+    directory cannot be written: a read-only bind mount, or a directory the
+    invoking user may read but not write."""
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="oncefs-ctl-ro-")
+        os.chmod(self.tmp, 0o755)
+        self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
+        self.store = os.path.join(self.tmp, "state.db")
+        with Mount(store=self.store, tmp=self.tmp) as m:
+            os.mkdir(m.p("wf"))
+            fd = claim(m.p("wf", "keys", "done"))
+            os.write(fd, b"succeeded\nthe result\n")
+            os.close(fd)
+        os.chmod(self.store, 0o644)
+        # The daemon's last connection removed them: the store is not in use.
+        self.assertFalse(os.path.exists(self.store + "-wal"))
+        self.assertFalse(os.path.exists(self.store + "-shm"))
+        self.ro = tempfile.mkdtemp(prefix="ro-", dir=self.tmp)
+        r = subprocess.run(["mount", "--bind", "-o", "ro", self.tmp, self.ro], capture_output=True, text=True)
+        if r.returncode != 0:
+            self.skipTest("mount --bind -o ro: " + r.stderr.strip())
+        self.addCleanup(_umount, self.ro)
+        self.ro_store = os.path.join(self.ro, "state.db")
+        self.assertFalse(os.access(self.ro, os.W_OK))
+
+    def as_user(self, *args):
+        u = unprivileged_user()
+        if u is None:
+            self.skipTest("no unprivileged user")
+        return subprocess.run(["setpriv", "--reuid=%d" % u.pw_uid, "--regid=%d" % u.pw_gid, "--clear-groups",
+                               ONCECTL, *args], capture_output=True, text=True)
+
+    def assertReads(self, store, runner=ctl):
+        r = runner("ls", store)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("wf", r.stdout)
+        r = runner("ls", "--json", store, "wf")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(json.loads(r.stdout)["keys"][0]["name"], "done")
+        r = runner("show", "--json", store, "wf", "done")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(json.loads(r.stdout)["result"], "the result\n")
+        r = runner("events", store, "wf")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("finalize", r.stdout)
+        r = runner("check", store)
+        self.assertEqual((r.returncode, r.stdout.split()[-1:]), (0, ["ok"]), r.stdout + r.stderr)
+
+    def test_while_mounted(self):
+        """A daemon has the store open, so its -wal and -shm exist: SQLite
+        (>= 3.22) reads a WAL database through a read-only -shm."""
+        with Mount(store=self.store, options=(), tmp=self.tmp):
+            self.assertTrue(os.path.exists(self.ro_store + "-shm"))
+            self.assertReads(self.ro_store)
+            self.assertReads(self.store, self.as_user)
+
+    def test_refusal_names_the_reason(self):
+        """Until the store can read it (below), the refusal says why, and
+        does not call a healthy store corrupt."""
+        for r in (ctl("ls", self.ro_store), self.as_user("ls", self.store)):
+            if r.returncode == 0:
+                continue
+            self.assertEqual(r.returncode, 3)
+            self.assertNotIn("corrupt", r.stderr)
+            self.assertNotIn("not an oncefs store", r.stderr)
+            self.assertIn("read-only", r.stderr)
+            self.assertIn("-shm", r.stderr)
+        self.assertFalse(os.path.exists(self.store + "-shm"))
+
+    # Expected to fail until store_open() changes (core/store_sqlite.c is
+    # another engineer's): a read-only open of a WAL store that no one has
+    # open, in a directory it cannot write, fails in SQLite with
+    # SQLITE_CANTOPEN ("unable to open database file"), because SQLite must
+    # create STORE-shm before it reads a WAL database, and `mode=ro` does
+    # not change that.  The change needed: on a read-only open that finds no
+    # -shm and cannot create it, take an OFD read lock (F_OFD_SETLK, F_RDLCK)
+    # on SQLite's SHARED byte range (0x40000002, 510 bytes) of the store,
+    # check that STORE-wal does not exist, open "file:STORE?immutable=1"
+    # (SQLITE_OPEN_URI), and at the end of each read transaction fail with
+    # -EAGAIN if STORE-wal has appeared: the lock keeps any writer that
+    # started meanwhile from removing its -wal at close, so its absence
+    # proves that nothing changed the file under the immutable reader.
+    @unittest.expectedFailure
+    def test_not_in_use_behind_a_read_only_bind_mount(self):
+        self.assertReads(self.ro_store)
+
+    @unittest.expectedFailure  # the same store change as above
+    def test_not_in_use_in_a_directory_the_user_cannot_write(self):
+        self.assertReads(self.store, self.as_user)
 
 
 if __name__ == "__main__":
