@@ -64,13 +64,22 @@ int key_lookup(struct once *o, int64_t wf, const char *name, size_t len,
 	return once_end(o, rc);
 }
 
-/* Inside a transaction: the row of a generation, or -ESTALE. */
+/*
+ * Inside a transaction: the row of a generation, or -ESTALE.  One rule,
+ * whether or not a sweep has run: a claim whose lease has passed is dead
+ * for its generation (a finalize, a touch or a renewal through it is
+ * fenced), exactly as when the sweep has made it vacant; the next claim
+ * adopts it.
+ */
 static int get_generation(struct once *o, int64_t generation,
 			  struct key_row *out)
 {
 	int rc = store_key_by_generation(o->store, generation, out);
 
 	if (rc == -ENOENT || (rc == 0 && out->status == KEY_VACANT))
+		rc = -ESTALE;
+	if (rc == 0 && out->status == KEY_IN_FLIGHT &&
+	    out->expires_ms <= once_now_ms(o))
 		rc = -ESTALE;
 	return rc;
 }
@@ -434,7 +443,9 @@ int key_renew(struct once *o, const int64_t *generations, size_t n,
 		int64_t ttl_ms;
 
 		rc = store_key_by_generation(o->store, generations[i], &k);
-		if (rc == -ENOENT || (rc == 0 && k.status != KEY_IN_FLIGHT)) {
+		/* An expired lease is not revived (see get_generation). */
+		if (rc == -ENOENT || (rc == 0 && (k.status != KEY_IN_FLIGHT ||
+						  k.expires_ms <= now))) {
 			rc = 0;
 			continue;
 		}

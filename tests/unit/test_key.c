@@ -7,6 +7,7 @@
 #include "unit.h"
 
 #include "key.h"
+#include "sweep.h"
 #include "workflow.h"
 
 #define SMALL_RESULT 16
@@ -700,9 +701,8 @@ static void test_lease_expiry(void **state)
 	assert_rc(workflow_has_keys(&fx->o, w.id, &has), 0);
 	assert_false(has);
 	assert_rc(key_release(&fx->o, w.id, S("k"), &user), -ENOENT);
-	/* The handle still reaches it by generation. */
-	assert_rc(key_get(&fx->o, k.generation, &got), 0);
-	assert_int_equal(got.status, KEY_IN_FLIGHT);
+	/* Its generation is dead too: the lease passed (see the rule). */
+	assert_rc(key_get(&fx->o, k.generation, &got), -ESTALE);
 }
 
 static void test_adoption(void **state)
@@ -741,26 +741,50 @@ static void test_adoption(void **state)
 	free(ev);
 }
 
-static void test_late_finalize_before_adoption(void **state)
+/*
+ * One rule for a late finalize, whether the sweep ran or not: once the
+ * lease has passed, the old generation is fenced (ESTALE) and nothing
+ * changes; a touch or a renewal does not bring the lease back.
+ */
+static void late_finalize_is_fenced(void **state, bool swept)
 {
 	struct fixture *fx = *state;
 	struct wf_row w = make_wf(fx, "job");
 	struct key_row k, got;
+	int64_t gens[1];
 
 	set_policy(fx, w.id, POLICY_IN_FLIGHT_TTL, "10");
 	k = claim(fx, w.id, "k", &user);
+	gens[0] = k.generation;
 	fx->now = T0_MS + 3600 * 1000;
+	if (swept) {
+		struct sweep_options opt = { .batch = 10 };
+		struct sweep_report r;
+
+		assert_rc(sweep_run(&fx->o, &opt, &user, &r), 0);
+		assert_i64(r.expired, 1);
+	}
 	assert_absent(fx, w.id, "k");
-	/* Until someone adopts it, the late finalize through the old handle
-	 * still succeeds. */
 	assert_rc(key_check_write(&fx->o, k.generation, S("succeeded\n"), &user),
-		  0);
-	assert_rc(finalize(fx, k.generation, "succeeded\nlate", &user), 0);
-	got = lookup(fx, w.id, "k");
-	assert_int_equal(got.status, KEY_SUCCEEDED);
-	assert_i64(got.generation, k.generation);
-	assert_rc(key_claim(&fx->o, w.id, S("k"), &other, &got, NULL), -EEXIST);
-	assert_int_equal(fx->o.stats.adoptions, 0);
+		  -ESTALE);
+	assert_rc(finalize(fx, k.generation, "succeeded\nlate", &user), -ESTALE);
+	assert_rc(key_touch(&fx->o, k.generation, &user), -ESTALE);
+	assert_rc(key_renew(&fx->o, gens, 1, &user), 0);
+	assert_absent(fx, w.id, "k");
+	/* The next claim adopts it (or claims the vacant row) at attempt 2. */
+	got = claim(fx, w.id, "k", &other);
+	assert_i64(got.attempt, 2);
+	assert_true(got.generation > k.generation);
+}
+
+static void test_late_finalize_before_sweep(void **state)
+{
+	late_finalize_is_fenced(state, false);
+}
+
+static void test_late_finalize_after_sweep(void **state)
+{
+	late_finalize_is_fenced(state, true);
 }
 
 static void test_late_failed_before_adoption(void **state)
@@ -771,7 +795,7 @@ static void test_late_failed_before_adoption(void **state)
 
 	set_policy(fx, w.id, POLICY_IN_FLIGHT_TTL, "10");
 	k = claim(fx, w.id, "k", &user);
-	fx->now = T0_MS + 20000;
+	fx->now = T0_MS + 5000;	/* within the lease */
 	assert_rc(finalize(fx, k.generation, "failed\n", &user), 0);
 	/* A vacant row: the next claim is a claim, not an adoption. */
 	a = claim(fx, w.id, "k", &other);
@@ -1179,7 +1203,8 @@ int main(void)
 		T(test_long_status_line_same_verdict),
 		T(test_lease_expiry),
 		T(test_adoption),
-		T(test_late_finalize_before_adoption),
+		T(test_late_finalize_before_sweep),
+		T(test_late_finalize_after_sweep),
 		T(test_late_failed_before_adoption),
 		T(test_fenced_after_adoption),
 		T(test_touch_renews),
