@@ -390,6 +390,33 @@ int key_release(struct once *o, int64_t wf, const char *name, size_t len,
 	return rc;
 }
 
+int key_abandon(struct once *o, int64_t generation, const struct caller *who,
+		const char *why)
+{
+	struct key_row k;
+	struct event ev;
+	int rc = store_begin(o->store, true);
+
+	if (rc)
+		return rc;
+	rc = store_key_by_generation(o->store, generation, &k);
+	if (rc == 0 && k.status != KEY_IN_FLIGHT)
+		rc = -ESTALE;
+	if (rc == 0) {
+		k.status = KEY_VACANT;
+		k.mtime_ns = once_now_ms(o) * 1000000;
+		rc = store_key_update(o->store, &k);
+	}
+	if (rc == 0) {
+		key_event(&ev, "abandon", &k);
+		ev.detail_field = "reason";
+		ev.detail = why;
+		ev.detail_len = strlen(why);
+		rc = once_event(o, k.wf, who, &ev);
+	}
+	return once_end(o, rc == -ENOENT ? -ESTALE : rc);
+}
+
 /* Inside a write transaction: extend the lease of an in_flight key. */
 static int renew(struct once *o, struct key_row *k, const struct caller *who)
 {

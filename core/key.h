@@ -88,6 +88,15 @@ int key_check_write(struct once *o, int64_t generation, const char *buf,
 int key_finalize(struct once *o, int64_t generation, const char *buf,
 		 size_t len, const struct caller *who);
 
+/*
+ * The claim of generation reached no holder (the reply to its open was
+ * lost: the opener was killed or interrupted): the key is free at once,
+ * vacant with its attempt count, and "abandon" is logged with why.
+ * -ESTALE when the generation is no longer in flight.
+ */
+int key_abandon(struct once *o, int64_t generation, const struct caller *who,
+		const char *why);
+
 /* rm keys/K: -ENOENT when no live key has that name. */
 int key_release(struct once *o, int64_t wf, const char *name, size_t len,
 		const struct caller *who);

@@ -1286,7 +1286,7 @@ static void create_step(fuse_req_t req, struct fs *fs, const struct wf_row *w,
 	fi->fh = (uintptr_t)h;
 	fi->direct_io = 1;
 	handle_track(fs, h);
-	if (fuse_reply_create(req, &e, fi) == -ENOENT)
+	if (fuse_reply_create(req, &e, fi) != 0)
 		handle_close(fs, h);
 }
 
@@ -1355,8 +1355,17 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	fi->fh = (uintptr_t)h;
 	fi->direct_io = 1;
 	handle_track(fs, h);
-	if (fuse_reply_create(req, &e, fi) == -ENOENT)
+	if (fuse_reply_create(req, &e, fi) != 0) {
+		/*
+		 * Nobody got the file: its opener was killed or interrupted
+		 * while the claim was made.  No RELEASE will come, and the
+		 * claim has no holder: free the key now, not at the lease's end.
+		 */
+		if (h->claimed)
+			key_abandon(&fs->core, h->generation, &who,
+				    "the open that claimed it did not return");
 		handle_close(fs, h);
+	}
 }
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,

@@ -24,9 +24,10 @@ class Durability(unittest.TestCase):
     def mount(self, options=("create",)):
         tmp = __import__("tempfile").mkdtemp(prefix="oncefs-dur-")
         self.fail_file = os.path.join(tmp, "fail-next-sync")
+        self.lose_file = os.path.join(tmp, "lose-next-claim-reply")
         self.slow_file = os.path.join(tmp, "slow-next-sync")
         env = {"LD_PRELOAD": SHIM, "ONCEFS_FAILSYNC": self.fail_file,
-               "ONCEFS_SLOWSYNC": self.slow_file,
+               "ONCEFS_SLOWSYNC": self.slow_file, "ONCEFS_FAILREPLY": self.lose_file,
                # the sanitizer runtime need not come first for this shim
                "ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0"}
         m = Mount(options=options, env=env)
@@ -107,6 +108,24 @@ class Durability(unittest.TestCase):
         after = stats(m)
         self.assertEqual((before["commits"], before["fsyncs"]), (after["commits"], after["fsyncs"]))
         self.assertEqual(os.stat(m.store + "-wal").st_size, wal.st_size)
+
+
+    def test_a_claim_whose_reply_is_lost_is_free_at_once(self):
+        """The reply to a claim's CREATE reaches nobody (the kernel dropped
+        the request: the opener was interrupted or killed).  No RELEASE
+        will come: the key must be free at once, not held by nobody for
+        the lease, and the events say why."""
+        m = self.mount()
+        os.mkdir(m.p("wf"))
+        key = m.p("wf", "keys", "k")
+        open(self.lose_file, "w").close()
+        # Python retries an open that says EINTR (PEP 475), as a retrying
+        # worker would: the retry must claim, not find EEXIST.
+        fd = claim(key)
+        os.close(fd)
+        self.assertFalse(os.path.exists(self.lose_file), "the shim lost the reply")
+        self.assertEqual(os.getxattr(key, "user.oncefs.attempt"), b"2")
+        self.assertIn(b'"abandon"', read(m.p("wf", "events")))
 
 
 if __name__ == "__main__":
