@@ -297,13 +297,19 @@ int store_check(struct store *st, void (*report)(void *arg, const char *msg),
 /* Sweeping.  Claims whose lease ended by now_ms (in_flight, expired). */
 int store_key_expired(struct store *st, int64_t now_ms, struct key_row *rows,
 		      int max, int *n);
-/* Terminal or vacant keys unchanged for longer than their retention. */
+/*
+ * Terminal or vacant keys unchanged for longer than their retention.
+ * This and store_event_trim() walk the workflows a few at a time, each
+ * on an index, so that a call's work stays bounded however many rows the
+ * store holds; *more says that workflows are left to visit.
+ */
 int store_key_retired(struct store *st, int64_t now_ms, struct key_row *rows,
-		      int max, int *n);
+		      int max, int *n, bool *more);
 /*
  * Drop up to max events older than their workflow's retention; only the
  * beginning of a log goes, so that the file keeps its shape.
  */
-int store_event_trim(struct store *st, int64_t now_ms, int max, int64_t *n);
+int store_event_trim(struct store *st, int64_t now_ms, int max, int64_t *n,
+		     bool *more);
 
 #endif

@@ -93,8 +93,10 @@ enum stmt_id {
 	S_EVENT_GROW,
 	S_EVENT_READ,
 	S_EVENT_BASE,
-	S_EVENT_TRIM,
 	S_EVENT_REBASE,
+	S_SWEEP_WFS,
+	S_EVENT_OLDEST,
+	S_EVENT_CUT,
 	S_KEY_EXPIRED,
 	S_KEY_RETIRED,
 	S_EVENT_LIST,
@@ -208,26 +210,18 @@ static const char *const sql[S_NSTMTS] = {
 	[S_EVENT_GROW] = "UPDATE workflows SET events_size = events_size + ?2 "
 		"WHERE id = ?1",
 	[S_EVENT_BASE] = "SELECT events_base FROM workflows WHERE id = ?1",
-	/* Only a prefix of a log goes: the lines before the first young one. */
-	[S_EVENT_TRIM] = "WITH cut(wf, off) AS (SELECT w.id, coalesce((SELECT "
-		"x.off FROM events x WHERE x.wf = w.id AND x.time_ms >= "
-		"?1 - w.retention * 1000 ORDER BY x.off LIMIT 1), w.events_size) "
-		"FROM workflows w) "
-		"DELETE FROM events WHERE (wf, off) IN (SELECT e.wf, e.off FROM cut "
-		"JOIN events e ON e.wf = cut.wf AND e.off < cut.off LIMIT ?2)",
 	[S_EVENT_REBASE] = "UPDATE workflows SET events_base = coalesce((SELECT "
-		"min(off) FROM events WHERE wf = workflows.id), events_size) "
-		"WHERE events_base IS NOT coalesce((SELECT min(off) FROM events "
-		"WHERE wf = workflows.id), events_size)",
+		"min(off) FROM events WHERE wf = ?1), events_size) WHERE id = ?1",
 	[S_KEY_EXPIRED] = "SELECT " KEY_COLS " FROM keys INDEXED BY keys_by_expiry "
 		"WHERE status = 1 AND expires_ms <= ?1 LIMIT ?2",
-	[S_KEY_RETIRED] = "SELECT k.id, k.wf, k.name, k.status, k.generation, "
-		"k.attempt, k.expires_ms, k.mtime_ns, k.holder_pid, k.holder_uid, "
-		"k.result_len, k.content FROM keys k INDEXED BY keys_by_age "
-		"JOIN workflows w ON w.id = k.wf WHERE k.status != 1 "
-		"AND k.mtime_ns < (?1 - (SELECT min(retention) FROM workflows) * 1000) "
-		"* 1000000 AND k.mtime_ns < (?1 - w.retention * 1000) * 1000000 "
-		"LIMIT ?2",
+	/* Per workflow, on keys_by_age (wf, mtime_ns): never a scan. */
+	[S_KEY_RETIRED] = "SELECT " KEY_COLS " FROM keys INDEXED BY keys_by_age "
+		"WHERE wf = ?1 AND status != 1 AND mtime_ns < ?2 LIMIT ?3",
+	[S_SWEEP_WFS] = "SELECT id, retention FROM workflows WHERE id > ?1 "
+		"ORDER BY id LIMIT ?2",
+	[S_EVENT_OLDEST] = "SELECT off, time_ms FROM events WHERE wf = ?1 "
+		"ORDER BY off LIMIT ?2",
+	[S_EVENT_CUT] = "DELETE FROM events WHERE wf = ?1 AND off < ?2",
 	[S_EVENT_LIST] = "SELECT time_ms, line, line ->> '$.event', "
 		"coalesce(line ->> '$.key', line ->> '$.step', line ->> '$.policy', "
 		"line ->> '$.key_hex', line ->> '$.step_hex', ''), "
@@ -297,7 +291,7 @@ static const char schema[] =
 	 * on a partial index: a row is in one of them, so a claim writes one.
 	 */
 	"CREATE INDEX keys_by_expiry ON keys(expires_ms) WHERE status = 1;"
-	"CREATE INDEX keys_by_age ON keys(mtime_ns) WHERE status != 1;"
+	"CREATE INDEX keys_by_age ON keys(wf, mtime_ns) WHERE status != 1;"
 	"CREATE TABLE steps("
 	"  id INTEGER PRIMARY KEY AUTOINCREMENT,"
 	"  wf INTEGER NOT NULL,"
@@ -358,6 +352,7 @@ struct store {
 	size_t npins, pins_cap;
 	int64_t pins_renew_ms;		/* when the pins' leases are renewed */
 	int64_t mount_id;
+	int64_t retire_cursor, trim_cursor;	/* the sweep's walks */
 	sqlite3_stmt *stmts[S_NSTMTS];
 	enum store_sync sync;
 	bool read_only;
@@ -766,6 +761,8 @@ static int upgrade_v1(struct store *st, char *err, size_t errlen)
 		"ALTER TABLE steps ADD COLUMN content INTEGER NOT NULL DEFAULT 0;"
 		"ALTER TABLE steps ADD COLUMN atime_ns INTEGER NOT NULL DEFAULT 0;"
 		"ALTER TABLE chunks RENAME COLUMN step TO content;"
+		"DROP INDEX keys_by_age;"
+		"CREATE INDEX keys_by_age ON keys(wf, mtime_ns) WHERE status != 1;"
 		CONTENT_TABLES
 		WF_TO_PURGE
 		"INSERT INTO contents(id, size, dead) SELECT id, size, 0 FROM steps "
@@ -2518,10 +2515,10 @@ int store_purge(struct store *st, int64_t now_ms, int max, int64_t *purged)
 
 /* ---- sweeping --------------------------------------------------------- */
 
-static int key_rows(struct store *st, enum stmt_id id, int64_t now_ms,
-		    struct key_row *rows, int max, int *n)
+int store_key_expired(struct store *st, int64_t now_ms, struct key_row *rows,
+		      int max, int *n)
 {
-	sqlite3_stmt *s = stmt(st, id);
+	sqlite3_stmt *s = stmt(st, S_KEY_EXPIRED);
 
 	*n = 0;
 	if (!s)
@@ -2532,34 +2529,117 @@ static int key_rows(struct store *st, enum stmt_id id, int64_t now_ms,
 			 "sweep keys");
 }
 
-int store_key_expired(struct store *st, int64_t now_ms, struct key_row *rows,
-		      int max, int *n)
-{
-	return key_rows(st, S_KEY_EXPIRED, now_ms, rows, max, n);
-}
+/*
+ * The sweep's walk over workflows: the next up to SWEEP_WFS after *cursor
+ * (from the start again after the last), with their retention in ms.
+ */
+#define SWEEP_WFS 64
 
-int store_key_retired(struct store *st, int64_t now_ms, struct key_row *rows,
-		      int max, int *n)
+static int sweep_wfs(struct store *st, int64_t *cursor, int64_t *ids,
+		     int64_t *retention_ms, int *n)
 {
-	return key_rows(st, S_KEY_RETIRED, now_ms, rows, max, n);
-}
-
-int store_event_trim(struct store *st, int64_t now_ms, int max, int64_t *n)
-{
-	sqlite3_stmt *s = stmt(st, S_EVENT_TRIM);
-	sqlite3_stmt *r = stmt(st, S_EVENT_REBASE);
+	sqlite3_stmt *s = stmt(st, S_SWEEP_WFS);
 	int rc;
 
 	*n = 0;
-	if (!s || !r)
+	if (!s)
 		return -EIO;
-	sqlite3_bind_int64(s, 1, now_ms);
-	sqlite3_bind_int(s, 2, max);
-	rc = exec_stmt(st, s, "trim events");
-	if (rc)
-		return rc;
-	*n = sqlite3_changes(st->main.db);
-	return *n ? exec_stmt(st, r, "rebase events") : 0;
+	sqlite3_bind_int64(s, 1, *cursor);
+	sqlite3_bind_int(s, 2, SWEEP_WFS);
+	while (*n < SWEEP_WFS && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+		ids[*n] = sqlite3_column_int64(s, 0);
+		retention_ms[*n] = sqlite3_column_int64(s, 1) * 1000;
+		(*n)++;
+	}
+	done(s);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return sql_error(st, rc, "sweep workflows");
+	*cursor = *n == SWEEP_WFS ? ids[*n - 1] : 0;
+	return 0;
+}
+
+int store_key_retired(struct store *st, int64_t now_ms, struct key_row *rows,
+		      int max, int *n, bool *more)
+{
+	int64_t ids[SWEEP_WFS], keep[SWEEP_WFS];
+	int nwf, rc;
+
+	*n = 0;
+	rc = sweep_wfs(st, &st->retire_cursor, ids, keep, &nwf);
+	*more = st->retire_cursor != 0;
+	for (int i = 0; i < nwf && rc == 0 && *n < max; i++) {
+		sqlite3_stmt *s = stmt(st, S_KEY_RETIRED);
+		int got = 0;
+
+		if (!s)
+			return -EIO;
+		sqlite3_bind_int64(s, 1, ids[i]);
+		sqlite3_bind_int64(s, 2, (now_ms - keep[i]) * 1000000);
+		sqlite3_bind_int(s, 3, max - *n);
+		rc = read_rows(st, s, key_reader, rows + *n, sizeof(*rows),
+			       max - *n, &got, "sweep keys");
+		*n += got;
+		/* A full batch: this workflow again next time. */
+		if (*n == max) {
+			st->retire_cursor = ids[i] - 1;
+			*more = true;
+		}
+	}
+	return rc;
+}
+
+/*
+ * Only a prefix of a log goes, the lines before the first young one, so
+ * that the file keeps its shape; each workflow's oldest lines are read in
+ * order, and the cut is one range delete on the primary key.
+ */
+int store_event_trim(struct store *st, int64_t now_ms, int max, int64_t *n,
+		     bool *more)
+{
+	int64_t ids[SWEEP_WFS], keep[SWEEP_WFS];
+	int nwf, rc;
+
+	*n = 0;
+	rc = sweep_wfs(st, &st->trim_cursor, ids, keep, &nwf);
+	*more = st->trim_cursor != 0;
+	for (int i = 0; i < nwf && rc == 0 && *n < max; i++) {
+		sqlite3_stmt *s = stmt(st, S_EVENT_OLDEST);
+		int64_t cut = -1, old = 0;
+
+		if (!s)
+			return -EIO;
+		sqlite3_bind_int64(s, 1, ids[i]);
+		sqlite3_bind_int64(s, 2, max - *n + 1);
+		while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+			cut = sqlite3_column_int64(s, 0);
+			if (sqlite3_column_int64(s, 1) >= now_ms - keep[i] ||
+			    old == max - *n)
+				break;
+			old++;
+			cut = -1;
+		}
+		done(s);
+		if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+			return sql_error(st, rc, "trim events");
+		rc = 0;
+		if (old == 0)
+			continue;
+		s = stmt(st, S_EVENT_CUT);
+		if (!s)
+			return -EIO;
+		sqlite3_bind_int64(s, 1, ids[i]);
+		/* No young line left: the whole log, up to its end. */
+		sqlite3_bind_int64(s, 2, cut >= 0 ? cut : INT64_MAX);
+		rc = exec_stmt(st, s, "trim events");
+		if (rc == 0)
+			rc = by_id(st, S_EVENT_REBASE, ids[i], "rebase events");
+		*n += old;
+		if (*n == max) {
+			st->trim_cursor = ids[i] - 1;
+			*more = true;
+		}
+	}
+	return rc;
 }
 
 int store_event_list(struct store *st, int64_t wf, int64_t since_ms,

@@ -24,7 +24,7 @@ static void key_event(struct event *ev, const char *type,
 
 /* Inside a transaction: one batch of expired claims or retired keys. */
 static int sweep_keys(struct once *o, bool expired, int batch,
-		      const struct caller *who, int64_t *n)
+		      const struct caller *who, int64_t *n, bool *more)
 {
 	struct key_row *rows = malloc(sizeof(*rows) * (size_t)batch);
 	struct event ev;
@@ -36,7 +36,8 @@ static int sweep_keys(struct once *o, bool expired, int batch,
 	if (expired)
 		rc = store_key_expired(o->store, once_now_ms(o), rows, batch, &got);
 	else
-		rc = store_key_retired(o->store, once_now_ms(o), rows, batch, &got);
+		rc = store_key_retired(o->store, once_now_ms(o), rows, batch, &got,
+				       more);
 	for (int i = 0; i < got && rc == 0; i++) {
 		struct key_row *k = &rows[i];
 
@@ -63,22 +64,24 @@ static int sweep_batch(struct once *o, int batch, const struct caller *who,
 	int64_t n = 0;
 	int rc;
 
+	bool left = false;
+
 	*more = false;
-	rc = sweep_keys(o, true, batch, who, &n);
+	rc = sweep_keys(o, true, batch, who, &n, &left);
 	r->expired += n;
 	*more |= n == batch;
 	if (rc == 0)
-		rc = sweep_keys(o, false, batch, who, &n);
+		rc = sweep_keys(o, false, batch, who, &n, &left);
 	r->retired += rc ? 0 : n;
-	*more |= n == batch;
+	*more |= n == batch || left;
 	if (rc == 0)
 		rc = store_purge(o->store, once_now_ms(o), batch, &n);
 	r->checkpoints += rc ? 0 : n;
 	*more |= n > 0;
 	if (rc == 0)
-		rc = store_event_trim(o->store, once_now_ms(o), batch, &n);
+		rc = store_event_trim(o->store, once_now_ms(o), batch, &n, &left);
 	r->events += rc ? 0 : n;
-	*more |= n == batch;
+	*more |= n == batch || left;
 	return rc;
 }
 
