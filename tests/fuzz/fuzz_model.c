@@ -13,8 +13,8 @@
  *   - claim: -EEXIST when live, else a new generation above every earlier
  *     one, attempt + 1 (1 after a release);
  *   - finalize through a generation: grammar (-EINVAL), size (-EFBIG),
- *     then the generation must still be the key's (-ESTALE; an expired,
- *     unadopted claim still finalizes), not terminal (-EPERM for root,
+ *     then the generation must still be the key's and its lease not
+ *     passed (-ESTALE, whether or not a sweep ran), not terminal (-EPERM for root,
  *     -EACCES for users), and a generation written in the line must be
  *     the handle's (-ESTALE); failed under dedup_on=success frees the key;
  *   - release: -ENOENT unless live; the key is gone (attempts restart);
@@ -210,7 +210,10 @@ static bool m_has_steps(const struct mwf *w)
 	return false;
 }
 
-/* The key whose current generation is gen (not vacant), or NULL. */
+/*
+ * The key whose current generation is gen (not vacant, and not a claim
+ * whose lease has passed: that generation is dead), or NULL.
+ */
 static struct mkey *m_key_of_gen(int64_t gen, struct mwf **wf)
 {
 	for (int w = 0; w < NWF; w++) {
@@ -219,7 +222,8 @@ static struct mkey *m_key_of_gen(int64_t gen, struct mwf **wf)
 		for (int i = 0; i < NKEY; i++) {
 			struct mkey *k = &F.W[w].k[i];
 
-			if (k->st >= M_FLIGHT && k->gen == gen) {
+			if (k->st >= M_FLIGHT && k->gen == gen &&
+			    !(k->st == M_FLIGHT && k->expires <= F.now)) {
 				if (wf)
 					*wf = &F.W[w];
 				return k;
