@@ -332,6 +332,7 @@ struct conn {
 	sqlite3_stmt *stmts[S_NSTMTS];
 	bool in_write;		/* in a write transaction */
 	int64_t changes;	/* sqlite3_total_changes64() at its start */
+	struct timespec began;	/* when the write transaction began */
 };
 
 struct store {
@@ -1034,6 +1035,7 @@ void store_get_stats(struct store *st, struct store_stats *out)
 {
 	pthread_mutex_lock(&st->lock);
 	out->commits = st->stats.commits;
+	out->max_write_us = st->stats.max_write_us;
 	pthread_mutex_unlock(&st->lock);
 	pthread_mutex_lock(&st->sync_lock);
 	out->syncs = st->stats.syncs;
@@ -1092,7 +1094,25 @@ int store_begin(struct store *st, bool write)
 	}
 	c->in_write = write;
 	c->changes = sqlite3_total_changes64(c->db);
+	if (write)
+		clock_gettime(CLOCK_MONOTONIC, &c->began);
 	return 0;
+}
+
+/* The end of a write transaction: how long it held the lock. */
+static void note_hold(struct store *st, struct conn *c)
+{
+	struct timespec now;
+	int64_t us;
+
+	if (!c->in_write)
+		return;
+	c->in_write = false;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	us = (now.tv_sec - c->began.tv_sec) * 1000000 +
+	     (now.tv_nsec - c->began.tv_nsec) / 1000;
+	if (us > 0 && (uint64_t)us > st->stats.max_write_us)
+		st->stats.max_write_us = (uint64_t)us;
 }
 
 /* Wait until commit number seq is on disk (see struct store). */
@@ -1148,7 +1168,7 @@ static int end(struct store *st, struct conn *c, uint64_t seq)
 	uint64_t seen = st->txn_seen;
 	int rc;
 
-	c->in_write = false;
+	note_hold(st, c);
 	pthread_mutex_unlock(&st->lock);
 	if (st->sync != STORE_SYNC_FULL || (seq == 0 && seen == 0))
 		return 0;
@@ -2003,7 +2023,7 @@ static int commit_lazy(struct store *st)
 	else if (rc == 0 && sqlite3_total_changes64(c->db) != c->changes)
 		st->stats.commits++;
 	st->txn_seen = 0;
-	c->in_write = false;
+	note_hold(st, c);
 	pthread_mutex_unlock(&st->lock);
 	return rc;
 }

@@ -29,21 +29,13 @@ struct fs {
 
 	/* Open handles whose claim's lease renews itself (handle.c). */
 	pthread_mutex_t renew_lock;
-	pthread_cond_t renew_cond;
+
 	struct handle *renewing;
 	struct handle *open;		/* every open handle, freed at exit */
-	bool stopping;
-	int64_t sweep_interval_ms;	/* 0: no background sweep */
-	int64_t next_sweep_ms;
-	bool sweep_pending;		/* the last slice left work */
-	pthread_t renewer;
-	bool renewer_started;
+	struct background *background;	/* renewal, purge, sweep */
 };
 
 extern const struct fuse_lowlevel_ops fs_ops;
 
-/* Start and stop the thread that renews the leases of open claims. */
-int fs_renewer_start(struct fs *fs);
-void fs_renewer_stop(struct fs *fs);
 
 #endif

@@ -1,5 +1,5 @@
 /*
- * handle.c - open files, their buffers, and the lease renewer.
+ * handle.c - open files and their buffers.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -10,15 +10,7 @@
 
 #include "../core/key.h"
 #include "../core/step.h"
-#include "../core/sweep.h"
 #include "handle.h"
-
-#define RENEW_INTERVAL_MS 500
-#define PURGE_BATCH 200
-#define PURGE_BATCHES 50
-#define SWEEP_BATCH 200
-#define SWEEP_BATCHES 5
-#define SWEEP_PAUSE_MS 20
 
 struct handle *handle_new(enum handle_kind kind, uint64_t ino, int64_t wf,
 			  int flags)
@@ -263,111 +255,24 @@ void handle_renew_remove(struct fs *fs, struct handle *h)
 	pthread_mutex_unlock(&fs->renew_lock);
 }
 
-/*
- * Purge checkpoints of old fingerprints in small batches, each its own
- * transaction, so that claims wait for one batch at most.
- */
-static void purge(struct fs *fs)
-{
-	int64_t n;
-
-	for (int i = 0; i < PURGE_BATCHES; i++) {
-		if (step_purge(&fs->core, PURGE_BATCH, &n) || n == 0)
-			break;
-	}
-}
-
-/*
- * The background sweep (sweep.h), in slices of a few small batches so that
- * renewals are never late and a claim waits for one batch at most.
- */
-static void sweep_slice(struct fs *fs, const struct caller *self)
-{
-	struct sweep_options opt = { .batch = SWEEP_BATCH,
-				     .max_batches = SWEEP_BATCHES };
-	struct sweep_report r;
-	int64_t now;
-
-	if (fs->sweep_interval_ms <= 0)
-		return;
-	now = once_now_ms(&fs->core);
-	if (!fs->sweep_pending && now < fs->next_sweep_ms)
-		return;
-	if (sweep_run(&fs->core, &opt, self, &r) == 0 && r.more) {
-		fs->sweep_pending = true;
-		return;
-	}
-	fs->sweep_pending = false;
-	fs->next_sweep_ms = now + fs->sweep_interval_ms;
-}
-
-/*
- * Every RENEW_INTERVAL_MS: collect the generations of open claims and let
- * core renew those whose lease is a third gone.
- */
-static void *renewer(void *arg)
+size_t handle_renewing(void *arg, int64_t **gens, size_t *cap)
 {
 	struct fs *fs = arg;
-	struct caller self = { .pid = getpid(), .uid = getuid(), .gid = getgid() };
-	int64_t *gens = NULL;
-	size_t cap = 0;
+	size_t n = 0;
 
 	pthread_mutex_lock(&fs->renew_lock);
-	while (!fs->stopping) {
-		struct timespec until;
-		size_t n = 0;
+	for (struct handle *h = fs->renewing; h; h = h->next_renewing) {
+		if (n == *cap) {
+			size_t ncap = *cap ? *cap * 2 : 64;
+			int64_t *p = realloc(*gens, ncap * sizeof(**gens));
 
-		clock_gettime(CLOCK_REALTIME, &until);
-		/* A sweep with work left goes on soon, a slice at a time. */
-		until.tv_nsec += (fs->sweep_pending ? SWEEP_PAUSE_MS
-						    : RENEW_INTERVAL_MS) * 1000000L;
-		if (until.tv_nsec >= 1000000000L) {
-			until.tv_sec++;
-			until.tv_nsec -= 1000000000L;
+			if (!p)
+				break;
+			*gens = p;
+			*cap = ncap;
 		}
-		pthread_cond_timedwait(&fs->renew_cond, &fs->renew_lock, &until);
-		if (fs->stopping)
-			break;
-		for (struct handle *h = fs->renewing; h; h = h->next_renewing) {
-			if (n == cap) {
-				size_t ncap = cap ? cap * 2 : 64;
-				int64_t *p = realloc(gens, ncap * sizeof(*gens));
-
-				if (!p)
-					break;
-				gens = p;
-				cap = ncap;
-			}
-			gens[n++] = h->generation;
-		}
-		pthread_mutex_unlock(&fs->renew_lock);
-		key_renew(&fs->core, gens, n, &self);
-		store_pins_renew(fs->core.store, once_now_ms(&fs->core));
-		purge(fs);
-		sweep_slice(fs, &self);
-		pthread_mutex_lock(&fs->renew_lock);
+		(*gens)[n++] = h->generation;
 	}
 	pthread_mutex_unlock(&fs->renew_lock);
-	free(gens);
-	return NULL;
-}
-
-int fs_renewer_start(struct fs *fs)
-{
-	int rc = pthread_create(&fs->renewer, NULL, renewer, fs);
-
-	fs->renewer_started = rc == 0;
-	return -rc;
-}
-
-void fs_renewer_stop(struct fs *fs)
-{
-	if (!fs->renewer_started)
-		return;
-	pthread_mutex_lock(&fs->renew_lock);
-	fs->stopping = true;
-	pthread_cond_signal(&fs->renew_cond);
-	pthread_mutex_unlock(&fs->renew_lock);
-	pthread_join(fs->renewer, NULL);
-	fs->renewer_started = false;
+	return n;
 }

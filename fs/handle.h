@@ -136,6 +136,12 @@ bool handle_writer_size(struct fs *fs, uint64_t ino, pid_t tgid,
 /* Does any open file write inode ino? */
 bool handle_written(struct fs *fs, uint64_t ino);
 
+/*
+ * The generations of the claims whose open files renew them, for the
+ * renewer (background_claims_fn; arg is the struct fs).
+ */
+size_t handle_renewing(void *arg, int64_t **gens, size_t *cap);
+
 /* Register or drop a handle whose claim renews itself. */
 void handle_renew_add(struct fs *fs, struct handle *h);
 void handle_renew_remove(struct fs *fs, struct handle *h);

@@ -23,6 +23,7 @@
 
 #include "fs.h"
 #include "handle.h"
+#include "../core/background.h"
 
 #ifndef ONCEFS_VERSION
 #define ONCEFS_VERSION "0"
@@ -244,6 +245,7 @@ int main(int argc, char *argv[])
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
 	struct options opt = { .busy_timeout_ms = 5000, .sweep_interval = 60 };
 	struct store_options sopt = { 0 };
+	struct background_config bcfg = { 0 };
 	struct once_config cfg = {
 		.max_result = ONCE_MAX_RESULT_DEFAULT,
 		.max_checkpoint = ONCE_MAX_CHECKPOINT_DEFAULT,
@@ -386,7 +388,6 @@ int main(int argc, char *argv[])
 		goto out;
 	}
 	pthread_mutex_init(&fs->renew_lock, NULL);
-	pthread_cond_init(&fs->renew_cond, NULL);
 	/* The session first: it refuses unknown options before any store
 	 * is created. */
 	fs->se = fuse_session_new(&args, &fs_ops, sizeof(fs_ops), fs);
@@ -406,14 +407,16 @@ int main(int argc, char *argv[])
 	fs->owner_gid = getgid();
 	clock_gettime(CLOCK_REALTIME, &now);
 	fs->mount_time_ns = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
-	fs->sweep_interval_ms = (int64_t)opt.sweep_interval * 1000;
 
 	rc = 1;
 	if (fuse_set_signal_handlers(fs->se))
 		goto out_destroy;
 	if (fuse_session_mount(fs->se, opt.mountpoint))
 		goto out_handlers;
-	if (fs_renewer_start(fs))
+	bcfg.sweep_interval_ms = (int64_t)opt.sweep_interval * 1000;
+	bcfg.claims = handle_renewing;
+	bcfg.arg = fs;
+	if (background_start(&fs->core, &bcfg, &fs->background))
 		goto out_unmount;
 
 	if (report_fd >= 0) {
@@ -425,7 +428,8 @@ int main(int argc, char *argv[])
 	fuse_loop_cfg_set_max_threads(loop, 16);
 	rc = fuse_session_loop_mt(fs->se, loop) ? 1 : 0;
 	fuse_loop_cfg_destroy(loop);
-	fs_renewer_stop(fs);
+	background_stop(fs->background);
+	fs->background = NULL;
 	handle_close_all(fs);
 out_unmount:
 	fuse_session_unmount(fs->se);
@@ -437,7 +441,6 @@ out:
 	report_start(report_fd, 1);
 	if (fs) {
 		pthread_mutex_destroy(&fs->renew_lock);
-		pthread_cond_destroy(&fs->renew_cond);
 		free(fs);
 	}
 	store_close(st);

@@ -1,0 +1,152 @@
+/*
+ * background.c - the renewer and the maintainer (see background.h).
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "background.h"
+#include "key.h"
+#include "step.h"
+#include "sweep.h"
+
+#define RENEW_INTERVAL_MS 500
+#define MAINTAIN_INTERVAL_MS 500
+#define PURGE_BATCH 200
+#define PURGE_BATCHES 50
+#define SWEEP_BATCH 200
+#define SWEEP_BATCHES 5
+#define SLICE_PAUSE_MS 20
+
+struct background {
+	struct once *o;
+	struct background_config cfg;
+	struct caller self;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool stopping;
+	pthread_t renewer, maintainer;
+	bool renewer_started, maintainer_started;
+	int64_t next_sweep_ms;
+};
+
+/* Sleep up to ms, or until stopped; false when stopping. */
+static bool pause_ms(struct background *b, long ms)
+{
+	struct timespec until;
+	bool go_on;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += ms / 1000;
+	until.tv_nsec += (ms % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&b->lock);
+	if (!b->stopping)
+		pthread_cond_timedwait(&b->cond, &b->lock, &until);
+	go_on = !b->stopping;
+	pthread_mutex_unlock(&b->lock);
+	return go_on;
+}
+
+static void *renewer(void *arg)
+{
+	struct background *b = arg;
+	int64_t *gens = NULL;
+	size_t cap = 0;
+
+	while (pause_ms(b, RENEW_INTERVAL_MS)) {
+		size_t n = b->cfg.claims(b->cfg.arg, &gens, &cap);
+
+		key_renew(b->o, gens, n, &b->self);
+		store_pins_renew(b->o->store, once_now_ms(b->o));
+	}
+	free(gens);
+	return NULL;
+}
+
+/* One slice of maintenance; true when it left work to do soon. */
+static bool maintain(struct background *b)
+{
+	struct sweep_options opt = { .batch = SWEEP_BATCH,
+				     .max_batches = SWEEP_BATCHES };
+	struct sweep_report r;
+	bool more = false;
+	int64_t n, now;
+
+	for (int i = 0; i < PURGE_BATCHES; i++) {
+		if (step_purge(b->o, PURGE_BATCH, &n) || n == 0)
+			break;
+		more = i == PURGE_BATCHES - 1;
+	}
+	if (b->cfg.sweep_interval_ms <= 0)
+		return more;
+	now = once_now_ms(b->o);
+	if (now < b->next_sweep_ms)
+		return more;
+	if (sweep_run(b->o, &opt, &b->self, &r) == 0 && r.more)
+		return true;	/* the sweep goes on at the next slice */
+	b->next_sweep_ms = now + b->cfg.sweep_interval_ms;
+	return more;
+}
+
+static void *maintainer(void *arg)
+{
+	struct background *b = arg;
+	bool more = false;
+
+	while (pause_ms(b, more ? SLICE_PAUSE_MS : MAINTAIN_INTERVAL_MS))
+		more = maintain(b);
+	return NULL;
+}
+
+int background_start(struct once *o, const struct background_config *cfg,
+		     struct background **out)
+{
+	struct background *b = calloc(1, sizeof(*b));
+	int rc;
+
+	*out = NULL;
+	if (!b)
+		return -ENOMEM;
+	b->o = o;
+	b->cfg = *cfg;
+	b->self = (struct caller){ .pid = getpid(), .uid = getuid(),
+				   .gid = getgid() };
+	pthread_mutex_init(&b->lock, NULL);
+	pthread_cond_init(&b->cond, NULL);
+	rc = pthread_create(&b->renewer, NULL, renewer, b);
+	b->renewer_started = rc == 0;
+	if (rc == 0) {
+		rc = pthread_create(&b->maintainer, NULL, maintainer, b);
+		b->maintainer_started = rc == 0;
+	}
+	if (rc) {
+		background_stop(b);
+		return -rc;
+	}
+	*out = b;
+	return 0;
+}
+
+void background_stop(struct background *b)
+{
+	if (!b)
+		return;
+	pthread_mutex_lock(&b->lock);
+	b->stopping = true;
+	pthread_cond_broadcast(&b->cond);
+	pthread_mutex_unlock(&b->lock);
+	if (b->renewer_started)
+		pthread_join(b->renewer, NULL);
+	if (b->maintainer_started)
+		pthread_join(b->maintainer, NULL);
+	pthread_mutex_destroy(&b->lock);
+	pthread_cond_destroy(&b->cond);
+	free(b);
+}
