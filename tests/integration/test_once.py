@@ -1,18 +1,79 @@
 """The `once` runner over a real mount."""
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import MountedTest, read, run  # noqa: E402
+from harness import MountedTest, claim, read, run  # noqa: E402
 
 ONCE = os.environ.get("ONCE", os.path.join(os.path.dirname(os.environ.get("ONCEFS", "build/oncefs")), "once"))
+MAN_PAGE = os.path.join(os.path.dirname(__file__), "..", "..", "doc", "once.1")
 
 
 def once(*args, **kw):
+    kw.setdefault("timeout", 120)
     return subprocess.run([ONCE, *args], capture_output=True, text=True, **kw)
+
+
+def snapshot(top):
+    """Every name under top, with its content or link target."""
+    out = {}
+    for d, dirs, files in os.walk(top):
+        for n in dirs + files:
+            p = os.path.join(d, n)
+            if os.path.islink(p):
+                out[p] = ("link", os.readlink(p))
+            elif os.path.isdir(p):
+                out[p] = ("dir",)
+            else:
+                out[p] = ("file", read(p))
+    return out
+
+
+def start_time(pid):
+    """A process's start time (field 22 of /proc/PID/stat), or None when it
+    is gone or a zombie: a reused pid shows as another start time."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return None if fields[0] == "Z" else fields[19]
+
+
+def wait_for(cond, what, deadline=60):
+    """Poll cond() until it holds; a generous deadline, never a fixed sleep."""
+    end = time.monotonic() + deadline
+    while not cond():
+        if time.monotonic() > end:
+            raise AssertionError("timed out waiting for " + what)
+        time.sleep(0.05)
+
+
+def man_examples(path=MAN_PAGE):
+    """The .EX/.EE blocks of a man page, each as [(command, [output lines])]."""
+    unescape = {"\\-": "-", "\\(aq": "'", "\\(dq": '"', "\\e": "\\", "\\&": ""}
+    blocks, block = [], None
+    with open(path) as f:
+        for line in f.read().splitlines():
+            if line == ".EX":
+                block = []
+                continue
+            if line == ".EE":
+                blocks.append(block)
+                block = None
+                continue
+            if block is None:
+                continue
+            text = re.sub(r"\\(\(..|.)", lambda m: unescape[m.group(0)], line)
+            if text.startswith("$ "):
+                block.append((text[2:], []))
+            else:
+                block[-1][1].append(text)
+    return blocks
 
 
 class Once(MountedTest):
@@ -102,6 +163,75 @@ class Once(MountedTest):
         self.assertEqual(once().returncode, 64)
         self.assertEqual(once(self.wf, "k", "echo").returncode, 64)
         self.assertEqual(once("--help").returncode, 0)
+
+    # ---- hostile names ------------------------------------------------
+
+    def outside(self):
+        """A directory outside the mount that "../../../tmp/x" from keys/ or
+        steps/ reaches, with files a hostile name would aim at."""
+        d = os.path.normpath(os.path.join(self.wf, "keys", "../../../tmp/x"))
+        self.assertFalse(d.startswith(self.m.path + os.sep))
+        os.makedirs(d)
+        with open(os.path.join(d, "victim"), "w") as f:
+            f.write("secret\n")
+        with open(os.path.join(d, "precious"), "w") as f:
+            f.write("precious\n")
+        os.symlink(os.path.join(d, "precious"), os.path.join(d, "victim2.part"))
+        return d
+
+    def test_names_that_leave_the_workflow_are_refused(self):
+        d = self.outside()
+        before = snapshot(d)
+        r = once(self.wf, "../../../tmp/x/pwned", "--", "echo", "hi")
+        self.assertEqual((r.returncode, r.stdout), (64, ""))
+        r = once("--step", "../../../tmp/x/victim", self.wf, "--", "true")
+        self.assertEqual((r.returncode, r.stdout), (64, ""))
+        self.assertNotIn("secret", r.stderr)
+        # victim2 is absent, victim2.part a symlink to a file outside.
+        r = once("--step", "../../../tmp/x/victim2", self.wf, "--", "echo", "overwritten")
+        self.assertEqual((r.returncode, r.stdout), (64, ""))
+        self.assertEqual(snapshot(d), before)
+        self.assertEqual(read(os.path.join(d, "precious")), b"precious\n")
+        self.assertFalse(os.path.exists(os.path.join(d, "pwned")))
+
+    def test_bad_names_are_usage_errors_before_anything_runs(self):
+        marker = os.path.join(self.m.tmp, "ran")
+        cmd = ["--", "sh", "-c", "echo x >> " + marker]
+        for name in ["", ".", "..", "a/b", "/etc/passwd", "x/", "k" * 256]:
+            r = once(self.wf, name, *cmd)
+            self.assertEqual(r.returncode, 64, (name, r.stderr))
+            self.assertIn("key name", r.stderr)
+            r = once("--step", name, self.wf, *cmd)
+            self.assertEqual(r.returncode, 64, (name, r.stderr))
+            self.assertIn("step name", r.stderr)
+        self.assertFalse(os.path.exists(marker))
+        self.assertEqual(os.listdir(os.path.join(self.wf, "keys")), [])
+        self.assertEqual(os.listdir(os.path.join(self.wf, "steps")), [])
+        # Control bytes of a hostile name are escaped in the message.
+        r = once(self.wf, "a/\x1b[2J", "--", "true")
+        self.assertEqual(r.returncode, 64)
+        self.assertNotIn("\x1b", r.stderr)
+        self.assertIn("\\x1b[2J", r.stderr)
+        # 255 bytes is a name; its part file name is cut to fit.
+        long = "n" * 255
+        r = once(self.wf, long, "--", "echo", "long key")
+        self.assertEqual((r.returncode, r.stdout), (0, "long key\n"))
+        r = once("--step", long, self.wf, "--", "echo", "long step")
+        self.assertEqual((r.returncode, r.stdout), (0, "long step\n"))
+        self.assertEqual(os.listdir(os.path.join(self.wf, "steps")), [long])
+
+    def test_symlinked_keys_or_steps_are_not_followed(self):
+        # A workflow directory (here one outside the mount) whose keys/ and
+        # steps/ are symlinks: once opens them with O_NOFOLLOW.
+        target = os.path.join(self.m.tmp, "target")
+        fake = os.path.join(self.m.tmp, "fake-wf")
+        os.makedirs(target)
+        os.makedirs(fake)
+        os.symlink(target, os.path.join(fake, "keys"))
+        os.symlink(target, os.path.join(fake, "steps"))
+        self.assertEqual(once(fake, "k", "--", "echo", "hi").returncode, 71)
+        self.assertEqual(once("--step", "s", fake, "--", "echo", "hi").returncode, 71)
+        self.assertEqual(os.listdir(target), [])
 
 
 if __name__ == "__main__":
