@@ -233,6 +233,20 @@ class Once(MountedTest):
         self.assertEqual(once("--step", "s", fake, "--", "echo", "hi").returncode, 71)
         self.assertEqual(os.listdir(target), [])
 
+    # ---- SIGPIPE -------------------------------------------------------
+
+    def test_reader_leaving_early_does_not_kill_the_claim(self):
+        r = subprocess.run(["bash", "-c", "'%s' '%s' k -- sh -c 'seq 100000' | head -1" % (ONCE, self.wf)],
+                           capture_output=True, text=True, timeout=120)
+        self.assertEqual((r.returncode, r.stdout), (0, "1\n"))
+        status, _, result = read(self.key("k")).partition(b"\n")
+        self.assertRegex(status.decode(), r"^succeeded \d+$")
+        self.assertEqual(result, "".join("%d\n" % i for i in range(1, 100001)).encode())
+        r = subprocess.run(["bash", "-c", "'%s' --step s '%s' -- seq 100000 | head -1" % (ONCE, self.wf)],
+                           capture_output=True, text=True, timeout=120)
+        self.assertEqual((r.returncode, r.stdout), (0, "1\n"))
+        self.assertEqual(len(read(os.path.join(self.wf, "steps", "s"))), len(result))
+
 
 if __name__ == "__main__":
     run()
