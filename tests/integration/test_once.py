@@ -247,6 +247,70 @@ class Once(MountedTest):
         self.assertEqual((r.returncode, r.stdout), (0, "1\n"))
         self.assertEqual(len(read(os.path.join(self.wf, "steps", "s"))), len(result))
 
+    # ---- the command dies with once -----------------------------------
+
+    def spawn(self, *args, **kw):
+        """once in the background, killed at cleanup if still running."""
+        p = subprocess.Popen([ONCE, *args], **kw)
+
+        def stop():
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+        self.addCleanup(stop)
+        return p
+
+    def command_pids(self, *names):
+        """Wait for the pid files a test command writes; the pids and their
+        start times, killed at cleanup if still there."""
+        paths = [os.path.join(self.m.tmp, n) for n in names]
+        wait_for(lambda: all(os.path.exists(p) and read(p).endswith(b"\n") for p in paths), "pid files")
+        pids = [(int(read(p)), start_time(int(read(p)))) for p in paths]
+        for pid, st in pids:
+            self.addCleanup(self.kill_if_there, pid, st)
+        return pids
+
+    @staticmethod
+    def kill_if_there(pid, st):
+        try:
+            if st is not None and start_time(pid) == st:
+                os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def assertGone(self, pids):
+        """Each (pid, start time) gone; a start time of None: gone already."""
+        wait_for(lambda: all(st is None or start_time(pid) != st for pid, st in pids), "the command to die")
+
+    def test_killed_runner_takes_its_command_along(self):
+        t = self.m.tmp
+        direct = self.spawn(self.wf, "k1", "--", "sh", "-c", "echo $$ > %s/c1; exec sleep 1000" % t)
+        nested = self.spawn(self.wf, "k2", "--", "sh", "-c",
+                            "sleep 1000 & echo $! > %s/g2; echo $$ > %s/c2; wait" % (t, t))
+        pids = self.command_pids("c1", "c2", "g2")
+        self.assertTrue(all(st is not None for _, st in pids))
+        direct.send_signal(signal.SIGKILL)
+        nested.send_signal(signal.SIGKILL)
+        direct.wait()
+        nested.wait()
+        self.assertGone(pids)
+
+    def test_command_leftovers_die_when_once_exits(self):
+        t = self.m.tmp
+        # Normal exit: a background child the command left behind.
+        r = once(self.wf, "k", "--", "sh", "-c", "sleep 1000 >/dev/null 2>&1 & echo $! > %s/g1" % t)
+        self.assertEqual(r.returncode, 0)
+        left = self.command_pids("g1")
+        self.assertGone(left)
+        # Forwarded SIGTERM: the whole group gets it, the key is failed.
+        p = self.spawn(self.wf, "k2", "--", "sh", "-c",
+                       "sleep 1000 & echo $! > %s/g2; echo $$ > %s/c2; wait" % (t, t))
+        pids = self.command_pids("c2", "g2")
+        p.send_signal(signal.SIGTERM)
+        self.assertEqual(p.wait(timeout=120), 128 + signal.SIGTERM)
+        self.assertGone(pids)
+        self.assertFalse(os.path.exists(self.key("k2")))
+
 
 if __name__ == "__main__":
     run()
