@@ -311,6 +311,36 @@ class Once(MountedTest):
         self.assertGone(pids)
         self.assertFalse(os.path.exists(self.key("k2")))
 
+    # ---- concurrent steps ----------------------------------------------
+
+    def test_concurrent_steps_commit_exactly_one(self):
+        counter = os.path.join(self.m.tmp, "counter")
+        steps = os.path.join(self.wf, "steps")
+        procs = [subprocess.Popen([ONCE, "--step", "S", self.wf, "--", "sh", "-c",
+                                   "echo x >> %s; sleep 0.5; echo run $$" % counter],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(4)]
+        outs = [p.communicate(timeout=120) + (p.returncode,) for p in procs]
+        committed = read(os.path.join(steps, "S")).decode()
+        self.assertRegex(committed, r"^run \d+\n$")
+        for out, err, code in outs:
+            self.assertEqual((code, out, err), (0, committed, ""))
+        self.assertEqual(os.listdir(steps), ["S"])
+        with open(counter) as f:
+            self.assertIn(len(f.read().split()), range(1, 5))
+
+    def test_interrupted_step_leaves_no_part_file(self):
+        steps = os.path.join(self.wf, "steps")
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGKILL):
+            started = os.path.join(self.m.tmp, "started-%d" % sig)
+            p = self.spawn("--step", "S", self.wf, "--", "sh", "-c",
+                           "echo partial; echo $$ > %s; exec sleep 1000" % started, stdout=subprocess.DEVNULL)
+            self.command_pids(os.path.basename(started))
+            wait_for(lambda: os.listdir(steps), "the part file")
+            p.send_signal(sig)
+            p.wait(timeout=120)
+            wait_for(lambda: os.listdir(steps) == [], "the part file to go (%s)" % signal.Signals(sig).name)
+
 
 if __name__ == "__main__":
     run()
