@@ -341,6 +341,22 @@ class Once(MountedTest):
             p.wait(timeout=120)
             wait_for(lambda: os.listdir(steps) == [], "the part file to go (%s)" % signal.Signals(sig).name)
 
+    # ---- --timeout -----------------------------------------------------
+
+    def test_timeout_out_of_range_is_a_usage_error(self):
+        fd = claim(self.key("k"))  # in flight: --wait would wait
+        self.addCleanup(os.close, fd)
+        for t in ["99999999999999999999", "1e300", "3153600001", "inf", "nan", "-1", "1e-400", "", "5s", " 5"]:
+            r = once("--wait", "--timeout", t, self.wf, "k", "--", "echo", "never")
+            self.assertEqual((r.returncode, r.stdout), (64, ""), t)
+            self.assertIn("--timeout", r.stderr)
+        r = once("--wait", "--timeout", "0.2", self.wf, "k", "--", "echo", "never")
+        self.assertEqual((r.returncode, r.stdout), (75, ""))
+        for m in ["-1", "99999999999999999999", "1073741825", "x"]:
+            r = once("--max-result", m, self.wf, "j", "--", "echo", "never")
+            self.assertEqual((r.returncode, r.stdout), (64, ""), m)
+            self.assertIn("--max-result", r.stderr)
+
 
 if __name__ == "__main__":
     run()
