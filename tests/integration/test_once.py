@@ -357,6 +357,21 @@ class Once(MountedTest):
             self.assertEqual((r.returncode, r.stdout), (64, ""), m)
             self.assertIn("--max-result", r.stderr)
 
+    # ---- doc/once.1 ----------------------------------------------------
+
+    def test_man_page_examples(self):
+        """Every example of doc/once.1 (its .EX blocks), as written, with the
+        mount in place of /mnt/once; the lines without "$ " are the output."""
+        blocks = man_examples()
+        self.assertGreaterEqual(len(blocks), 5)
+        env = dict(os.environ, PATH=os.path.dirname(os.path.abspath(ONCE)) + os.pathsep + os.environ["PATH"])
+        for block in blocks:
+            script = "\n".join(cmd for cmd, _ in block).replace("/mnt/once", self.m.path)
+            want = "".join(line.replace("/mnt/once", self.m.path) + "\n" for _, out in block for line in out)
+            r = subprocess.run(["bash", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, env=env, cwd=self.m.tmp, timeout=120)
+            self.assertEqual(r.stdout, want, script)
+
 
 if __name__ == "__main__":
     run()
