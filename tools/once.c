@@ -12,34 +12,65 @@
  * ONCE_EXIT_IN_FLIGHT while the key is in flight (--wait: wait for it).
  *
  * The second form runs a step: if WORKFLOW_DIR/steps/STEP exists it is
- * printed and nothing runs; otherwise the command's output is written to
- * steps/STEP.part and renamed into place only if the command exits 0.
+ * printed and nothing runs; otherwise the command's output is written to a
+ * part file of this runner's own (created with O_EXCL) and renamed into
+ * place with RENAME_NOREPLACE only if the command exits 0.  Of concurrent
+ * runners exactly one commits; the others print the committed checkpoint.
+ *
+ * Key and step names come from anywhere (webhooks, queues): a name is one
+ * path component, and every open is relative to the workflow directory's
+ * fd with O_NOFOLLOW, never a pasted path.
+ *
+ * The command runs in a process group of its own, dies with once
+ * (PR_SET_PDEATHSIG), and whatever is left of its group is killed when
+ * once exits, by a small watchdog process if once itself is killed.
  *
  * It is a client of the mount like any other: plain file I/O, no library.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <inttypes.h>
+#include <math.h>
 #include <signal.h>
-#include <stddef.h>
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/types.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
 #define ONCE_EXIT_USAGE 64
+#define ONCE_EXIT_OSERR 71	/* EX_OSERR: the mount refused something */
 #define ONCE_EXIT_IN_FLIGHT 75	/* EX_TEMPFAIL: try again later */
 #define ONCE_EXIT_FAILED_BEFORE 76
-#define ONCE_EXIT_OSERR 71	/* EX_OSERR: the mount refused something */
 
 #define RESULT_MAX_DEFAULT (1024 * 1024)
+#define RESULT_MAX_LIMIT (1024 * 1024 * 1024)	/* --max-result at most 1 GiB */
+#define TIMEOUT_MAX_S 3153600000.0		/* --timeout at most 100 years */
+#define NAME_MAX_BYTES 255
+#define BUF_SIZE 65536
 
-static pid_t child_pid;
+/* The command's process group (its pid), read by the signal handler. */
+static volatile sig_atomic_t child_pgid;
+_Static_assert(sizeof(sig_atomic_t) >= sizeof(pid_t), "a pid fits a sig_atomic_t");
+
+/* Signals forwarded to the command; their dispositions when once started. */
+static const int forwarded[] = { SIGINT, SIGTERM, SIGHUP };
+#define NFORWARDED (sizeof(forwarded) / sizeof(forwarded[0]))
+static struct sigaction orig_forwarded[NFORWARDED];
+static struct sigaction orig_sigpipe;
+
+/* Echo to our stdout: stops at the first error (EPIPE: the reader left). */
+static bool echo_off;
 
 static void usage(FILE *f)
 {
@@ -51,11 +82,16 @@ static void usage(FILE *f)
 "\n"
 "  --wait            if the key is in flight elsewhere, wait until it is\n"
 "                    finalized (or freed, then claim it)\n"
-"  --timeout S       give up waiting after S seconds (exit 75)\n"
+"  --timeout S       give up waiting after S seconds (exit 75); 0, the\n"
+"                    default, waits without limit; at most 3153600000\n"
 "  --max-result N    keep at most N bytes of output as the key's result\n"
-"                    (default 1048576; the rest is still printed)\n"
+"                    (default 1048576, at most 1073741824; the rest is\n"
+"                    still printed)\n"
 "  --step STEP       run a step: skip it if steps/STEP exists, else commit the\n"
 "                    command's output as steps/STEP only if it exits 0\n"
+"\n"
+"KEY and STEP are single names: not empty, not . or .., no '/', at most\n"
+"255 bytes.\n"
 "\n"
 "exit status: the command's own when it ran; 0 when the key had already\n"
 "succeeded (its result is printed); 75 when the key is in flight elsewhere;\n"
@@ -63,10 +99,83 @@ static void usage(FILE *f)
 "refused an operation; 64 for a usage error.\n");
 }
 
+/*
+ * A name or path for a message: control bytes and backslashes escaped (a
+ * key name is hostile input and must not drive the terminal), truncated to
+ * fit buf with "...".
+ */
+static const char *shown(const char *s, char *buf, size_t cap)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t o = 0;
+
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		bool plain = c >= 0x20 && c != 0x7f && c != '\\';
+
+		if (o + (plain ? 1 : 4) + 4 > cap) {
+			memcpy(buf + o, "...", 4);
+			return buf;
+		}
+		if (plain) {
+			buf[o++] = (char)c;
+		} else {
+			buf[o++] = '\\';
+			buf[o++] = 'x';
+			buf[o++] = hex[c >> 4];
+			buf[o++] = hex[c & 15];
+		}
+	}
+	buf[o] = '\0';
+	return buf;
+}
+
+#define SHOWN_MAX 1200
+
+/* "once: WF/DIR/NAME: what" on stderr, with the names escaped. */
+static void path_error(const char *what, const char *wf, const char *dir,
+		       const char *name, const char *why)
+{
+	char a[SHOWN_MAX], b[SHOWN_MAX];
+
+	fprintf(stderr, "once: %s%s%s/%s%s%s: %s\n", what, *what ? " " : "",
+		shown(wf, a, sizeof(a)), dir, name ? "/" : "",
+		name ? shown(name, b, sizeof(b)) : "", why);
+}
+
+/*
+ * A key or step name is one path component: not empty, not "." or "..", no
+ * '/', at most 255 bytes.  Checked before anything is opened.
+ */
+static bool check_name(const char *what, const char *name)
+{
+	char buf[SHOWN_MAX];
+	size_t len = strnlen(name, NAME_MAX_BYTES + 1);
+	const char *why = NULL;
+
+	if (len == 0)
+		why = "must not be empty";
+	else if (len > NAME_MAX_BYTES)
+		why = "longer than 255 bytes";
+	else if (strchr(name, '/'))
+		why = "must not contain '/'";
+	else if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+		why = "must not be . or ..";
+	if (!why)
+		return true;
+	fprintf(stderr, "once: %s name '%s': %s\n", what,
+		shown(name, buf, sizeof(buf)), why);
+	return false;
+}
+
 static void forward_signal(int sig)
 {
-	if (child_pid > 0)
-		kill(child_pid, sig);
+	int saved = errno;
+	pid_t pgid = (pid_t)child_pgid;
+
+	if (pgid > 0)
+		kill(-pgid, sig);
+	errno = saved;
 }
 
 static int exit_status_of(int wstatus)
@@ -78,8 +187,10 @@ static int exit_status_of(int wstatus)
 	return 1;
 }
 
-static int write_all(int fd, const char *buf, size_t len)
+static int write_all(int fd, const void *data, size_t len)
 {
+	const char *buf = data;
+
 	while (len > 0) {
 		ssize_t n = write(fd, buf, len);
 
@@ -94,264 +205,746 @@ static int write_all(int fd, const char *buf, size_t len)
 	return 0;
 }
 
+/* Copy to our stdout unless that failed before; false once it has. */
+static bool echo(const char *buf, size_t len)
+{
+	int rc;
+
+	if (echo_off)
+		return false;
+	rc = write_all(STDOUT_FILENO, buf, len);
+	if (rc == 0)
+		return true;
+	echo_off = true;
+	if (rc != -EPIPE)
+		fprintf(stderr, "once: write to standard output: %s\n",
+			strerror(-rc));
+	return false;
+}
+
 /*
- * Run argv with its stdout into a pipe; copy what it prints to our stdout
- * and to out_fd (if >= 0), and keep up to max bytes in *kept.  Returns the
- * wait status, or -errno.
+ * Copy what is left of fd to our stdout, a buffer at a time (a checkpoint
+ * may be a gigabyte).  Returns 0, or -errno of a read.  A failing stdout
+ * ends the copy: nobody reads the rest.
  */
-static int run_command(char **argv, int out_fd, size_t max, char **kept,
-		       size_t *kept_len, int *copy_error)
+static int echo_fd(int fd)
+{
+	char buf[BUF_SIZE];
+
+	for (;;) {
+		ssize_t n = read(fd, buf, sizeof(buf));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0 || !echo(buf, (size_t)n))
+			return 0;
+	}
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(int64_t ms)
+{
+	struct timespec ts = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000L };
+
+	while (nanosleep(&ts, &ts) && errno == EINTR)
+		;
+}
+
+/* The workflow directory and its keys/ or steps/, as O_PATH fds. */
+static int open_dirs(const char *wf, const char *sub, int *wfd, int *subfd)
+{
+	*subfd = -1;
+	*wfd = open(wf, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (*wfd < 0) {
+		path_error("", wf, "", NULL, strerror(errno));
+		return -1;
+	}
+	*subfd = openat(*wfd, sub, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (*subfd < 0) {
+		path_error("", wf, sub, NULL, strerror(errno));
+		close(*wfd);
+		*wfd = -1;
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- the watchdog ------------------------------------------------------ */
+
+/*
+ * A process that outlives a killed once just long enough to clean up after
+ * it: it reads from a pipe whose only writer is once.  'p' and a pid tell it
+ * the command's process group; 'q' tells it once has cleaned up itself.  End
+ * of file without 'q' means once died: it kills the command's group, removes
+ * the step's part file, and only then closes its copy of the claim, so the
+ * key is not free to adopt while the command can still run.
+ */
+static pid_t watchdog_pid = -1;
+static int watchdog_fd = -1;
+
+static void close_all_but(const int *keep, size_t n)
+{
+	unsigned int from = 0;
+	int i, j;
+
+	/* keep[] is small: close the gaps between its sorted members. */
+	for (i = 0; i < (int)n; i++) {
+		int lo = -1;
+
+		for (j = 0; j < (int)n; j++)
+			if (keep[j] >= (int)from && (lo < 0 || keep[j] < lo))
+				lo = keep[j];
+		if (lo < 0)
+			break;
+		if ((unsigned int)lo > from)
+			close_range(from, (unsigned int)lo - 1, 0);
+		from = (unsigned int)lo + 1;
+	}
+	close_range(from, ~0U, 0);
+}
+
+static void watchdog(int rfd, int hold_fd, int dirfd, const char *name)
+{
+	int keep[] = { STDERR_FILENO, rfd, hold_fd, dirfd };
+	struct sigaction ign = { .sa_handler = SIG_IGN };
+	sigset_t none;
+	pid_t pgid = 0;
+	char tag;
+	size_t i;
+
+	/* Out of once's group: a kill of that group leaves the watchdog. */
+	setpgid(0, 0);
+	prctl(PR_SET_NAME, "once-watchdog", 0, 0, 0);
+	for (i = 0; i < NFORWARDED; i++)
+		sigaction(forwarded[i], &ign, NULL);
+	sigaction(SIGPIPE, &ign, NULL);
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	close_all_but(keep, sizeof(keep) / sizeof(keep[0]));
+	for (;;) {
+		ssize_t n = read(rfd, &tag, 1);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n == 1 && tag == 'q')
+			_exit(0);
+		if (n == 1 && tag == 'p') {
+			pid_t p;
+			size_t got = 0;
+
+			while (got < sizeof(p)) {
+				n = read(rfd, (char *)&p + got, sizeof(p) - got);
+				if (n < 0 && errno == EINTR)
+					continue;
+				if (n <= 0)
+					break;
+				got += (size_t)n;
+			}
+			if (got == sizeof(p)) {
+				pgid = p;
+				continue;
+			}
+		}
+		break;	/* end of file, an error, or garbage: once is gone */
+	}
+	if (pgid > 0)
+		kill(-pgid, SIGKILL);
+	if (dirfd >= 0 && name)
+		unlinkat(dirfd, name, 0);
+	_exit(0);
+}
+
+/* Before the command: start the watchdog.  Returns 0 or -errno. */
+static int watchdog_start(int hold_fd, int dirfd, const char *name)
+{
+	int p[2], rc = 0;
+	sigset_t all, old;
+
+	if (pipe2(p, O_CLOEXEC))
+		return -errno;
+	/* No signal may kill the watchdog before it ignores them. */
+	sigfillset(&all);
+	sigprocmask(SIG_BLOCK, &all, &old);
+	watchdog_pid = fork();
+	if (watchdog_pid == 0) {
+		close(p[1]);
+		watchdog(p[0], hold_fd, dirfd, name);
+	}
+	if (watchdog_pid < 0)
+		rc = -errno;
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	close(p[0]);
+	if (rc) {
+		close(p[1]);
+		return rc;
+	}
+	watchdog_fd = p[1];
+	return 0;
+}
+
+static void watchdog_arm(pid_t pgid)
+{
+	char msg[1 + sizeof(pid_t)];
+
+	if (watchdog_fd < 0)
+		return;
+	msg[0] = 'p';
+	memcpy(msg + 1, &pgid, sizeof(pgid));
+	if (write_all(watchdog_fd, msg, sizeof(msg)))
+		fprintf(stderr, "once: watchdog: %s\n", strerror(errno));
+}
+
+/* Once has cleaned up itself: the watchdog exits without doing anything. */
+static void watchdog_stop(void)
+{
+	int wstatus;
+
+	if (watchdog_fd < 0)
+		return;
+	write_all(watchdog_fd, "q", 1);
+	close(watchdog_fd);
+	watchdog_fd = -1;
+	while (waitpid(watchdog_pid, &wstatus, 0) < 0 && errno == EINTR)
+		;
+	watchdog_pid = -1;
+}
+
+/* ---- running the command ---------------------------------------------- */
+
+struct run {
+	char **argv;
+	bool echo;		/* copy the output to our stdout */
+	int out_fd;		/* and to this file, or -1 */
+	size_t keep_max;	/* keep up to this much of it in kept */
+	char *kept;
+	size_t kept_len, kept_cap;
+	int copy_error;		/* errno of writing out_fd */
+	int keep_error;		/* ENOMEM keeping the output */
+};
+
+static void keep_output(struct run *r, const char *buf, size_t n)
+{
+	size_t take = n;
+
+	if (r->keep_error || r->kept_len >= r->keep_max)
+		return;
+	if (take > r->keep_max - r->kept_len)
+		take = r->keep_max - r->kept_len;
+	if (r->kept_len + take > r->kept_cap) {
+		size_t ncap = r->kept_cap ? r->kept_cap : 4096;
+		char *p;
+
+		while (ncap < r->kept_len + take)
+			ncap *= 2;	/* at most 2 GiB: keep_max <= 1 GiB */
+		p = realloc(r->kept, ncap);
+		if (!p) {
+			r->keep_error = ENOMEM;
+			return;
+		}
+		r->kept = p;
+		r->kept_cap = ncap;
+	}
+	memcpy(r->kept + r->kept_len, buf, take);
+	r->kept_len += take;
+}
+
+static void restore_signals(void)
+{
+	size_t i;
+
+	for (i = 0; i < NFORWARDED; i++)
+		sigaction(forwarded[i], &orig_forwarded[i], NULL);
+	sigaction(SIGPIPE, &orig_sigpipe, NULL);
+}
+
+static void child_fail(const char *what)
+{
+	fprintf(stderr, "once: %s: %s\n", what, strerror(errno));
+	_exit(127);
+}
+
+/*
+ * In the child: die with once, lead a process group of its own, wait until
+ * once has told the watchdog about that group, then exec.
+ */
+static void child(struct run *r, pid_t parent, const int outp[2],
+		  const int gop[2], const sigset_t *mask)
+{
+	char go;
+	ssize_t n;
+
+	if (watchdog_fd >= 0)
+		close(watchdog_fd);
+	close(gop[1]);
+	close(outp[0]);
+	restore_signals();
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0))
+		child_fail("prctl");
+	if (getppid() != parent)
+		_exit(127);	/* once died before PDEATHSIG was set */
+	if (setpgid(0, 0))
+		child_fail("setpgid");
+	while ((n = read(gop[0], &go, 1)) < 0 && errno == EINTR)
+		;
+	if (n != 1)
+		_exit(127);	/* once died before it let us go */
+	close(gop[0]);
+	if (dup2(outp[1], STDOUT_FILENO) < 0)
+		child_fail("dup2");
+	close(outp[1]);
+	if (r->out_fd >= 0)
+		close(r->out_fd);
+	sigprocmask(SIG_SETMASK, mask, NULL);
+	execvp(r->argv[0], r->argv);
+	fprintf(stderr, "once: %s: %s\n", r->argv[0], strerror(errno));
+	_exit(127);
+}
+
+/*
+ * Run r->argv with its stdout into a pipe; copy what it prints to our stdout
+ * (r->echo) and to r->out_fd, and keep up to r->keep_max bytes.  When the
+ * command has exited, whatever is left of its process group is killed.
+ * Returns the wait status, or -errno.
+ */
+static int run_command(struct run *r)
 {
 	struct sigaction sa = { .sa_handler = forward_signal };
-	char buf[65536];
-	int pipefd[2], wstatus;
-	size_t cap = 0;
+	int outp[2] = { -1, -1 }, gop[2] = { -1, -1 };
+	char buf[BUF_SIZE];
+	sigset_t fwd, old;
+	pid_t parent = getpid(), pid;
+	siginfo_t info;
+	int rc = 0, wstatus = 0;
+	size_t i;
 
-	*kept = NULL;
-	*kept_len = 0;
-	*copy_error = 0;
-	if (pipe(pipefd))
+	if (pipe2(outp, O_CLOEXEC))
 		return -errno;
-	child_pid = fork();
-	if (child_pid < 0)
-		return -errno;
-	if (child_pid == 0) {
-		dup2(pipefd[1], STDOUT_FILENO);
-		close(pipefd[0]);
-		close(pipefd[1]);
-		if (out_fd >= 0)
-			close(out_fd);
-		execvp(argv[0], argv);
-		fprintf(stderr, "once: %s: %s\n", argv[0], strerror(errno));
-		_exit(127);
+	if (pipe2(gop, O_CLOEXEC)) {
+		rc = -errno;
+		close(outp[0]);
+		close(outp[1]);
+		return rc;
 	}
-	close(pipefd[1]);
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGHUP, &sa, NULL);
+	/*
+	 * Forwarded signals stay blocked from before the fork until child_pgid
+	 * is set; a signal once started with ignored stays ignored.
+	 */
+	sigemptyset(&fwd);
+	for (i = 0; i < NFORWARDED; i++)
+		sigaddset(&fwd, forwarded[i]);
+	sigprocmask(SIG_BLOCK, &fwd, &old);
+	for (i = 0; i < NFORWARDED; i++)
+		if (orig_forwarded[i].sa_handler != SIG_IGN)
+			sigaction(forwarded[i], &sa, NULL);
+	pid = fork();
+	if (pid == 0)
+		child(r, parent, outp, gop, &old);
+	if (pid < 0) {
+		rc = -errno;
+		sigprocmask(SIG_SETMASK, &old, NULL);
+		close(outp[0]);
+		close(outp[1]);
+		close(gop[0]);
+		close(gop[1]);
+		return rc;
+	}
+	setpgid(pid, pid);	/* as the child does: whichever runs first */
+	watchdog_arm(pid);
+	child_pgid = pid;
+	write_all(gop[1], "g", 1);
+	close(gop[0]);
+	close(gop[1]);
+	close(outp[1]);
+	sigprocmask(SIG_SETMASK, &old, NULL);
+
 	for (;;) {
-		ssize_t n = read(pipefd[0], buf, sizeof(buf));
-		int rc;
+		ssize_t n = read(outp[0], buf, sizeof(buf));
 
 		if (n < 0 && errno == EINTR)
 			continue;
+		if (n < 0)
+			rc = -errno;
 		if (n <= 0)
 			break;
-		write_all(STDOUT_FILENO, buf, (size_t)n);
-		if (out_fd >= 0 && !*copy_error) {
-			rc = write_all(out_fd, buf, (size_t)n);
-			if (rc)
-				*copy_error = -rc;
-		}
-		if (*kept_len < max) {
-			size_t take = (size_t)n;
+		if (r->echo)
+			echo(buf, (size_t)n);
+		if (r->out_fd >= 0 && !r->copy_error) {
+			int wrc = write_all(r->out_fd, buf, (size_t)n);
 
-			if (take > max - *kept_len)
-				take = max - *kept_len;
-			if (*kept_len + take > cap) {
-				size_t ncap = cap ? cap : 4096;
-				char *p;
-
-				while (ncap < *kept_len + take)
-					ncap *= 2;
-				p = realloc(*kept, ncap);
-				if (!p)
-					continue;
-				*kept = p;
-				cap = ncap;
-			}
-			memcpy(*kept + *kept_len, buf, take);
-			*kept_len += take;
+			if (wrc)
+				r->copy_error = -wrc;
 		}
+		keep_output(r, buf, (size_t)n);
 	}
-	close(pipefd[0]);
-	while (waitpid(child_pid, &wstatus, 0) < 0) {
-		if (errno != EINTR)
-			return -errno;
-	}
-	return wstatus;
-}
-
-static char *read_file(const char *path, size_t *len)
-{
-	char *buf = NULL;
-	size_t cap = 0;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-
-	*len = 0;
-	if (fd < 0)
-		return NULL;
-	for (;;) {
-		ssize_t n;
-
-		if (*len + 65536 > cap) {
-			char *p = realloc(buf, cap + 65536 + 1);
-
-			if (!p)
-				break;
-			buf = p;
-			cap += 65536;
-		}
-		n = read(fd, buf + *len, cap - *len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
+	close(outp[0]);
+	if (rc)
+		kill(-pid, SIGKILL);	/* we cannot follow its output: stop it */
+	/*
+	 * Wait without reaping: while the child is a zombie its pid stays
+	 * its group's, so the kill below cannot reach anyone else's group.
+	 */
+	while (waitid(P_PID, (id_t)pid, &info, WEXITED | WNOWAIT) < 0 &&
+	       errno == EINTR)
+		;
+	kill(-pid, SIGKILL);
+	child_pgid = 0;
+	while (waitpid(pid, &wstatus, 0) < 0) {
+		if (errno != EINTR) {
+			if (!rc)
+				rc = -errno;
 			break;
-		*len += (size_t)n;
+		}
 	}
-	close(fd);
-	if (buf)
-		buf[*len] = '\0';
-	return buf;
-}
-
-static void sleep_ms(long ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-
-	nanosleep(&ts, NULL);
+	return rc ? rc : wstatus;
 }
 
 /* ---- keys ------------------------------------------------------------- */
 
 /*
- * The key exists: what is in it?  Returns an exit status, or -1 to claim
- * again (the key went away meanwhile).
+ * The key exists: what is in it?  Prints the result of a succeeded key.
+ * Returns an exit status, or -1 to claim again (the key went away).
  */
-static int existing_key(const char *path, bool *in_flight)
+static int existing_key(int keysfd, const char *wf, const char *key,
+			bool *in_flight)
 {
-	size_t len;
-	char *buf = read_file(path, &len);
+	char buf[BUF_SIZE];
+	size_t len = 0, line, word;
 	char *nl;
+	int fd, rc = 0;
 
 	*in_flight = false;
-	if (!buf)
-		return errno == ENOENT ? -1 : ONCE_EXIT_OSERR;
+	fd = openat(keysfd, key, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0) {
+		if (errno == ENOENT)
+			return -1;
+		path_error("read", wf, "keys", key, strerror(errno));
+		return ONCE_EXIT_OSERR;
+	}
+	/* The first line, "STATUS GENERATION", then the result. */
+	while (len < sizeof(buf)) {
+		ssize_t n = read(fd, buf + len, sizeof(buf) - len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			rc = -errno;
+			break;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+		if (memchr(buf + len - (size_t)n, '\n', (size_t)n))
+			break;
+	}
+	if (rc) {
+		path_error("read", wf, "keys", key, strerror(-rc));
+		close(fd);
+		return ONCE_EXIT_OSERR;
+	}
 	nl = memchr(buf, '\n', len);
-	if (strncmp(buf, "succeeded ", 10) == 0) {
-		if (nl)
-			write_all(STDOUT_FILENO, nl + 1, len - (size_t)(nl + 1 - buf));
-		free(buf);
+	line = nl ? (size_t)(nl - buf) : len;
+	for (word = 0; word < line && buf[word] != ' '; word++)
+		;
+	if (word == 9 && memcmp(buf, "succeeded", 9) == 0) {
+		if (nl && echo(nl + 1, len - line - 1))
+			rc = echo_fd(fd);
+		close(fd);
+		if (rc) {
+			path_error("read", wf, "keys", key, strerror(-rc));
+			return ONCE_EXIT_OSERR;
+		}
 		return 0;
 	}
-	if (strncmp(buf, "in_flight ", 10) == 0) {
+	close(fd);
+	if (word == 9 && memcmp(buf, "in_flight", 9) == 0) {
 		*in_flight = true;
-		free(buf);
 		return ONCE_EXIT_IN_FLIGHT;
 	}
-	fprintf(stderr, "once: %s: %.*s\n", path,
-		(int)(nl ? nl - buf : (ptrdiff_t)len), buf);
-	free(buf);
+	if (len == 0) {
+		path_error("read", wf, "keys", key, "empty: not an oncefs key");
+		return ONCE_EXIT_OSERR;
+	}
+	{
+		char a[SHOWN_MAX], b[SHOWN_MAX], s[80];
+
+		buf[line < sizeof(s) - 1 ? line : sizeof(s) - 1] = '\0';
+		fprintf(stderr, "once: %s/keys/%s: %s\n", shown(wf, a, sizeof(a)),
+			shown(key, b, sizeof(b)), shown(buf, s, sizeof(s)));
+	}
 	return ONCE_EXIT_FAILED_BEFORE;
 }
 
 static int run_key(const char *wf, const char *key, char **argv, bool wait,
-		   long timeout_s, size_t max_result)
+		   double timeout_s, size_t max_result)
 {
-	char path[4096], gen[32], *out;
-	char status[64];
-	size_t out_len;
-	time_t deadline = time(NULL) + timeout_s;
-	int fd, wstatus, copy_error, rc, code;
+	struct run r = { .argv = argv, .echo = true, .out_fd = -1,
+			 .keep_max = max_result };
+	char gen[32], status[64];
+	double ms = timeout_s * 1000.0;	/* <= TIMEOUT_MAX_S * 1000: fits */
+	int64_t deadline = now_ms() + (int64_t)ms + ((double)(int64_t)ms < ms);
+	int wfd, keysfd, fd, wstatus, rc, code;
 	ssize_t glen;
+	int n;
 
-	if ((size_t)snprintf(path, sizeof(path), "%s/keys/%s", wf, key) >=
-	    sizeof(path)) {
-		fprintf(stderr, "once: path too long\n");
+	if (!check_name("key", key))
 		return ONCE_EXIT_USAGE;
-	}
+	if (open_dirs(wf, "keys", &wfd, &keysfd))
+		return ONCE_EXIT_OSERR;
 	for (;;) {
 		bool in_flight;
+		int64_t left;
 
-		fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+		fd = openat(keysfd, key,
+			    O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+			    0644);
 		if (fd >= 0)
 			break;
 		if (errno != EEXIST) {
-			fprintf(stderr, "once: claim %s: %s\n", path, strerror(errno));
-			return ONCE_EXIT_OSERR;
+			path_error("claim", wf, "keys", key, strerror(errno));
+			code = ONCE_EXIT_OSERR;
+			goto out_dirs;
 		}
-		code = existing_key(path, &in_flight);
+		code = existing_key(keysfd, wf, key, &in_flight);
 		if (code == -1)
 			continue;
 		if (!in_flight || !wait)
-			return code;
-		if (timeout_s > 0 && time(NULL) >= deadline)
-			return ONCE_EXIT_IN_FLIGHT;
-		sleep_ms(500);
+			goto out_dirs;
+		left = deadline - now_ms();
+		if (timeout_s > 0 && left <= 0)
+			goto out_dirs;
+		sleep_ms(timeout_s > 0 && left < 500 ? left : 500);
 	}
 
 	glen = fgetxattr(fd, "user.oncefs.generation", gen, sizeof(gen) - 1);
 	gen[glen > 0 ? glen : 0] = '\0';
-	wstatus = run_command(argv, -1, max_result, &out, &out_len, &copy_error);
+	rc = watchdog_start(fd, -1, NULL);
+	wstatus = rc ? rc : run_command(&r);
 	if (wstatus < 0) {
 		fprintf(stderr, "once: %s\n", strerror(-wstatus));
 		code = ONCE_EXIT_OSERR;
-		wstatus = 1 << 8;
+	} else if (r.keep_error) {
+		fprintf(stderr, "once: keeping the result: %s\n",
+			strerror(r.keep_error));
+		code = ONCE_EXIT_OSERR;
 	} else {
 		code = exit_status_of(wstatus);
 	}
-	snprintf(status, sizeof(status), "%s%s%s\n",
-		 code == 0 ? "succeeded" : "failed", gen[0] ? " " : "", gen);
+	n = snprintf(status, sizeof(status), "%s%s%s\n",
+		     code == 0 ? "succeeded" : "failed", gen[0] ? " " : "", gen);
+	if (n < 0 || (size_t)n >= sizeof(status)) {
+		/* A generation that does not fit: finalize without it. */
+		n = snprintf(status, sizeof(status), "%s\n",
+			     code == 0 ? "succeeded" : "failed");
+	}
 	rc = write_all(fd, status, strlen(status));
-	if (rc == 0 && code == 0 && out_len)
-		rc = write_all(fd, out, out_len);
+	if (rc == 0 && code == 0 && r.kept_len)
+		rc = write_all(fd, r.kept, r.kept_len);
 	if (close(fd) && rc == 0)
 		rc = -errno;
-	free(out);
+	watchdog_stop();
+	free(r.kept);
 	if (rc) {
-		fprintf(stderr, "once: finalize %s: %s\n", path, strerror(-rc));
-		return code ? code : ONCE_EXIT_OSERR;
+		path_error("finalize", wf, "keys", key, strerror(-rc));
+		if (!code)
+			code = ONCE_EXIT_OSERR;
 	}
+out_dirs:
+	close(keysfd);
+	close(wfd);
 	return code;
 }
 
 /* ---- steps ------------------------------------------------------------ */
 
+/* Print steps/NAME.  Returns 0, or -errno (-ENOENT: no such checkpoint). */
+static int print_step(int stepsfd, const char *name)
+{
+	int fd = openat(stepsfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	int rc;
+
+	if (fd < 0)
+		return -errno;
+	rc = echo_fd(fd);
+	close(fd);
+	return rc;
+}
+
+/*
+ * Create this runner's own part file, STEP.part.PID.RANDOM (STEP cut short
+ * if the whole would pass 255 bytes), with O_EXCL and O_NOFOLLOW.
+ */
+static int create_part(int stepsfd, const char *step, char *part, size_t cap)
+{
+	int tries;
+
+	for (tries = 0; tries < 16; tries++) {
+		char suffix[64];
+		uint64_t rnd = 0;
+		size_t keep = strlen(step);
+		int n, fd;
+
+		if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != (ssize_t)sizeof(rnd))
+			rnd = ((uint64_t)now_ms() << 16) ^ (uint64_t)tries;
+		n = snprintf(suffix, sizeof(suffix), ".part.%ld.%016" PRIx64,
+			     (long)getpid(), rnd);
+		if (n < 0 || (size_t)n >= sizeof(suffix)) {
+			errno = ENAMETOOLONG;
+			return -1;
+		}
+		if (keep + (size_t)n > NAME_MAX_BYTES)
+			keep = NAME_MAX_BYTES - (size_t)n;
+		n = snprintf(part, cap, "%.*s%s", (int)keep, step, suffix);
+		if (n < 0 || (size_t)n >= cap) {
+			errno = ENAMETOOLONG;
+			return -1;
+		}
+		if (strcmp(part, step) == 0)
+			continue;
+		fd = openat(stepsfd, part,
+			    O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+			    0644);
+		if (fd >= 0 || errno != EEXIST)
+			return fd;
+	}
+	errno = EEXIST;
+	return -1;
+}
+
 static int run_step(const char *wf, const char *step, char **argv)
 {
-	char path[4096], part[4200], *out;
-	size_t out_len;
-	int fd, wstatus, copy_error, code;
+	struct run r = { .argv = argv, .echo = false, .keep_max = 0 };
+	char part[NAME_MAX_BYTES + 1];
+	int wfd, stepsfd, fd, wstatus, code, rc;
 
-	if ((size_t)snprintf(path, sizeof(path), "%s/steps/%s", wf, step) >=
-	    sizeof(path)) {
-		fprintf(stderr, "once: path too long\n");
+	if (!check_name("step", step))
 		return ONCE_EXIT_USAGE;
-	}
-	snprintf(part, sizeof(part), "%s.part", path);
-	out = read_file(path, &out_len);
-	if (out) {
-		write_all(STDOUT_FILENO, out, out_len);
-		free(out);
-		return 0;
-	}
-	if (errno != ENOENT) {
-		fprintf(stderr, "once: %s: %s\n", path, strerror(errno));
+	if (open_dirs(wf, "steps", &wfd, &stepsfd))
 		return ONCE_EXIT_OSERR;
+	rc = print_step(stepsfd, step);
+	if (rc != -ENOENT) {
+		if (rc)
+			path_error("", wf, "steps", step, strerror(-rc));
+		code = rc ? ONCE_EXIT_OSERR : 0;
+		goto out_dirs;
 	}
-	fd = open(part, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	fd = create_part(stepsfd, step, part, sizeof(part));
 	if (fd < 0) {
-		fprintf(stderr, "once: %s: %s\n", part, strerror(errno));
-		return ONCE_EXIT_OSERR;
+		path_error("create part file for", wf, "steps", step,
+			   strerror(errno));
+		code = ONCE_EXIT_OSERR;
+		goto out_dirs;
 	}
-	wstatus = run_command(argv, fd, 0, &out, &out_len, &copy_error);
-	free(out);
-	code = wstatus < 0 ? ONCE_EXIT_OSERR : exit_status_of(wstatus);
+	r.out_fd = fd;
+	rc = watchdog_start(-1, stepsfd, part);
+	wstatus = rc ? rc : run_command(&r);
+	if (wstatus < 0) {
+		fprintf(stderr, "once: %s\n", strerror(-wstatus));
+		code = ONCE_EXIT_OSERR;
+	} else {
+		code = exit_status_of(wstatus);
+	}
 	if (close(fd) && code == 0) {
-		fprintf(stderr, "once: commit %s: %s\n", part, strerror(errno));
+		path_error("commit", wf, "steps", part, strerror(errno));
 		code = ONCE_EXIT_OSERR;
 	}
-	if (copy_error && code == 0) {
-		fprintf(stderr, "once: write %s: %s\n", part, strerror(copy_error));
+	if (r.copy_error && code == 0) {
+		path_error("write", wf, "steps", part, strerror(r.copy_error));
 		code = ONCE_EXIT_OSERR;
 	}
-	if (code == 0 && rename(part, path)) {
-		fprintf(stderr, "once: rename %s: %s\n", part, strerror(errno));
-		code = ONCE_EXIT_OSERR;
+	if (code == 0) {
+		/* Of concurrent runners, the first to rename wins; never replace. */
+		if (renameat2(stepsfd, part, stepsfd, step, RENAME_NOREPLACE) &&
+		    errno != EEXIST) {
+			path_error("rename", wf, "steps", part, strerror(errno));
+			code = ONCE_EXIT_OSERR;
+		}
+	} else {
+		/* Show what the failed command printed. */
+		print_step(stepsfd, part);
 	}
-	if (code != 0)
-		unlink(part);
+	/* Gone already if the rename won; ours alone if it did not. */
+	if (unlinkat(stepsfd, part, 0) && errno != ENOENT)
+		path_error("remove", wf, "steps", part, strerror(errno));
+	watchdog_stop();
+	if (code == 0) {
+		/* This runner's checkpoint, or the one that won the race. */
+		rc = print_step(stepsfd, step);
+		if (rc) {
+			path_error("", wf, "steps", step, rc == -ENOENT ?
+				   "committed, then gone (did the input fingerprint change?)" :
+				   strerror(-rc));
+			code = ONCE_EXIT_OSERR;
+		}
+	}
+out_dirs:
+	close(stepsfd);
+	close(wfd);
 	return code;
+}
+
+/* ---- options ---------------------------------------------------------- */
+
+static bool parse_timeout(const char *s, double *out)
+{
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (!((*s >= '0' && *s <= '9') || *s == '.') || end == s || *end) {
+		fprintf(stderr, "once: --timeout '%s': not a number of seconds\n", s);
+		return false;
+	}
+	if (errno == ERANGE || !isfinite(v) || v < 0 || v > TIMEOUT_MAX_S) {
+		fprintf(stderr, "once: --timeout %s: out of range (0 to %.0f seconds)\n",
+			s, TIMEOUT_MAX_S);
+		return false;
+	}
+	*out = v;
+	return true;
+}
+
+static bool parse_max_result(const char *s, size_t *out)
+{
+	unsigned long long v;
+	char *end;
+
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (!(*s >= '0' && *s <= '9') || *end) {
+		fprintf(stderr, "once: --max-result '%s': not a number of bytes\n", s);
+		return false;
+	}
+	if (errno == ERANGE || v > RESULT_MAX_LIMIT) {
+		fprintf(stderr, "once: --max-result %s: out of range (0 to %d bytes)\n",
+			s, RESULT_MAX_LIMIT);
+		return false;
+	}
+	*out = (size_t)v;
+	return true;
+}
+
+/* Make sure fds 0, 1 and 2 are open, so no file of ours lands on them. */
+static bool std_fds_open(void)
+{
+	int fd;
+
+	for (fd = 0; fd <= 2; fd++) {
+		if (fcntl(fd, F_GETFD) >= 0)
+			continue;
+		if (open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY) != fd)
+			return false;
+	}
+	return true;
 }
 
 int main(int argc, char *argv[])
@@ -365,12 +958,20 @@ int main(int argc, char *argv[])
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 }
 	};
+	struct sigaction ign = { .sa_handler = SIG_IGN };
 	const char *step = NULL;
 	size_t max_result = RESULT_MAX_DEFAULT;
-	long timeout_s = 0;
+	double timeout_s = 0;
 	bool wait = false;
-	char *end;
+	size_t i;
 	int c;
+
+	if (!std_fds_open())
+		return ONCE_EXIT_OSERR;
+	/* A reader that goes away (once ... | head -1) must not kill the claim. */
+	for (i = 0; i < NFORWARDED; i++)
+		sigaction(forwarded[i], NULL, &orig_forwarded[i]);
+	sigaction(SIGPIPE, &ign, &orig_sigpipe);
 
 	while ((c = getopt_long(argc, argv, "+", longopts, NULL)) != -1) {
 		switch (c) {
@@ -378,18 +979,12 @@ int main(int argc, char *argv[])
 			wait = true;
 			break;
 		case 't':
-			timeout_s = strtol(optarg, &end, 10);
-			if (*end || timeout_s < 0) {
-				fprintf(stderr, "once: --timeout %s: not a number of seconds\n", optarg);
+			if (!parse_timeout(optarg, &timeout_s))
 				return ONCE_EXIT_USAGE;
-			}
 			break;
 		case 'm':
-			max_result = strtoul(optarg, &end, 10);
-			if (*end) {
-				fprintf(stderr, "once: --max-result %s: not a number\n", optarg);
+			if (!parse_max_result(optarg, &max_result))
 				return ONCE_EXIT_USAGE;
-			}
 			break;
 		case 's':
 			step = optarg;

@@ -1,18 +1,79 @@
 """The `once` runner over a real mount."""
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import MountedTest, read, run  # noqa: E402
+from harness import MountedTest, claim, read, run  # noqa: E402
 
 ONCE = os.environ.get("ONCE", os.path.join(os.path.dirname(os.environ.get("ONCEFS", "build/oncefs")), "once"))
+MAN_PAGE = os.path.join(os.path.dirname(__file__), "..", "..", "doc", "once.1")
 
 
 def once(*args, **kw):
+    kw.setdefault("timeout", 120)
     return subprocess.run([ONCE, *args], capture_output=True, text=True, **kw)
+
+
+def snapshot(top):
+    """Every name under top, with its content or link target."""
+    out = {}
+    for d, dirs, files in os.walk(top):
+        for n in dirs + files:
+            p = os.path.join(d, n)
+            if os.path.islink(p):
+                out[p] = ("link", os.readlink(p))
+            elif os.path.isdir(p):
+                out[p] = ("dir",)
+            else:
+                out[p] = ("file", read(p))
+    return out
+
+
+def start_time(pid):
+    """A process's start time (field 22 of /proc/PID/stat), or None when it
+    is gone or a zombie: a reused pid shows as another start time."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return None if fields[0] == "Z" else fields[19]
+
+
+def wait_for(cond, what, deadline=60):
+    """Poll cond() until it holds; a generous deadline, never a fixed sleep."""
+    end = time.monotonic() + deadline
+    while not cond():
+        if time.monotonic() > end:
+            raise AssertionError("timed out waiting for " + what)
+        time.sleep(0.05)
+
+
+def man_examples(path=MAN_PAGE):
+    """The .EX/.EE blocks of a man page, each as [(command, [output lines])]."""
+    unescape = {"\\-": "-", "\\(aq": "'", "\\(dq": '"', "\\e": "\\", "\\&": ""}
+    blocks, block = [], None
+    with open(path) as f:
+        for line in f.read().splitlines():
+            if line == ".EX":
+                block = []
+                continue
+            if line == ".EE":
+                blocks.append(block)
+                block = None
+                continue
+            if block is None:
+                continue
+            text = re.sub(r"\\(\(..|.)", lambda m: unescape[m.group(0)], line)
+            if text.startswith("$ "):
+                block.append((text[2:], []))
+            else:
+                block[-1][1].append(text)
+    return blocks
 
 
 class Once(MountedTest):
@@ -102,6 +163,214 @@ class Once(MountedTest):
         self.assertEqual(once().returncode, 64)
         self.assertEqual(once(self.wf, "k", "echo").returncode, 64)
         self.assertEqual(once("--help").returncode, 0)
+
+    # ---- hostile names ------------------------------------------------
+
+    def outside(self):
+        """A directory outside the mount that "../../../tmp/x" from keys/ or
+        steps/ reaches, with files a hostile name would aim at."""
+        d = os.path.normpath(os.path.join(self.wf, "keys", "../../../tmp/x"))
+        self.assertFalse(d.startswith(self.m.path + os.sep))
+        os.makedirs(d)
+        with open(os.path.join(d, "victim"), "w") as f:
+            f.write("secret\n")
+        with open(os.path.join(d, "precious"), "w") as f:
+            f.write("precious\n")
+        os.symlink(os.path.join(d, "precious"), os.path.join(d, "victim2.part"))
+        return d
+
+    def test_names_that_leave_the_workflow_are_refused(self):
+        d = self.outside()
+        before = snapshot(d)
+        r = once(self.wf, "../../../tmp/x/pwned", "--", "echo", "hi")
+        self.assertEqual((r.returncode, r.stdout), (64, ""))
+        r = once("--step", "../../../tmp/x/victim", self.wf, "--", "true")
+        self.assertEqual((r.returncode, r.stdout), (64, ""))
+        self.assertNotIn("secret", r.stderr)
+        # victim2 is absent, victim2.part a symlink to a file outside.
+        r = once("--step", "../../../tmp/x/victim2", self.wf, "--", "echo", "overwritten")
+        self.assertEqual((r.returncode, r.stdout), (64, ""))
+        self.assertEqual(snapshot(d), before)
+        self.assertEqual(read(os.path.join(d, "precious")), b"precious\n")
+        self.assertFalse(os.path.exists(os.path.join(d, "pwned")))
+
+    def test_bad_names_are_usage_errors_before_anything_runs(self):
+        marker = os.path.join(self.m.tmp, "ran")
+        cmd = ["--", "sh", "-c", "echo x >> " + marker]
+        for name in ["", ".", "..", "a/b", "/etc/passwd", "x/", "k" * 256]:
+            r = once(self.wf, name, *cmd)
+            self.assertEqual(r.returncode, 64, (name, r.stderr))
+            self.assertIn("key name", r.stderr)
+            r = once("--step", name, self.wf, *cmd)
+            self.assertEqual(r.returncode, 64, (name, r.stderr))
+            self.assertIn("step name", r.stderr)
+        self.assertFalse(os.path.exists(marker))
+        self.assertEqual(os.listdir(os.path.join(self.wf, "keys")), [])
+        self.assertEqual(os.listdir(os.path.join(self.wf, "steps")), [])
+        # Control bytes of a hostile name are escaped in the message.
+        r = once(self.wf, "a/\x1b[2J", "--", "true")
+        self.assertEqual(r.returncode, 64)
+        self.assertNotIn("\x1b", r.stderr)
+        self.assertIn("\\x1b[2J", r.stderr)
+        # 255 bytes is a name; its part file name is cut to fit.
+        long = "n" * 255
+        r = once(self.wf, long, "--", "echo", "long key")
+        self.assertEqual((r.returncode, r.stdout), (0, "long key\n"))
+        r = once("--step", long, self.wf, "--", "echo", "long step")
+        self.assertEqual((r.returncode, r.stdout), (0, "long step\n"))
+        self.assertEqual(os.listdir(os.path.join(self.wf, "steps")), [long])
+
+    def test_symlinked_keys_or_steps_are_not_followed(self):
+        # A workflow directory (here one outside the mount) whose keys/ and
+        # steps/ are symlinks: once opens them with O_NOFOLLOW.
+        target = os.path.join(self.m.tmp, "target")
+        fake = os.path.join(self.m.tmp, "fake-wf")
+        os.makedirs(target)
+        os.makedirs(fake)
+        os.symlink(target, os.path.join(fake, "keys"))
+        os.symlink(target, os.path.join(fake, "steps"))
+        self.assertEqual(once(fake, "k", "--", "echo", "hi").returncode, 71)
+        self.assertEqual(once("--step", "s", fake, "--", "echo", "hi").returncode, 71)
+        self.assertEqual(os.listdir(target), [])
+
+    # ---- SIGPIPE -------------------------------------------------------
+
+    def test_reader_leaving_early_does_not_kill_the_claim(self):
+        r = subprocess.run(["bash", "-c", "'%s' '%s' k -- sh -c 'seq 100000' | head -1" % (ONCE, self.wf)],
+                           capture_output=True, text=True, timeout=120)
+        self.assertEqual((r.returncode, r.stdout), (0, "1\n"))
+        status, _, result = read(self.key("k")).partition(b"\n")
+        self.assertRegex(status.decode(), r"^succeeded \d+$")
+        self.assertEqual(result, "".join("%d\n" % i for i in range(1, 100001)).encode())
+        r = subprocess.run(["bash", "-c", "'%s' --step s '%s' -- seq 100000 | head -1" % (ONCE, self.wf)],
+                           capture_output=True, text=True, timeout=120)
+        self.assertEqual((r.returncode, r.stdout), (0, "1\n"))
+        self.assertEqual(len(read(os.path.join(self.wf, "steps", "s"))), len(result))
+
+    # ---- the command dies with once -----------------------------------
+
+    def spawn(self, *args, **kw):
+        """once in the background, killed at cleanup if still running."""
+        p = subprocess.Popen([ONCE, *args], **kw)
+
+        def stop():
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+        self.addCleanup(stop)
+        return p
+
+    def command_pids(self, *names):
+        """Wait for the pid files a test command writes; the pids and their
+        start times, killed at cleanup if still there."""
+        paths = [os.path.join(self.m.tmp, n) for n in names]
+        wait_for(lambda: all(os.path.exists(p) and read(p).endswith(b"\n") for p in paths), "pid files")
+        pids = [(int(read(p)), start_time(int(read(p)))) for p in paths]
+        for pid, st in pids:
+            self.addCleanup(self.kill_if_there, pid, st)
+        return pids
+
+    @staticmethod
+    def kill_if_there(pid, st):
+        try:
+            if st is not None and start_time(pid) == st:
+                os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def assertGone(self, pids):
+        """Each (pid, start time) gone; a start time of None: gone already."""
+        wait_for(lambda: all(st is None or start_time(pid) != st for pid, st in pids), "the command to die")
+
+    def test_killed_runner_takes_its_command_along(self):
+        t = self.m.tmp
+        direct = self.spawn(self.wf, "k1", "--", "sh", "-c", "echo $$ > %s/c1; exec sleep 1000" % t)
+        nested = self.spawn(self.wf, "k2", "--", "sh", "-c",
+                            "sleep 1000 & echo $! > %s/g2; echo $$ > %s/c2; wait" % (t, t))
+        pids = self.command_pids("c1", "c2", "g2")
+        self.assertTrue(all(st is not None for _, st in pids))
+        direct.send_signal(signal.SIGKILL)
+        nested.send_signal(signal.SIGKILL)
+        direct.wait()
+        nested.wait()
+        self.assertGone(pids)
+
+    def test_command_leftovers_die_when_once_exits(self):
+        t = self.m.tmp
+        # Normal exit: a background child the command left behind.
+        r = once(self.wf, "k", "--", "sh", "-c", "sleep 1000 >/dev/null 2>&1 & echo $! > %s/g1" % t)
+        self.assertEqual(r.returncode, 0)
+        left = self.command_pids("g1")
+        self.assertGone(left)
+        # Forwarded SIGTERM: the whole group gets it, the key is failed.
+        p = self.spawn(self.wf, "k2", "--", "sh", "-c",
+                       "sleep 1000 & echo $! > %s/g2; echo $$ > %s/c2; wait" % (t, t))
+        pids = self.command_pids("c2", "g2")
+        p.send_signal(signal.SIGTERM)
+        self.assertEqual(p.wait(timeout=120), 128 + signal.SIGTERM)
+        self.assertGone(pids)
+        self.assertFalse(os.path.exists(self.key("k2")))
+
+    # ---- concurrent steps ----------------------------------------------
+
+    def test_concurrent_steps_commit_exactly_one(self):
+        counter = os.path.join(self.m.tmp, "counter")
+        steps = os.path.join(self.wf, "steps")
+        procs = [subprocess.Popen([ONCE, "--step", "S", self.wf, "--", "sh", "-c",
+                                   "echo x >> %s; sleep 0.5; echo run $$" % counter],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(4)]
+        outs = [p.communicate(timeout=120) + (p.returncode,) for p in procs]
+        committed = read(os.path.join(steps, "S")).decode()
+        self.assertRegex(committed, r"^run \d+\n$")
+        for out, err, code in outs:
+            self.assertEqual((code, out, err), (0, committed, ""))
+        self.assertEqual(os.listdir(steps), ["S"])
+        with open(counter) as f:
+            self.assertIn(len(f.read().split()), range(1, 5))
+
+    def test_interrupted_step_leaves_no_part_file(self):
+        steps = os.path.join(self.wf, "steps")
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGKILL):
+            started = os.path.join(self.m.tmp, "started-%d" % sig)
+            p = self.spawn("--step", "S", self.wf, "--", "sh", "-c",
+                           "echo partial; echo $$ > %s; exec sleep 1000" % started, stdout=subprocess.DEVNULL)
+            self.command_pids(os.path.basename(started))
+            wait_for(lambda: os.listdir(steps), "the part file")
+            p.send_signal(sig)
+            p.wait(timeout=120)
+            wait_for(lambda: os.listdir(steps) == [], "the part file to go (%s)" % signal.Signals(sig).name)
+
+    # ---- --timeout -----------------------------------------------------
+
+    def test_timeout_out_of_range_is_a_usage_error(self):
+        fd = claim(self.key("k"))  # in flight: --wait would wait
+        self.addCleanup(os.close, fd)
+        for t in ["99999999999999999999", "1e300", "3153600001", "inf", "nan", "-1", "1e-400", "", "5s", " 5"]:
+            r = once("--wait", "--timeout", t, self.wf, "k", "--", "echo", "never")
+            self.assertEqual((r.returncode, r.stdout), (64, ""), t)
+            self.assertIn("--timeout", r.stderr)
+        r = once("--wait", "--timeout", "0.2", self.wf, "k", "--", "echo", "never")
+        self.assertEqual((r.returncode, r.stdout), (75, ""))
+        for m in ["-1", "99999999999999999999", "1073741825", "x"]:
+            r = once("--max-result", m, self.wf, "j", "--", "echo", "never")
+            self.assertEqual((r.returncode, r.stdout), (64, ""), m)
+            self.assertIn("--max-result", r.stderr)
+
+    # ---- doc/once.1 ----------------------------------------------------
+
+    def test_man_page_examples(self):
+        """Every example of doc/once.1 (its .EX blocks), as written, with the
+        mount in place of /mnt/once; the lines without "$ " are the output."""
+        blocks = man_examples()
+        self.assertGreaterEqual(len(blocks), 5)
+        env = dict(os.environ, PATH=os.path.dirname(os.path.abspath(ONCE)) + os.pathsep + os.environ["PATH"])
+        for block in blocks:
+            script = "\n".join(cmd for cmd, _ in block).replace("/mnt/once", self.m.path)
+            want = "".join(line.replace("/mnt/once", self.m.path) + "\n" for _, out in block for line in out)
+            r = subprocess.run(["bash", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, env=env, cwd=self.m.tmp, timeout=120)
+            self.assertEqual(r.stdout, want, script)
 
 
 if __name__ == "__main__":
