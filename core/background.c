@@ -15,11 +15,14 @@
 
 #define RENEW_INTERVAL_MS 500
 #define MAINTAIN_INTERVAL_MS 500
-#define PURGE_BATCH 200
-#define PURGE_BATCHES 50
-#define SWEEP_BATCH 200
-#define SWEEP_BATCHES 5
-#define SLICE_PAUSE_MS 20
+/*
+ * A slice is one transaction of each kind, small enough to take a few
+ * milliseconds at any size of store; the pause between slices lets the
+ * claims waiting for the store's lock in first.
+ */
+#define PURGE_BATCH 64
+#define SWEEP_BATCH 64
+#define SLICE_PAUSE_MS 5
 
 struct background {
 	struct once *o;
@@ -73,16 +76,16 @@ static void *renewer(void *arg)
 /* One slice of maintenance; true when it left work to do soon. */
 static bool maintain(struct background *b)
 {
-	struct sweep_options opt = { .batch = SWEEP_BATCH,
-				     .max_batches = SWEEP_BATCHES };
+	struct sweep_options opt = { .batch = SWEEP_BATCH, .max_batches = 1 };
 	struct sweep_report r;
 	bool more = false;
 	int64_t n, now;
 
-	for (int i = 0; i < PURGE_BATCHES; i++) {
-		if (step_purge(b->o, PURGE_BATCH, &n) || n == 0)
-			break;
-		more = i == PURGE_BATCHES - 1;
+	store_checkpoint(b->o->store);
+	if (step_purge(b->o, PURGE_BATCH, &n) == 0 && n > 0) {
+		more = true;
+		if (!pause_ms(b, SLICE_PAUSE_MS))
+			return false;
 	}
 	if (b->cfg.sweep_interval_ms <= 0)
 		return more;

@@ -144,6 +144,13 @@ void store_get_stats(struct store *st, struct store_stats *out);
  */
 const char *store_problem(struct store *st, char *buf, size_t size);
 
+/*
+ * Copy what the write-ahead log holds into the database, without holding
+ * the store's lock or waiting for anyone (the background does it; a
+ * commit never does).  Outside any transaction, from one thread.
+ */
+int store_checkpoint(struct store *st);
+
 int store_begin(struct store *st, bool write);
 int store_commit(struct store *st);
 void store_rollback(struct store *st);

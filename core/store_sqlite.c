@@ -342,6 +342,7 @@ struct store {
 	pthread_mutex_t lock;
 	pthread_mutex_t pool_lock;
 	struct reader_conn idle_readers[16];	/* kept for content reads */
+	sqlite3 *checkpointer;			/* store_checkpoint()'s own */
 	int n_idle_readers;
 
 	/*
@@ -958,7 +959,12 @@ int store_open(const char *path, const struct store_options *opt,
 			rc = sqlite3_exec(st->main.db, sync_pragma[opt->sync], NULL,
 					  NULL, NULL);
 		if (rc == SQLITE_OK)
-			rc = pragma_int(st->main.db, "PRAGMA wal_autocheckpoint = 4000",
+			/*
+			 * No checkpoint inside a commit: it would hold the
+			 * store's lock while it copies the WAL.  The background
+			 * runs store_checkpoint() on a connection of its own.
+			 */
+			rc = pragma_int(st->main.db, "PRAGMA wal_autocheckpoint = 0",
 					&dummy);
 		/*
 		 * Deleting must not need room: with secure_delete (on in some
@@ -1014,6 +1020,7 @@ void store_close(struct store *st)
 		else
 			store_rollback(st);
 	}
+	sqlite3_close(st->checkpointer);
 	/* Readers first: the last connection to close removes the WAL. */
 	for (int i = 0; i < st->n_idle_readers; i++)
 		reader_conn_close(&st->idle_readers[i]);
@@ -1029,6 +1036,30 @@ void store_close(struct store *st)
 	pthread_mutex_destroy(&st->problem_lock);
 	free(st->path);
 	free(st);
+}
+
+int store_checkpoint(struct store *st)
+{
+	int log = 0, done = 0, rc;
+
+	if (st->read_only)
+		return 0;
+	if (!st->checkpointer) {
+		if (sqlite3_open_v2(st->path, &st->checkpointer,
+				    SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+				    NULL) != SQLITE_OK) {
+			sqlite3_close(st->checkpointer);
+			st->checkpointer = NULL;
+			return -EIO;
+		}
+		sqlite3_busy_timeout(st->checkpointer, 0);
+		sqlite3_exec(st->checkpointer, "PRAGMA wal_autocheckpoint = 0",
+			     NULL, NULL, NULL);
+	}
+	/* PASSIVE: never waits for, nor blocks, the writer or the readers. */
+	rc = sqlite3_wal_checkpoint_v2(st->checkpointer, NULL,
+				       SQLITE_CHECKPOINT_PASSIVE, &log, &done);
+	return rc == SQLITE_OK || rc == SQLITE_BUSY ? 0 : -EIO;
 }
 
 void store_get_stats(struct store *st, struct store_stats *out)
@@ -2501,36 +2532,43 @@ int store_purge(struct store *st, int64_t now_ms, int max, int64_t *purged)
 		/* Done with that workflow: count it, so that the caller goes on. */
 		*purged += n ? n : (n < want);
 	}
-	s = stmt(st, S_PURGE_CONTENT);
-	if (!s)
-		return -EIO;
-	sqlite3_bind_int64(s, 1, now_ms);
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW)
-		content = sqlite3_column_int64(s, 0);
-	done(s);
-	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-		return sql_error(st, rc, "purge content");
-	if (content == 0)
-		return 0;
-	s = stmt(st, S_PURGE_CHUNKS);
-	if (!s)
-		return -EIO;
-	sqlite3_bind_int64(s, 1, content);
-	sqlite3_bind_int(s, 2, max);
-	rc = exec_stmt(st, s, "purge chunks");
-	if (rc)
-		return rc;
-	n = sqlite3_changes(st->main.db);
-	*purged += n;
-	if (n < max) {
+	/* Dead versions, up to max chunks in all. */
+	for (int left = max; left > 0; left -= n) {
+		content = 0;
+		s = stmt(st, S_PURGE_CONTENT);
+		if (!s)
+			return -EIO;
+		sqlite3_bind_int64(s, 1, now_ms);
+		rc = sqlite3_step(s);
+		if (rc == SQLITE_ROW)
+			content = sqlite3_column_int64(s, 0);
+		done(s);
+		if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+			return sql_error(st, rc, "purge content");
+		if (content == 0)
+			return 0;
+		s = stmt(st, S_PURGE_CHUNKS);
+		if (!s)
+			return -EIO;
+		sqlite3_bind_int64(s, 1, content);
+		sqlite3_bind_int(s, 2, left);
+		rc = exec_stmt(st, s, "purge chunks");
+		if (rc)
+			return rc;
+		n = sqlite3_changes(st->main.db);
+		*purged += n;
+		if (n == left)
+			break;	/* perhaps more of it: the next call goes on */
 		/* The last of it: the version goes, with its lapsed pins. */
 		rc = by_id(st, S_PURGE_CONTENT_ROW, content, "purge content");
 		if (rc == 0)
 			rc = by_id(st, S_PIN_DROP_ALL, content, "lapsed pins");
+		if (rc)
+			return rc;
 		(*purged)++;
+		n++;
 	}
-	return rc;
+	return 0;
 }
 
 /* ---- sweeping --------------------------------------------------------- */
