@@ -34,7 +34,19 @@ struct background {
 	pthread_t renewer, maintainer;
 	bool renewer_started, maintainer_started;
 	int64_t next_sweep_ms;
+	bool checkpoint_due;	/* the WAL grew long: checkpoint at once */
 };
+
+/* From inside a commit (store_on_wal_growth): wake the maintainer. */
+static void wal_grew(void *arg)
+{
+	struct background *b = arg;
+
+	pthread_mutex_lock(&b->lock);
+	b->checkpoint_due = true;
+	pthread_cond_broadcast(&b->cond);
+	pthread_mutex_unlock(&b->lock);
+}
 
 /* Sleep up to ms, or until stopped; false when stopping. */
 static bool pause_ms(struct background *b, long ms)
@@ -50,7 +62,7 @@ static bool pause_ms(struct background *b, long ms)
 		until.tv_nsec -= 1000000000L;
 	}
 	pthread_mutex_lock(&b->lock);
-	if (!b->stopping)
+	if (!b->stopping && !b->checkpoint_due)
 		pthread_cond_timedwait(&b->cond, &b->lock, &until);
 	go_on = !b->stopping;
 	pthread_mutex_unlock(&b->lock);
@@ -81,6 +93,9 @@ static bool maintain(struct background *b)
 	bool more = false;
 	int64_t n, now;
 
+	pthread_mutex_lock(&b->lock);
+	b->checkpoint_due = false;
+	pthread_mutex_unlock(&b->lock);
 	store_checkpoint(b->o->store);
 	if (step_purge(b->o, PURGE_BATCH, &n) == 0 && n > 0) {
 		more = true;
@@ -129,6 +144,8 @@ int background_start(struct once *o, const struct background_config *cfg,
 		rc = pthread_create(&b->maintainer, NULL, maintainer, b);
 		b->maintainer_started = rc == 0;
 	}
+	if (rc == 0)
+		store_on_wal_growth(o->store, wal_grew, b);
 	if (rc) {
 		background_stop(b);
 		return -rc;
@@ -141,6 +158,7 @@ void background_stop(struct background *b)
 {
 	if (!b)
 		return;
+	store_on_wal_growth(b->o->store, NULL, NULL);
 	pthread_mutex_lock(&b->lock);
 	b->stopping = true;
 	pthread_cond_broadcast(&b->cond);

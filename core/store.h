@@ -150,6 +150,11 @@ const char *store_problem(struct store *st, char *buf, size_t size);
  * commit never does).  Outside any transaction, from one thread.
  */
 int store_checkpoint(struct store *st);
+/*
+ * Call fn(arg) when a commit leaves the write-ahead log long enough to
+ * want a checkpoint now (from inside the commit: fn must only wake).
+ */
+void store_on_wal_growth(struct store *st, void (*fn)(void *arg), void *arg);
 
 int store_begin(struct store *st, bool write);
 int store_commit(struct store *st);

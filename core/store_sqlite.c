@@ -343,6 +343,8 @@ struct store {
 	pthread_mutex_t pool_lock;
 	struct reader_conn idle_readers[16];	/* kept for content reads */
 	sqlite3 *checkpointer;			/* store_checkpoint()'s own */
+	void (*wal_grew)(void *arg);		/* store_on_wal_growth() */
+	void *wal_grew_arg;
 	int n_idle_readers;
 
 	/*
@@ -976,7 +978,7 @@ int store_open(const char *path, const struct store_options *opt,
 					&dummy);
 		/* A large checkpoint grows the WAL; shrink it back afterwards. */
 		if (rc == SQLITE_OK)
-			rc = pragma_int(st->main.db, "PRAGMA journal_size_limit = 67108864",
+			rc = pragma_int(st->main.db, "PRAGMA journal_size_limit = 16777216",
 					&dummy);
 		if (rc != SQLITE_OK) {
 			snprintf(err, errlen, "cannot set up %s: %s", path,
@@ -1038,6 +1040,29 @@ void store_close(struct store *st)
 	free(st);
 }
 
+/* SQLite's WAL hook, after each commit: pages now in the log. */
+#define WAL_CHECKPOINT_PAGES 1000
+
+static int wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
+{
+	struct store *st = arg;
+
+	(void)db;
+	(void)name;
+	if (pages >= WAL_CHECKPOINT_PAGES && st->wal_grew)
+		st->wal_grew(st->wal_grew_arg);
+	return SQLITE_OK;
+}
+
+void store_on_wal_growth(struct store *st, void (*fn)(void *arg), void *arg)
+{
+	pthread_mutex_lock(&st->lock);
+	st->wal_grew = fn;
+	st->wal_grew_arg = arg;
+	sqlite3_wal_hook(st->main.db, fn ? wal_hook : NULL, fn ? st : NULL);
+	pthread_mutex_unlock(&st->lock);
+}
+
 int store_checkpoint(struct store *st)
 {
 	int log = 0, done = 0, rc;
@@ -1053,8 +1078,9 @@ int store_checkpoint(struct store *st)
 			return -EIO;
 		}
 		sqlite3_busy_timeout(st->checkpointer, 0);
-		sqlite3_exec(st->checkpointer, "PRAGMA wal_autocheckpoint = 0",
-			     NULL, NULL, NULL);
+		/* A first read puts the connection in WAL mode. */
+		sqlite3_exec(st->checkpointer, "PRAGMA wal_autocheckpoint = 0;"
+			     "SELECT count(*) FROM sequence", NULL, NULL, NULL);
 	}
 	/* PASSIVE: never waits for, nor blocks, the writer or the readers. */
 	rc = sqlite3_wal_checkpoint_v2(st->checkpointer, NULL,

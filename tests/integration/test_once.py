@@ -336,7 +336,9 @@ class Once(MountedTest):
             p = self.spawn("--step", "S", self.wf, "--", "sh", "-c",
                            "echo partial; echo $$ > %s; exec sleep 1000" % started, stdout=subprocess.DEVNULL)
             self.command_pids(os.path.basename(started))
-            wait_for(lambda: os.listdir(steps), "the part file")
+            # The part file is a new checkpoint: it exists for others
+            # only once committed, so wait for the command instead.
+            wait_for(lambda: os.path.exists(started), "the command")
             p.send_signal(sig)
             p.wait(timeout=120)
             wait_for(lambda: os.listdir(steps) == [], "the part file to go (%s)" % signal.Signals(sig).name)
