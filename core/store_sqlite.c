@@ -33,6 +33,7 @@
 
 #include <sqlite3.h>
 
+#include "event.h"
 #include "store.h"
 
 #define ONCE_APPLICATION_ID 0x6f6e6365	/* "once" */
@@ -88,7 +89,6 @@ enum stmt_id {
 	S_PIN_DROP_ALL,
 	S_PIN_DROP_MOUNT,
 	S_WF_KILL_CONTENT,
-	S_EVENT_RENDER,
 	S_EVENT_INSERT,
 	S_EVENT_GROW,
 	S_EVENT_READ,
@@ -197,14 +197,6 @@ static const char *const sql[S_NSTMTS] = {
 	[S_WF_KILL_CONTENT] = "UPDATE contents SET dead = 1 WHERE id IN "
 		"(SELECT content FROM steps WHERE wf = ?1 UNION ALL "
 		"SELECT content FROM keys WHERE wf = ?1)",
-	/*
-	 * json_patch() drops the members whose value is null, so absent
-	 * fields (bound as NULL under the placeholder label "_") vanish.
-	 */
-	[S_EVENT_RENDER] = "SELECT json_patch(json_object("
-		"'time', strftime('%Y-%m-%dT%H:%M:%fZ', ?1 / 1000.0, 'unixepoch'), "
-		"'event', ?2), json_object(?3, ?4, 'generation', ?5, ?6, ?7, "
-		"?8, ?9, 'pid', ?10, 'uid', ?11))",
 	[S_EVENT_INSERT] = "INSERT INTO events(wf, off, time_ms, line) "
 		"VALUES(?1, (SELECT events_size FROM workflows WHERE id = ?1), ?2, ?3)",
 	[S_EVENT_GROW] = "UPDATE workflows SET events_size = events_size + ?2 "
@@ -1817,77 +1809,21 @@ int store_step_any(struct store *st, int64_t wf, int64_t epoch, bool *any)
 
 /* ---- events ----------------------------------------------------------- */
 
-static void bind_text_or_null(sqlite3_stmt *s, int i, const char *p, size_t len)
-{
-	if (p)
-		sqlite3_bind_text64(s, i, p, len, SQLITE_TRANSIENT, SQLITE_UTF8);
-	else
-		sqlite3_bind_null(s, i);
-}
-
 int store_event_append(struct store *st, int64_t wf, const struct event *ev)
 {
-	static const char hex[] = "0123456789abcdef";
-	char name_hex[2 * NAME_MAX_LEN + 1];
-	char label[32];
-	const char *name = ev->name;
-	size_t name_len = ev->name_len;
-	sqlite3_stmt *s = stmt(st, S_EVENT_RENDER);
-	sqlite3_stmt *ins, *grow;
+	char line[EVENT_LINE_MAX + 1];
+	sqlite3_stmt *ins = stmt(st, S_EVENT_INSERT);
+	sqlite3_stmt *grow = stmt(st, S_EVENT_GROW);
 	size_t line_len;
-	int rc;
+	int rc = event_render(ev, line, sizeof(line), &line_len);
 
-	if (!s)
+	if (rc)
+		return rc == -ENOSPC ? -EINVAL : rc;
+	if (!ins || !grow)
 		return -EIO;
-	label[0] = '\0';
-	if (ev->subject && name) {
-		/* Names that are not UTF-8 cannot be JSON strings: hex them. */
-		if (name_is_utf8(name, name_len)) {
-			snprintf(label, sizeof(label), "%s", ev->subject);
-		} else {
-			for (size_t i = 0; i < name_len; i++) {
-				name_hex[2 * i] = hex[(unsigned char)name[i] >> 4];
-				name_hex[2 * i + 1] = hex[(unsigned char)name[i] & 15];
-			}
-			name = name_hex;
-			name_len *= 2;
-			snprintf(label, sizeof(label), "%s_hex", ev->subject);
-		}
-	}
-	sqlite3_bind_int64(s, 1, ev->time_ms);
-	sqlite3_bind_text(s, 2, ev->type, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 3, label[0] ? label : "_", -1, SQLITE_TRANSIENT);
-	bind_text_or_null(s, 4, label[0] ? name : NULL, name_len);
-	if (ev->generation)
-		sqlite3_bind_int64(s, 5, ev->generation);
-	sqlite3_bind_text(s, 6, ev->detail_field ? ev->detail_field : "__", -1,
-			  SQLITE_STATIC);
-	bind_text_or_null(s, 7, ev->detail_field ? ev->detail : NULL,
-			  ev->detail_len);
-	sqlite3_bind_text(s, 8, ev->number_field ? ev->number_field : "___", -1,
-			  SQLITE_STATIC);
-	if (ev->number_field)
-		sqlite3_bind_int64(s, 9, ev->number_field_value);
-	sqlite3_bind_int64(s, 10, ev->pid);
-	sqlite3_bind_int64(s, 11, ev->uid);
-
-	rc = sqlite3_step(s);
-	if (rc != SQLITE_ROW) {
-		done(s);
-		return sql_error(st, rc, "render event");
-	}
-	line_len = (size_t)sqlite3_column_bytes(s, 0);
-	ins = stmt(st, S_EVENT_INSERT);
-	grow = stmt(st, S_EVENT_GROW);
-	if (!ins || !grow) {
-		done(s);
-		return -EIO;
-	}
 	sqlite3_bind_int64(ins, 1, wf);
 	sqlite3_bind_int64(ins, 2, ev->time_ms);
-	sqlite3_bind_text64(ins, 3, (const char *)sqlite3_column_text(s, 0),
-			    line_len, SQLITE_TRANSIENT, SQLITE_UTF8);
-	done(s);
+	sqlite3_bind_text64(ins, 3, line, line_len, SQLITE_TRANSIENT, SQLITE_UTF8);
 	rc = exec_stmt(st, ins, "insert event");
 	if (rc)
 		return rc;

@@ -3,6 +3,7 @@
  */
 #include "unit.h"
 
+#include "event.h"
 #include "json.h"
 
 /* One member in a fresh object: {"k":...}, in a static buffer. */
@@ -330,10 +331,41 @@ static void test_utf8_boundaries(void **state)
 	assert_false(json_is_utf8(name, sizeof(name)));
 }
 
+/* The daemon's event lines go through the same encoder (event.h). */
+static void test_event_lines(void **state)
+{
+	struct event ev = { .type = "claim", .subject = "key", .name = "caf\xc3\xa9",
+			    .name_len = 5, .generation = 17, .number_field = "attempt",
+			    .number_field_value = 1, .time_ms = 1700000000123,
+			    .pid = 42, .uid = 1000 };
+	char line[EVENT_LINE_MAX + 1];
+	size_t len;
+
+	(void)state;
+	assert_int_equal(event_render(&ev, line, sizeof(line), &len), 0);
+	assert_string_equal(line, "{\"time\":\"2023-11-14T22:13:20.123Z\",\"event\":"
+			    "\"claim\",\"key\":\"caf\xc3\xa9\",\"generation\":17,"
+			    "\"attempt\":1,\"pid\":42,\"uid\":1000}");
+	assert_int_equal(len, strlen(line));
+	/* Not UTF-8: the name under key_hex; a detail with a newline escaped. */
+	ev.name = "a\xff";
+	ev.name_len = 2;
+	ev.detail_field = "status";
+	ev.detail = "x\ny";
+	ev.detail_len = 3;
+	ev.number_field = NULL;
+	ev.time_ms = -1;	/* before 1970: the last millisecond of 1969 */
+	assert_int_equal(event_render(&ev, line, sizeof(line), &len), 0);
+	assert_string_equal(line, "{\"time\":\"1969-12-31T23:59:59.999Z\",\"event\":"
+			    "\"claim\",\"key_hex\":\"61ff\",\"generation\":17,"
+			    "\"status\":\"x\\ny\",\"pid\":42,\"uid\":1000}");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_ascii_and_escapes),
+		cmocka_unit_test(test_event_lines),
 		cmocka_unit_test(test_every_ascii_byte),
 		cmocka_unit_test(test_valid_multibyte_as_is),
 		cmocka_unit_test(test_invalid_classes_become_hex),

@@ -1,0 +1,27 @@
+/*
+ * event.h - one line of a workflow's events file, rendered in C.
+ *
+ *   {"time":"2026-11-21T03:00:00.000Z","event":"claim","key":"k",
+ *    "generation":17,"attempt":1,"pid":42,"uid":1000}
+ *
+ * Members in that order, absent ones left out: time (UTC, milliseconds),
+ * event, the subject's name under its kind ("key", "step", "policy"; with
+ * "_hex" and lowercase hex for a name that is not UTF-8), generation,
+ * the detail field, the number field, pid, uid.  Strings go through the
+ * one JSON encoder (json.h) that oncectl uses too, so a line is the same
+ * bytes whichever store keeps it.
+ */
+#ifndef ONCE_EVENT_H
+#define ONCE_EVENT_H
+
+#include <stddef.h>
+
+#include "store.h"
+
+/* The longest line event_render() writes, without its newline. */
+#define EVENT_LINE_MAX 2048
+
+/* Render ev into buf (EVENT_LINE_MAX + 1 bytes); *len gets its length. */
+int event_render(const struct event *ev, char *buf, size_t size, size_t *len);
+
+#endif
