@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from harness import Mount, claim, read, run, write  # noqa: E402
 
 NOBODY = 65534
-READERS = 2000
+READERS = int(os.environ.get("ONCEFS_READERS", "2000"))
 
 
 def daemon_fds(m):
