@@ -41,6 +41,8 @@ struct handle {
 	bool append;
 	bool renews;		/* on fs->renewing */
 	bool truncated;		/* HANDLE_STEP opened with O_TRUNC, not yet committed */
+	bool create_at_flush;	/* a new checkpoint opened without O_TRUNC
+				 * (touch, >>): its first flush creates it */
 	int poison;		/* a write was refused half way: commit nothing */
 	char name[NAME_MAX_LEN + 1];	/* HANDLE_KEY: the key's name */
 	size_t name_len;

@@ -1254,6 +1254,13 @@ static int open_new_step(struct fs *fs, const struct step_row *r, int flags,
 		return rc;
 	}
 	h->truncated = true;
+	/*
+	 * touch opens without O_TRUNC and writes nothing: its close must
+	 * create the file (RELEASE comes after close() has returned).  An
+	 * open with O_TRUNC means content is coming (> redirections, "w"):
+	 * that one exists from its first commit of data.
+	 */
+	h->create_at_flush = !(flags & O_TRUNC);
 	*out = h;
 	return 0;
 }
@@ -1588,13 +1595,14 @@ static int commit(struct fs *fs, struct handle *h, const struct caller *who)
 		rc = h->poison;
 		goto out;
 	}
-	if (!h->dirty)
+	if (!h->dirty && !h->create_at_flush)
 		goto out;
 	if ((h->kind == HANDLE_STEP || h->kind == HANDLE_KEY) &&
 	    dying_by_signal(who->pid)) {
 		/* Killed half way: keep the old checkpoint, leave the claim. */
 		h->dirty = false;
 		h->truncated = false;
+		h->create_at_flush = false;
 		goto out;
 	}
 	switch (h->kind) {
@@ -1617,6 +1625,7 @@ static int commit(struct fs *fs, struct handle *h, const struct caller *who)
 	if (rc == 0) {
 		h->dirty = false;
 		h->truncated = false;
+		h->create_at_flush = false;
 	}
 out:
 	pthread_mutex_unlock(&h->lock);

@@ -137,9 +137,17 @@ static const char *policy_word(const struct policy *p, enum policy_field f,
 	return buf;
 }
 
+/* The open store, for what it says of a row it refused (store_problem). */
+static struct store *opened;
+
 static int fail(int rc, const char *what)
 {
-	fprintf(stderr, "oncectl: %s: %s\n", what, strerror(-rc));
+	char problem[256] = "";
+
+	if (rc == -EIO && opened)
+		store_problem(opened, problem, sizeof(problem));
+	fprintf(stderr, "oncectl: %s: %s\n", what,
+		problem[0] ? problem : strerror(-rc));
 	return EXIT_PROBLEM;
 }
 
@@ -706,9 +714,11 @@ int main(int argc, char *argv[])
 		return EXIT_STORE;
 	}
 	once_init(&c.o, c.st, &cfg);
+	opened = c.st;
 	json_buf_growing(&c.j, JSON_MAX);
 	rc = cmd->run(&c, argv + optind + 2, nargs);
 	json_buf_free(&c.j);
+	opened = NULL;
 	store_close(c.st);
 	return rc;
 }

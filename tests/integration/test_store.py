@@ -289,6 +289,12 @@ class Store(unittest.TestCase):
                 r = self.oncefs(store)
                 self.assertRefused(r, column, "out of range")
                 self.assertEqual(digest(store), before)
+                # oncectl reports the row, and does not crash.
+                r = subprocess.run([os.environ.get("ONCECTL", "oncectl"), "ls", store],
+                                   capture_output=True, text=True)
+                self.assertEqual(r.returncode, 1, r)
+                self.assertIn(column, r.stderr)
+                self.assertIn("out of range", r.stderr)
 
     def test_directory_as_store(self):
         store = os.path.join(self.tmp, "adir")
