@@ -1015,7 +1015,10 @@ int store_open(const char *path, const struct store_options *opt,
 	return 0;
 
 out_close:
-	sqlite3_close(st->main.db);
+	/* The checks may have prepared statements: finalize them too. */
+	close_conn(&st->main);
+	if (st->wal_fd >= 0)
+		close(st->wal_fd);
 	pthread_mutex_destroy(&st->sync_lock);
 	pthread_cond_destroy(&st->sync_cond);
 	pthread_mutex_destroy(&st->lock);
