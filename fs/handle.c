@@ -158,14 +158,18 @@ void handle_close(struct fs *fs, struct handle *h)
 	handle_free(h);
 }
 
-bool handle_pending(struct fs *fs, uint64_t ino, int64_t *wf, int64_t *id,
-		    int64_t *size)
+/*
+ * The first open writer of inode ino (opened by process tgid, unless
+ * any): what a stat of it needs, copied under its lock.
+ */
+static bool find_writer(struct fs *fs, uint64_t ino, bool any, pid_t tgid,
+			int64_t *wf, int64_t *id, int64_t *size)
 {
 	bool found = false;
 
 	pthread_mutex_lock(&fs->renew_lock);
 	for (struct handle *h = fs->open; h && !found; h = h->next_open) {
-		if (h->ino != ino || !h->writer)
+		if (h->ino != ino || !h->writer || (!any && h->opener != tgid))
 			continue;
 		pthread_mutex_lock(&h->lock);
 		*wf = h->wf;
@@ -178,33 +182,25 @@ bool handle_pending(struct fs *fs, uint64_t ino, int64_t *wf, int64_t *id,
 	return found;
 }
 
+bool handle_pending(struct fs *fs, uint64_t ino, int64_t *wf, int64_t *id,
+		    int64_t *size)
+{
+	return find_writer(fs, ino, true, 0, wf, id, size);
+}
+
 bool handle_writer_size(struct fs *fs, uint64_t ino, pid_t tgid,
 			int64_t *size)
 {
-	bool found = false;
+	int64_t wf, id;
 
-	pthread_mutex_lock(&fs->renew_lock);
-	for (struct handle *h = fs->open; h && !found; h = h->next_open) {
-		if (h->ino != ino || !h->writer || h->opener != tgid)
-			continue;
-		pthread_mutex_lock(&h->lock);
-		*size = step_writer_size(h->writer);
-		pthread_mutex_unlock(&h->lock);
-		found = true;
-	}
-	pthread_mutex_unlock(&fs->renew_lock);
-	return found;
+	return find_writer(fs, ino, false, tgid, &wf, &id, size);
 }
 
 bool handle_written(struct fs *fs, uint64_t ino)
 {
-	bool found = false;
+	int64_t wf, id, size;
 
-	pthread_mutex_lock(&fs->renew_lock);
-	for (struct handle *h = fs->open; h && !found; h = h->next_open)
-		found = h->ino == ino && h->writer;
-	pthread_mutex_unlock(&fs->renew_lock);
-	return found;
+	return find_writer(fs, ino, true, 0, &wf, &id, &size);
 }
 
 void handle_close_all(struct fs *fs)
