@@ -392,6 +392,14 @@ struct store {
 
 	pthread_mutex_t problem_lock;
 	char problem[256];		/* the last bad row, for store_problem() */
+
+	/*
+	 * A read-only open that creates nothing (see open_untouched()): the
+	 * name SQLite gets, and a lock that keeps a writer's -wal in place.
+	 */
+	char *open_name;		/* a file: URI, or NULL for path */
+	int open_flags;
+	int shared_fd;			/* OFD read lock, or -1 */
 };
 
 
@@ -722,6 +730,85 @@ static int busy_wait(void *arg, int tries)
 	return 1;
 }
 
+/* SQLite's unix locking bytes (os_unix.c): SHARED is 510 from +2. */
+#define SQLITE_SHARED_FIRST 0x40000002
+#define SQLITE_SHARED_SIZE 510
+
+/* Does the file's header say WAL mode (bytes 18 and 19 are 2)? */
+static bool wal_header(const char *path)
+{
+	unsigned char h[100];
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd >= 0 ? read(fd, h, sizeof(h)) : -1;
+
+	if (fd >= 0)
+		close(fd);
+	return n == (ssize_t)sizeof(h) && memcmp(h, "SQLite format 3", 16) == 0 &&
+	       h[18] == 2 && h[19] == 2;
+}
+
+static bool exists_beside(const char *path, const char *suffix)
+{
+	char side[PATH_MAX];
+
+	snprintf(side, sizeof(side), "%s%s", path, suffix);
+	return access(side, F_OK) == 0;
+}
+
+/*
+ * A read-only open of a WAL store that nobody has open (no -shm) would
+ * make SQLite create -shm and -wal beside it, or fail in a directory it
+ * cannot write.  Instead: open it immutable, under an OFD read lock on
+ * SQLite's SHARED bytes.  A writer that starts meanwhile cannot take the
+ * EXCLUSIVE lock it needs to remove its -wal at close, so "no -wal at the
+ * end of a read" proves that nobody wrote the file during it
+ * (read_still_valid()).  Creates nothing, writes nothing.
+ */
+static int open_untouched(struct store *st, char *err, size_t errlen)
+{
+	struct flock fl = { .l_type = F_RDLCK, .l_whence = SEEK_SET,
+			    .l_start = SQLITE_SHARED_FIRST,
+			    .l_len = SQLITE_SHARED_SIZE };
+	size_t n = strlen(st->path);
+	char *uri = malloc(3 * n + 32), *o;
+
+	if (!uri)
+		return -ENOMEM;
+	o = uri + sprintf(uri, "file:");
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)st->path[i];
+
+		if (ch == '%' || ch == '?' || ch == '#' || ch < 0x21 || ch >= 0x7f)
+			o += sprintf(o, "%%%02x", ch);
+		else
+			*o++ = (char)ch;
+	}
+	sprintf(o, "?immutable=1");
+	st->shared_fd = open(st->path, O_RDONLY | O_CLOEXEC);
+	if (st->shared_fd < 0 || fcntl(st->shared_fd, F_OFD_SETLK, &fl) < 0) {
+		snprintf(err, errlen, "cannot lock %s for reading: %s", st->path,
+			 strerror(errno));
+		free(uri);
+		return -EAGAIN;
+	}
+	if (exists_beside(st->path, "-wal")) {
+		snprintf(err, errlen, "%s is being written (its -wal exists, its "
+			 "-shm does not): try again", st->path);
+		free(uri);
+		return -EAGAIN;
+	}
+	st->open_name = uri;
+	st->open_flags = SQLITE_OPEN_READONLY | SQLITE_OPEN_URI |
+			 SQLITE_OPEN_NOMUTEX;
+	return 0;
+}
+
+/* After a read of an untouched store: did a writer begin meanwhile? */
+static bool read_still_valid(struct store *st)
+{
+	return st->shared_fd < 0 || !exists_beside(st->path, "-wal");
+}
+
 /*
  * Keep the -wal file open for group commit's fdatasync, and make its
  * directory entry durable once: synchronous=NORMAL never syncs the
@@ -914,6 +1001,7 @@ int store_open(const char *path, const struct store_options *opt,
 	}
 	st->busy_timeout_ms = opt->busy_timeout_ms;
 	st->wal_fd = -1;
+	st->shared_fd = -1;
 	pthread_mutex_init(&st->sync_lock, NULL);
 	pthread_cond_init(&st->sync_cond, NULL);
 	pthread_mutex_init(&st->lock, NULL);
@@ -933,7 +1021,15 @@ int store_open(const char *path, const struct store_options *opt,
 		flags |= SQLITE_OPEN_READONLY;
 	else
 		flags |= SQLITE_OPEN_READWRITE | (opt->create ? SQLITE_OPEN_CREATE : 0);
-	rc = sqlite3_open_v2(path, &st->main.db, flags, NULL);
+	st->open_flags = flags;
+	if (opt->read_only && exists && wal_header(path) &&
+	    !exists_beside(path, "-shm")) {
+		rc = open_untouched(st, err, errlen);
+		if (rc)
+			goto out_close;
+	}
+	rc = sqlite3_open_v2(st->open_name ? st->open_name : path,
+			     &st->main.db, st->open_flags, NULL);
 	if (rc != SQLITE_OK) {
 		snprintf(err, errlen, "cannot open %s: %s", path,
 			 st->main.db ? sqlite3_errmsg(st->main.db) : sqlite3_errstr(rc));
@@ -1019,6 +1115,9 @@ out_close:
 	close_conn(&st->main);
 	if (st->wal_fd >= 0)
 		close(st->wal_fd);
+	if (st->shared_fd >= 0)
+		close(st->shared_fd);
+	free(st->open_name);
 	pthread_mutex_destroy(&st->sync_lock);
 	pthread_cond_destroy(&st->sync_cond);
 	pthread_mutex_destroy(&st->lock);
@@ -1048,6 +1147,9 @@ void store_close(struct store *st)
 	close_conn(&st->main);
 	if (st->wal_fd >= 0)
 		close(st->wal_fd);
+	if (st->shared_fd >= 0)
+		close(st->shared_fd);
+	free(st->open_name);
 	pthread_mutex_destroy(&st->sync_lock);
 	pthread_cond_destroy(&st->sync_cond);
 	free(st->pins);
@@ -1264,6 +1366,8 @@ int store_commit(struct store *st)
 		/* A failed COMMIT may leave the transaction open. */
 		if (!sqlite3_get_autocommit(c->db))
 			sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+	} else if (!c->in_write && !read_still_valid(st)) {
+		rc = -EAGAIN;	/* a writer began during the read: try again */
 	} else if (c->in_write &&
 		   sqlite3_total_changes64(c->db) != c->changes) {
 		/* A write transaction that changed nothing wrote nothing. */
@@ -2346,8 +2450,9 @@ static int reader_conn_get(struct store *st, struct reader_conn *out)
 	if (got)
 		return 0;
 	memset(out, 0, sizeof(*out));
-	if (sqlite3_open_v2(st->path, &out->db, SQLITE_OPEN_READONLY |
-			    SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK ||
+	if (sqlite3_open_v2(st->open_name ? st->open_name : st->path, &out->db,
+			    SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX |
+			    (st->open_name ? SQLITE_OPEN_URI : 0), NULL) != SQLITE_OK ||
 	    sqlite3_prepare_v3(out->db, "SELECT id FROM chunks WHERE content = ?1 "
 			       "AND seq = ?2", -1, SQLITE_PREPARE_PERSISTENT,
 			       &out->find, NULL) != SQLITE_OK) {
@@ -2425,6 +2530,8 @@ int store_content_read(struct store *st, int64_t content, int64_t size,
 	sqlite3_blob_close(blob);
 	sqlite3_exec(c.db, "COMMIT", NULL, NULL, NULL);
 	reader_conn_put(st, &c);
+	if (rc == 0 && !read_still_valid(st))
+		rc = -EAGAIN;
 	return rc;
 }
 

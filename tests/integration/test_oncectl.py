@@ -128,6 +128,29 @@ class Oncectl(MountedTest):
         for line in r.stdout.decode("utf-8").splitlines():
             json.loads(line)
 
+    def test_reads_create_nothing(self):
+        """A store nobody has open: oncectl's read commands leave no -wal or
+        -shm beside it, and a foreign WAL database is refused the same way."""
+        self.populate()
+        os.close(self.held)
+        self.m.stop()
+        side = lambda p: [x for x in (p + "-wal", p + "-shm") if os.path.exists(x)]  # noqa: E731
+        self.assertEqual(side(self.m.store), [])
+        for args in (("ls",), ("show", "wf", "done"), ("events", "wf"), ("check",)):
+            r = ctl(*args[:1], self.m.store, *args[1:])
+            self.assertEqual(r.returncode, 0, (args, r.stderr))
+            self.assertEqual(side(self.m.store), [], args)
+        other = os.path.join(self.m.tmp, "other.db")
+        db = sqlite3.connect(other)
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("CREATE TABLE t(x)")
+        db.commit()
+        db.close()
+        self.assertEqual(side(other), [])
+        r = ctl("ls", other)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertEqual(side(other), [], "a refused store got files beside it")
+
     def test_check(self):
         self.populate()
         r = ctl("check", self.m.store)
@@ -292,24 +315,13 @@ class ReadOnlyDirectory(unittest.TestCase):
             self.assertIn("-shm", r.stderr)
         self.assertFalse(os.path.exists(self.store + "-shm"))
 
-    # Expected to fail until store_open() changes (core/store_sqlite.c is
-    # another engineer's): a read-only open of a WAL store that no one has
-    # open, in a directory it cannot write, fails in SQLite with
-    # SQLITE_CANTOPEN ("unable to open database file"), because SQLite must
-    # create STORE-shm before it reads a WAL database, and `mode=ro` does
-    # not change that.  The change needed: on a read-only open that finds no
-    # -shm and cannot create it, take an OFD read lock (F_OFD_SETLK, F_RDLCK)
-    # on SQLite's SHARED byte range (0x40000002, 510 bytes) of the store,
-    # check that STORE-wal does not exist, open "file:STORE?immutable=1"
-    # (SQLITE_OPEN_URI), and at the end of each read transaction fail with
-    # -EAGAIN if STORE-wal has appeared: the lock keeps any writer that
-    # started meanwhile from removing its -wal at close, so its absence
-    # proves that nothing changed the file under the immutable reader.
-    @unittest.expectedFailure
+    # A read-only open of a WAL store that no one has open (no -shm) would
+    # need SQLite to create STORE-shm; store_open() instead opens it
+    # immutable under an OFD read lock on SQLite's SHARED bytes and checks
+    # at the end of each read that no -wal appeared (see open_untouched()).
     def test_not_in_use_behind_a_read_only_bind_mount(self):
         self.assertReads(self.ro_store)
 
-    @unittest.expectedFailure  # the same store change as above
     def test_not_in_use_in_a_directory_the_user_cannot_write(self):
         self.assertReads(self.store, self.as_user)
 
