@@ -544,6 +544,26 @@ static int pragma_int(sqlite3 *db, const char *pragma, int64_t *out)
 	return rc;
 }
 
+/*
+ * The end of a schema transaction (create, upgrade): set the schema
+ * version (and what else pragmas says), commit; on any failure so far
+ * (rc), roll back and say what could not be done.
+ */
+static int finish_schema(sqlite3 *db, int rc, const char *pragmas,
+			 const char *what, char *err, size_t errlen)
+{
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(db, pragmas, NULL, NULL, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+	if (rc != SQLITE_OK) {
+		snprintf(err, errlen, "cannot %s: %s", what, sqlite3_errmsg(db));
+		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+		return -EIO;
+	}
+	return 0;
+}
+
 static int create_schema(sqlite3 *db, char *err, size_t errlen)
 {
 	char pragmas[128];
@@ -563,17 +583,7 @@ static int create_schema(sqlite3 *db, char *err, size_t errlen)
 		 ONCE_APPLICATION_ID, STORE_SCHEMA_VERSION);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_exec(db, schema, NULL, NULL, NULL);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_exec(db, pragmas, NULL, NULL, NULL);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
-	if (rc != SQLITE_OK) {
-		snprintf(err, errlen, "cannot create the store: %s",
-			 sqlite3_errmsg(db));
-		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-		return -EIO;
-	}
-	return 0;
+	return finish_schema(db, rc, pragmas, "create the store", err, errlen);
 }
 
 /* One query per table and index, each reading its first page. */
@@ -611,6 +621,22 @@ static const char *const probes_v2[] = {
 	"SELECT count(*) FROM (SELECT content, result_len FROM keys LIMIT 1)",
 	"SELECT count(*) FROM (SELECT content, atime_ns FROM steps LIMIT 1)",
 };
+
+/* Run each probe; the first that fails says the store is corrupt. */
+static int run_probes(sqlite3 *db, const char *const *list, size_t n,
+		      char *err, size_t errlen)
+{
+	int64_t count;
+
+	for (size_t i = 0; i < n; i++) {
+		if (pragma_int(db, list[i], &count) != SQLITE_OK) {
+			snprintf(err, errlen, "the store is corrupt: %s",
+				 sqlite3_errmsg(db));
+			return -EIO;
+		}
+	}
+	return 0;
+}
 
 /* Is this an oncefs store we can use?  Reads only. */
 static int check_store(sqlite3 *db, bool *empty, bool *old_version, char *err,
@@ -653,23 +679,14 @@ static int check_store(sqlite3 *db, bool *empty, bool *old_version, char *err,
 	 * so that a damaged store is refused at mount rather than failing
 	 * later (a full check is `PRAGMA integrity_check`, too slow here).
 	 */
-	for (size_t i = 0; i < sizeof(probes) / sizeof(probes[0]); i++) {
-		rc = pragma_int(db, probes[i], &tables);
-		if (rc != SQLITE_OK) {
-			snprintf(err, errlen, "the store is corrupt: %s",
-				 sqlite3_errmsg(db));
-			return -EIO;
-		}
-	}
-	for (size_t i = 0; version >= 2 &&
-	     i < sizeof(probes_v2) / sizeof(probes_v2[0]); i++) {
-		rc = pragma_int(db, probes_v2[i], &tables);
-		if (rc != SQLITE_OK) {
-			snprintf(err, errlen, "the store is corrupt: %s",
-				 sqlite3_errmsg(db));
-			return -EIO;
-		}
-	}
+	rc = run_probes(db, probes, sizeof(probes) / sizeof(probes[0]), err,
+			errlen);
+	if (rc == 0 && version >= 2)
+		rc = run_probes(db, probes_v2,
+				sizeof(probes_v2) / sizeof(probes_v2[0]), err,
+				errlen);
+	if (rc)
+		return rc;
 	*old_version = version < STORE_SCHEMA_VERSION;
 	return 0;
 }
@@ -902,17 +919,8 @@ static int upgrade_v1(struct store *st, char *err, size_t errlen)
 				  NULL);
 	snprintf(pragma, sizeof(pragma), "PRAGMA user_version = %d",
 		 STORE_SCHEMA_VERSION);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_exec(db, pragma, NULL, NULL, NULL);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
-	if (rc != SQLITE_OK) {
-		snprintf(err, errlen, "cannot upgrade the store from schema 1: %s",
-			 sqlite3_errmsg(db));
-		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-		return -EIO;
-	}
-	return 0;
+	return finish_schema(db, rc, pragma, "upgrade the store from schema 1",
+			     err, errlen);
 }
 
 /*
