@@ -7,9 +7,10 @@
  * Other processes (other mounts, oncectl) wait for the lock up to the busy
  * timeout.  Reads share the connection too: its page cache stays warm
  * across our own commits (a connection per thread was measured slower, its
- * cache being dropped after every write).  Only checkpoint readers, which
- * hold a snapshot for as long as a file is open, get connections of their
- * own (store_reader).
+ * cache being dropped after every write).  Content reads (store_content_
+ * read) take a pooled read-only connection for one short transaction; the
+ * background's WAL checkpoints run on a connection of their own.  No
+ * connection, and no snapshot, lives as long as an open file.
  *
  * The database is recognized by its application_id ("once") and carries
  * its schema version in user_version.  Nothing is written to a file until
