@@ -282,10 +282,9 @@ int step_rename(struct once *o, int64_t wf, const char *from, size_t from_len,
 	rc = store_step_update(o->store, &r);
 	step_event(&ev, "rename", &r);
 	ev.detail_field = "from";
+	/* A name that is not UTF-8 goes into the line as from_hex. */
 	ev.detail = from;
 	ev.detail_len = from_len;
-	if (!name_is_utf8(from, from_len))
-		ev.detail_field = NULL;
 	if (rc == 0)
 		rc = once_event(o, wf, who, &ev);
 out:

@@ -142,10 +142,9 @@ int workflow_rename(struct once *o, const char *from, size_t from_len,
 	name_copy(w.name, &w.name_len, to, to_len);
 	w.mtime_ns = now_ns(o);
 	rc = store_wf_update(o->store, &w);
+	/* A name that is not UTF-8 goes into the line as from_hex. */
 	ev.detail = from;
 	ev.detail_len = from_len;
-	if (!name_is_utf8(from, from_len))
-		ev.detail_field = NULL;
 	if (rc == 0)
 		rc = once_event(o, w.id, who, &ev);
 out:
