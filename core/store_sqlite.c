@@ -351,6 +351,7 @@ struct store {
 	int64_t mount_id;
 	int64_t retire_cursor, trim_cursor;	/* the sweep's walks */
 	int64_t busy_since_ms;			/* busy_wait()'s first try */
+	bool busy_nowait;			/* begin(): do not wait */
 	sqlite3_stmt *stmts[S_NSTMTS];
 	enum store_sync sync;
 	bool read_only;
@@ -742,7 +743,7 @@ static int busy_wait(void *arg, int tries)
 	ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
 	if (tries == 0)
 		st->busy_since_ms = ms;	/* the main connection: under st->lock */
-	if (ms - st->busy_since_ms >= st->busy_timeout_ms)
+	if (st->busy_nowait || ms - st->busy_since_ms >= st->busy_timeout_ms)
 		return 0;
 	nanosleep(&(struct timespec){ .tv_nsec = 200000 }, NULL);
 	return 1;
@@ -1258,7 +1259,11 @@ static int note_visible(struct store *st)
 	return 0;
 }
 
-int store_begin(struct store *st, bool write)
+/*
+ * Begin a transaction; with wait false, a write lock another process
+ * holds is -EAGAIN at once instead of after the busy timeout.
+ */
+static int begin(struct store *st, bool write, bool wait)
 {
 	struct conn *c = &st->main;
 	sqlite3_stmt *s;
@@ -1268,7 +1273,9 @@ int store_begin(struct store *st, bool write)
 		return -EROFS;
 	pthread_mutex_lock(&st->lock);
 	s = stmt(st, write ? S_BEGIN_WRITE : S_BEGIN_READ);
+	st->busy_nowait = !wait;
 	rc = s ? exec_stmt(st, s, "begin") : -EIO;
+	st->busy_nowait = false;
 	st->txn_seen = 0;
 	if (rc == 0 && st->sync == STORE_SYNC_FULL) {
 		rc = note_visible(st);
@@ -1284,6 +1291,11 @@ int store_begin(struct store *st, bool write)
 	if (write)
 		clock_gettime(CLOCK_MONOTONIC, &c->began);
 	return 0;
+}
+
+int store_begin(struct store *st, bool write)
+{
+	return begin(st, write, true);
 }
 
 /* The end of a write transaction: how long it held the lock. */
@@ -2177,23 +2189,38 @@ static int pin_row(struct store *st, int64_t content, int64_t now_ms)
 	return rc;
 }
 
+/* Under pin_lock: one more file reads content (in_store: its row is in). */
+static int pin_hold(struct store *st, int64_t content, bool in_store)
+{
+	bool found;
+	int64_t at = pin_find(st, content, &found);
+
+	if (!found)
+		return pin_add(st, (size_t)at, content, in_store);
+	st->pins[at].count++;
+	st->pins[at].idle_since_ms = 0;
+	st->pins[at].in_store |= in_store;
+	return 0;
+}
+
 int store_pin(struct store *st, int64_t content, int64_t now_ms)
 {
 	bool found;
-	int64_t at;
 	int rc;
 
 	if (content == 0)
 		return 0;
 	pthread_mutex_lock(&st->pin_lock);
-	at = pin_find(st, content, &found);
-	if (found) {
-		st->pins[at].count++;
-		st->pins[at].idle_since_ms = 0;
-		pthread_mutex_unlock(&st->pin_lock);
-		return 0;
-	}
-	rc = store_begin(st, true);
+	pin_find(st, content, &found);
+	rc = found ? pin_hold(st, content, false) : 1;
+	pthread_mutex_unlock(&st->pin_lock);
+	if (rc <= 0)
+		return rc;
+	/*
+	 * The row, with pin_lock free, and without waiting: a read never
+	 * waits for another process's write lock.
+	 */
+	rc = begin(st, true, false);
 	if (rc == 0) {
 		rc = pin_row(st, content, now_ms);
 		if (rc == 0)
@@ -2209,8 +2236,10 @@ int store_pin(struct store *st, int64_t content, int64_t now_ms)
 	 * a version purged in it reads as EIO, never as other bytes (ids are
 	 * never reused).
 	 */
-	if (rc == 0 || rc == -EROFS || rc == -EAGAIN || rc == -ENOSPC)
-		rc = pin_add(st, (size_t)at, content, rc == 0);
+	if (rc != 0 && rc != -EROFS && rc != -EAGAIN && rc != -ENOSPC)
+		return rc;
+	pthread_mutex_lock(&st->pin_lock);
+	rc = pin_hold(st, content, rc == 0);
 	pthread_mutex_unlock(&st->pin_lock);
 	return rc;
 }
@@ -2236,12 +2265,33 @@ static bool pin_idle(const struct pin *p, int64_t now_ms)
 	       p->idle_since_ms <= now_ms - PIN_IDLE_MS;
 }
 
+/* One statement for a pin row of this mount: drop or (re)write it. */
+static int pin_row_change(struct store *st, int64_t content, bool drop,
+			  int64_t now_ms)
+{
+	sqlite3_stmt *s;
+	int rc;
+
+	if (!drop) {
+		rc = pin_row(st, content, now_ms);
+		return rc == -ENOENT ? 0 : rc;	/* gone: its reads say EIO */
+	}
+	s = stmt(st, S_PIN_DELETE);
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, content);
+	sqlite3_bind_int64(s, 2, st->mount_id);
+	return exec_stmt(st, s, "unpin");
+}
+
 int store_pins_renew(struct store *st, int64_t now_ms)
 {
-	size_t idle = 0, kept = 0, pending = 0;
-	bool renew;
+	int64_t ids[PIN_DROP_BATCH];
+	bool drop[PIN_DROP_BATCH], renew;
+	size_t n = 0, kept = 0;
 	int rc = 0;
 
+	/* What is due, seen under pin_lock... */
 	pthread_mutex_lock(&st->pin_lock);
 	for (size_t i = 0; i < st->npins; i++) {
 		struct pin *p = &st->pins[i];
@@ -2249,16 +2299,28 @@ int store_pins_renew(struct store *st, int64_t now_ms)
 		/* Idle from the first renewal that sees it unused. */
 		if (p->count == 0 && p->idle_since_ms == 0)
 			p->idle_since_ms = now_ms;
-		idle += pin_idle(p, now_ms);
-		pending += p->count > 0 && !p->in_store;
+		if (n < PIN_DROP_BATCH && p->in_store && pin_idle(p, now_ms)) {
+			ids[n] = p->content;
+			drop[n++] = true;
+		} else if (n < PIN_DROP_BATCH && p->count > 0 && !p->in_store) {
+			ids[n] = p->content;
+			drop[n++] = false;
+		}
 	}
-	renew = st->npins > idle && now_ms >= st->pins_renew_ms;
-	/* Nothing due: no transaction at all. */
-	if (idle == 0 && !renew && pending == 0)
-		goto out;
+	renew = st->npins > 0 && now_ms >= st->pins_renew_ms;
+	/* Memory-only pins unused for a while need no transaction. */
+	for (size_t i = 0; i < st->npins; i++)
+		if (st->pins[i].in_store || !pin_idle(&st->pins[i], now_ms))
+			st->pins[kept++] = st->pins[i];
+	st->npins = kept;
+	pthread_mutex_unlock(&st->pin_lock);
+	if (n == 0 && !renew)
+		return 0;	/* nothing due: no transaction at all */
+
+	/* ...done with pin_lock free, so that opens and closes never wait... */
 	rc = store_begin(st, true);
 	if (rc)
-		goto out;
+		return rc;
 	if (renew) {
 		sqlite3_stmt *s = stmt(st, S_PIN_RENEW);
 
@@ -2269,54 +2331,39 @@ int store_pins_renew(struct store *st, int64_t now_ms)
 			rc = exec_stmt(st, s, "renew pins");
 		}
 	}
-	for (size_t i = 0, n = 0; i < st->npins && n < PIN_DROP_BATCH && rc == 0; i++) {
-		struct pin *p = &st->pins[i];
-		sqlite3_stmt *s = stmt(st, S_PIN_DELETE);
-
-		if (!pin_idle(p, now_ms) || !p->in_store)
-			continue;
-		n++;
-		rc = s ? 0 : -EIO;
-		if (s) {
-			sqlite3_bind_int64(s, 1, p->content);
-			sqlite3_bind_int64(s, 2, st->mount_id);
-			rc = exec_stmt(st, s, "unpin");
-		}
-	}
-	for (size_t i = 0; i < st->npins && pending && rc == 0; i++) {
-		struct pin *p = &st->pins[i];
-
-		if (p->count == 0 || p->in_store)
-			continue;
-		rc = pin_row(st, p->content, now_ms);
-		/* Gone already: a read of it will say EIO. */
-		if (rc == -ENOENT)
-			rc = 0;
-	}
+	for (size_t i = 0; i < n && rc == 0; i++)
+		rc = pin_row_change(st, ids[i], drop[i], now_ms);
 	if (rc) {
 		store_rollback(st);
-		goto out;
+		return rc;
 	}
 	rc = commit_lazy(st);
 	if (rc)
-		goto out;
-	for (size_t i = 0; i < st->npins && pending; i++)
-		if (st->pins[i].count > 0)
-			st->pins[i].in_store = true;
-	/* Committed: forget the pins whose rows went (and memory-only ones). */
-	for (size_t i = 0, n = 0; i < st->npins; i++) {
-		struct pin *p = &st->pins[i];
+		return rc;
 
-		if (pin_idle(p, now_ms) && (!p->in_store || n++ < PIN_DROP_BATCH))
+	/* ...and its outcome applied to what the pins are now. */
+	pthread_mutex_lock(&st->pin_lock);
+	for (size_t i = 0; i < n; i++) {
+		bool found;
+		int64_t at = pin_find(st, ids[i], &found);
+
+		if (!found)
 			continue;
-		st->pins[kept++] = *p;
+		if (!drop[i]) {
+			st->pins[at].in_store = true;
+		} else if (st->pins[at].count == 0) {
+			memmove(&st->pins[at], &st->pins[at + 1],
+				(st->npins - (size_t)at - 1) * sizeof(*st->pins));
+			st->npins--;
+		} else {
+			/* Opened again meanwhile: its row goes back next time. */
+			st->pins[at].in_store = false;
+		}
 	}
-	st->npins = kept;
 	if (renew)
 		st->pins_renew_ms = now_ms + PIN_RENEW_MS;
-out:
 	pthread_mutex_unlock(&st->pin_lock);
-	return rc;
+	return 0;
 }
 
 /* A content version's bytes, written as chunks of content from buf. */

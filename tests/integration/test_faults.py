@@ -548,6 +548,25 @@ class BusyStore(unittest.TestCase):
         self.assertGreaterEqual(end, lock.released)
         self.assertEqual(read(key).split()[0], b"succeeded")
 
+    def test_readers_do_not_wait_for_a_locked_store(self):
+        """Another process holds the store's write lock: reading a key's
+        result or a checkpoint does not wait for it (the reader's pin is
+        written later), while a claim waits up to busy_timeout."""
+        m = self.mount(60000)
+        os.mkdir(m.p("wf"))
+        fd = claim(m.p("wf", "keys", "done"))
+        os.write(fd, b"succeeded\nresult")
+        os.close(fd)
+        write(m.p("wf", "steps", "s"), b"checkpoint", os.O_WRONLY | os.O_CREAT)
+        time.sleep(11)      # the pins of those writes go idle and are dropped
+        with Locker(self.store):
+            t = time.monotonic()
+            self.assertEqual(read(m.p("wf", "keys", "done")).split(b"\n", 1)[1], b"result")
+            self.assertEqual(read(m.p("wf", "steps", "s")), b"checkpoint")
+            waited = time.monotonic() - t
+        # A write would have waited the whole 60 s; a read does not wait.
+        self.assertLess(waited, 30, "a read waited for another process's write lock")
+
     def test_two_mounts_race_while_locked(self):
         """Claimers on two mounts of one store, started while another
         process holds the lock: with a long timeout exactly one wins after
