@@ -9,7 +9,10 @@
  *   in_flight(g) --finalize failed, dedup_on=any--> failed(g)  terminal
  *   in_flight(g) --finalize failed, dedup_on=success--> vacant
  *   in_flight(g) --renew / touch--> in_flight(g), lease extended
- *   in_flight(g) --lease passes--> expired: invisible; still finalizable by g
+ *   in_flight(g) --lease passes--> expired: invisible, and dead for g
+ *                                  (ESTALE), sweep or not; the next claim
+ *                                  adopts it
+ *   in_flight(g) --the claim's open reached nobody--> vacant (abandon)
  *   any live --release (rm)--> absent
  *
  * Every claim draws a generation from the store-wide sequence, so a
