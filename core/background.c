@@ -118,6 +118,7 @@ static void *maintainer(void *arg)
 	struct background *b = arg;
 	bool more = false;
 
+	store_mark_maintenance();
 	while (pause_ms(b, more ? SLICE_PAUSE_MS : MAINTAIN_INTERVAL_MS))
 		more = maintain(b);
 	return NULL;

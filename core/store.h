@@ -58,6 +58,9 @@ struct store_stats {
 	bool sync_failed;	/* an fsync failed: the store refuses writes */
 	uint64_t max_write_us;	/* the longest a write transaction held the
 				 * store's lock (what a claim may wait) */
+	uint64_t max_maintenance_us;	/* the same, of the transactions of
+					 * threads store_mark_maintenance()
+					 * marked: sweep, purge, trim */
 };
 
 struct wf_row {
@@ -138,6 +141,8 @@ int store_open(const char *path, const struct store_options *opt,
 	       struct store **out, char *err, size_t errlen);
 void store_close(struct store *st);
 void store_get_stats(struct store *st, struct store_stats *out);
+/* The calling thread's write transactions count as maintenance. */
+void store_mark_maintenance(void);
 /*
  * The last row refused for a value out of range (nothing read from a
  * store is trusted), as a message into buf; "" when none.  Returns buf.

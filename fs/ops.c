@@ -1040,6 +1040,8 @@ static int format_stats(struct fs *fs, char **out, size_t *len)
 	fprintf(f, "commits %llu\n", (unsigned long long)ss.commits);
 	fprintf(f, "fsyncs %llu\n", (unsigned long long)ss.syncs);
 	fprintf(f, "max_write_us %llu\n", (unsigned long long)ss.max_write_us);
+	fprintf(f, "max_maintenance_us %llu\n",
+		(unsigned long long)ss.max_maintenance_us);
 	/* 1 after a failed fsync: the mount refuses writes (EROFS). */
 	fprintf(f, "sync_failed %d\n", ss.sync_failed ? 1 : 0);
 	if (fclose(f)) {

@@ -134,6 +134,33 @@ class HeldReaders(unittest.TestCase):
             self.assertLess(rss1 - rss0, 64 * 1024, "held readers took daemon memory")
             self.assertLess(wal, 32 << 20, "a held reader grew the WAL")
 
+    def test_an_idle_mount_gives_back_a_long_wal(self):
+        """A snapshot held outside the daemon (sqlite3 on the store) stops
+        the checkpoints, so rewrites grow the WAL.  Commits never shrink
+        it (that would hold the lock while the file system frees blocks);
+        once the snapshot ends and the mount is idle, its room comes back."""
+        import sqlite3
+        with Mount() as m:
+            os.mkdir(m.p("wf"))
+            step = m.p("wf", "steps", "s")
+            write(step, b"a", os.O_WRONLY | os.O_CREAT)
+            outsider = sqlite3.connect(m.store, isolation_level=None)
+            outsider.execute("BEGIN")
+            outsider.execute("SELECT count(*) FROM keys").fetchone()
+            for i in range(24):
+                write(step, bytes([ord("b") + i % 20]) * (1 << 20), os.O_WRONLY | os.O_TRUNC)
+            grown = os.path.getsize(m.store + "-wal")
+            self.assertGreater(grown, 20 << 20, "the outside snapshot did not hold the WAL")
+            outsider.execute("COMMIT")
+            outsider.close()
+            deadline = time.monotonic() + 10
+            while os.path.getsize(m.store + "-wal") > 16 << 20 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            print("\nWAL %.1f MiB while held, %.1f MiB once idle"
+                  % (grown / 1048576.0, os.path.getsize(m.store + "-wal") / 1048576.0))
+            self.assertLessEqual(os.path.getsize(m.store + "-wal"), 16 << 20)
+            self.assertEqual(read(step), bytes([ord("b") + 23 % 20]) * (1 << 20))
+
 
 if __name__ == "__main__":
     run()
