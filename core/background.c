@@ -78,7 +78,7 @@ static void *renewer(void *arg)
 	while (pause_ms(b, RENEW_INTERVAL_MS)) {
 		size_t n = b->cfg.claims(b->cfg.arg, &gens, &cap);
 
-		key_renew(b->o, gens, n, &b->self);
+		key_renew(b->o, gens, n);
 		store_pins_renew(b->o->store, once_now_ms(b->o));
 	}
 	free(gens);

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "holder.h"
 #include "key.h"
 
 bool key_is_live(const struct key_row *k, int64_t now_ms)
@@ -21,6 +22,20 @@ bool key_is_live(const struct key_row *k, int64_t now_ms)
 		break;
 	}
 	return false;
+}
+
+/*
+ * The lease of a held claim: short, renewed while its handle is open, so
+ * that the claims of a mount that died are free within it; never longer
+ * than the workflow's in_flight_ttl.
+ */
+static int64_t held_lease_ms(const struct once *o, const struct wf_row *w)
+{
+	int64_t lease = o->config.lease_ms > 0 ? o->config.lease_ms
+					       : ONCE_LEASE_MS_DEFAULT;
+	int64_t ttl = w->policy.in_flight_ttl * 1000;
+
+	return lease < ttl ? lease : ttl;
 }
 
 static bool is_terminal(const struct key_row *k)
@@ -140,7 +155,7 @@ int key_claim(struct once *o, int64_t wf, const char *name, size_t len,
 	if (rc)
 		goto out;
 	out->status = KEY_IN_FLIGHT;
-	out->expires_ms = now + w.policy.in_flight_ttl * 1000;
+	out->expires_ms = now + held_lease_ms(o, &w);
 	out->mtime_ns = now * 1000000;
 	out->holder_pid = who->pid;
 	out->holder_uid = who->uid;
@@ -247,6 +262,8 @@ static int check_bytes(struct once *o, const char *buf, size_t len,
 	rc = status_parse(buf, len, complete, sl);
 	if (rc)
 		return rc;
+	if (sl->status == KEY_IN_FLIGHT && len > sl->result_off)
+		return -EINVAL;		/* "detach" takes no result */
 	if (len - sl->result_off > o->config.max_result)
 		return -EFBIG;
 	return 0;
@@ -312,6 +329,32 @@ int key_check_write(struct once *o, int64_t generation, const char *buf,
 	return rc;
 }
 
+/*
+ * Inside a write transaction: extend the lease of an in_flight key by
+ * in_flight_ttl, as asked by path (touch) or by "detach", and log it.
+ */
+static int renew(struct once *o, struct key_row *k, const char *type,
+		 const struct caller *who)
+{
+	struct wf_row w;
+	struct event ev;
+	int rc = store_wf_by_id(o->store, k->wf, &w);
+
+	if (rc)
+		return rc;
+	k->expires_ms = once_now_ms(o) + w.policy.in_flight_ttl * 1000;
+	rc = store_key_update(o->store, k);
+	if (rc)
+		return rc;
+	key_event(&ev, type, k);
+	ev.number_field = "lease_s";
+	ev.number_field_value = w.policy.in_flight_ttl;
+	rc = once_event(o, k->wf, who, &ev);
+	if (rc == 0)
+		once_count(&o->stats.renewals);
+	return rc;
+}
+
 int key_finalize(struct once *o, int64_t generation, const char *buf,
 		 size_t len, const struct caller *who)
 {
@@ -331,6 +374,11 @@ int key_finalize(struct once *o, int64_t generation, const char *buf,
 		rc = store_wf_by_id(o->store, k.wf, &w);
 	if (rc)
 		goto out;
+	if (sl.status == KEY_IN_FLIGHT) {
+		/* "detach": the claim outlives its handles, for in_flight_ttl. */
+		rc = renew(o, &k, "detach", who);
+		goto out;
+	}
 	key_event(&ev, "finalize", &k);
 	ev.detail_field = "status";
 	ev.detail = status_name(sl.status);
@@ -391,8 +439,11 @@ int key_release(struct once *o, int64_t wf, const char *name, size_t len,
 }
 
 int key_abandon(struct once *o, int64_t generation, const struct caller *who,
-		const char *why)
+		const struct holder_fate *fate, const char *why)
 {
+	const char *field = NULL;
+	char said[96];
+	int64_t value = 0;
 	struct key_row k;
 	struct event ev;
 	int rc = store_begin(o->store, true);
@@ -408,33 +459,19 @@ int key_abandon(struct once *o, int64_t generation, const struct caller *who,
 		rc = store_key_update(o->store, &k);
 	}
 	if (rc == 0) {
+		if (fate) {
+			holder_describe(fate, said, sizeof(said), &field, &value);
+			why = said;
+		}
 		key_event(&ev, "abandon", &k);
 		ev.detail_field = "reason";
 		ev.detail = why;
 		ev.detail_len = strlen(why);
+		ev.number_field = field;
+		ev.number_field_value = value;
 		rc = once_event(o, k.wf, who, &ev);
 	}
 	return once_end(o, rc == -ENOENT ? -ESTALE : rc);
-}
-
-/* Inside a write transaction: extend the lease of an in_flight key. */
-static int renew(struct once *o, struct key_row *k, const struct caller *who)
-{
-	struct wf_row w;
-	struct event ev;
-	int rc = store_wf_by_id(o->store, k->wf, &w);
-
-	if (rc)
-		return rc;
-	k->expires_ms = once_now_ms(o) + w.policy.in_flight_ttl * 1000;
-	rc = store_key_update(o->store, k);
-	if (rc)
-		return rc;
-	key_event(&ev, "renew", k);
-	rc = once_event(o, k->wf, who, &ev);
-	if (rc == 0)
-		once_count(&o->stats.renewals);
-	return rc;
 }
 
 int key_touch(struct once *o, int64_t generation, const struct caller *who)
@@ -446,17 +483,17 @@ int key_touch(struct once *o, int64_t generation, const struct caller *who)
 		return rc;
 	rc = check_key(o, generation, NULL, false, who, &k);
 	if (rc == 0)
-		rc = renew(o, &k, who);
+		rc = renew(o, &k, "renew", who);
 	rc = once_end(o, rc);
 	if (rc == -ESTALE)
 		once_count(&o->stats.fenced);
 	return rc;
 }
 
-int key_renew(struct once *o, const int64_t *generations, size_t n,
-	      const struct caller *who)
+int key_renew(struct once *o, const int64_t *generations, size_t n)
 {
 	int64_t now = once_now_ms(o);
+	uint64_t renewed = 0;
 	int rc;
 
 	if (n == 0)
@@ -467,7 +504,7 @@ int key_renew(struct once *o, const int64_t *generations, size_t n,
 	for (size_t i = 0; i < n && rc == 0; i++) {
 		struct key_row k;
 		struct wf_row w;
-		int64_t ttl_ms;
+		int64_t lease_ms;
 
 		rc = store_key_by_generation(o->store, generations[i], &k);
 		/* An expired lease is not revived (see get_generation). */
@@ -480,12 +517,21 @@ int key_renew(struct once *o, const int64_t *generations, size_t n,
 			rc = store_wf_by_id(o->store, k.wf, &w);
 		if (rc)
 			break;
-		ttl_ms = w.policy.in_flight_ttl * 1000;
-		/* Renew once a third of the lease has passed. */
-		if (k.expires_ms - now < ttl_ms - ttl_ms / 3)
-			rc = renew(o, &k, who);
+		lease_ms = held_lease_ms(o, &w);
+		/*
+		 * Once a third of the lease has passed; a longer lease (from
+		 * touch or detach) is left as it is.  Routine: no event.
+		 */
+		if (k.expires_ms - now < lease_ms - lease_ms / 3) {
+			k.expires_ms = now + lease_ms;
+			rc = store_key_update(o->store, &k);
+			renewed += rc == 0;
+		}
 	}
-	return once_end(o, rc);
+	rc = once_end(o, rc);
+	if (rc == 0)
+		__atomic_add_fetch(&o->stats.renewals, renewed, __ATOMIC_RELAXED);
+	return rc;
 }
 
 int key_list(struct once *o, int64_t wf, int64_t after, struct key_row *rows,

@@ -8,11 +8,13 @@
  *   in_flight(g) --finalize succeeded--> succeeded(g)        terminal
  *   in_flight(g) --finalize failed, dedup_on=any--> failed(g)  terminal
  *   in_flight(g) --finalize failed, dedup_on=success--> vacant
- *   in_flight(g) --renew / touch--> in_flight(g), lease extended
+ *   in_flight(g) --handle open--> in_flight(g), short lease renewed
+ *   in_flight(g) --touch / "detach"--> in_flight(g), lease in_flight_ttl
  *   in_flight(g) --lease passes--> expired: invisible, and dead for g
  *                                  (ESTALE), sweep or not; the next claim
  *                                  adopts it
- *   in_flight(g) --the claim's open reached nobody--> vacant (abandon)
+ *   in_flight(g) --claim's handle closed, no finalize or detach / its open
+ *                  reached nobody--> vacant (abandon)
  *   any live --release (rm)--> absent
  *
  * Every claim draws a generation from the store-wide sequence, so a
@@ -92,13 +94,16 @@ int key_finalize(struct once *o, int64_t generation, const char *buf,
 		 size_t len, const struct caller *who);
 
 /*
- * The claim of generation reached no holder (the reply to its open was
- * lost: the opener was killed or interrupted): the key is free at once,
- * vacant with its attempt count, and "abandon" is logged with why.
- * -ESTALE when the generation is no longer in flight.
+ * The claim of generation has no holder any more: its handle closed with
+ * no finalize (the holder crashed, was killed, raised or exited; fate says
+ * how, when known), or the reply to its open was lost (the opener was
+ * killed or interrupted; fate NULL, why says so).  The key is free at
+ * once, vacant with its attempt count, and "abandon" is logged as `who`
+ * (the holder).  -ESTALE when the generation is no longer in flight.
  */
+struct holder_fate;
 int key_abandon(struct once *o, int64_t generation, const struct caller *who,
-		const char *why);
+		const struct holder_fate *fate, const char *why);
 
 /* rm keys/K: -ENOENT when no live key has that name. */
 int key_release(struct once *o, int64_t wf, const char *name, size_t len,
@@ -108,11 +113,11 @@ int key_release(struct once *o, int64_t wf, const char *name, size_t len,
 int key_touch(struct once *o, int64_t generation, const struct caller *who);
 
 /*
- * Renew the leases of claims whose handles are open, when a third of the
- * lease has passed.  Generations that are no longer in_flight are skipped.
+ * Renew the short leases of claims whose handles are open (see
+ * once_config.lease_ms), when a third has passed.  Generations that are no
+ * longer in_flight, and longer leases (touch, detach), are left alone.
  */
-int key_renew(struct once *o, const int64_t *generations, size_t n,
-	      const struct caller *who);
+int key_renew(struct once *o, const int64_t *generations, size_t n);
 
 /*
  * Record in the events log that a handle of an old generation of key

@@ -27,7 +27,11 @@ struct once_config {
 	size_t max_result;		/* bytes of a key's result */
 	int64_t max_checkpoint;		/* bytes of one checkpoint */
 	const char *tmpdir;		/* private copies of checkpoints */
+	int64_t lease_ms;		/* a held claim's lease (0: the default) */
 };
+
+/* How long a held claim's lease runs, renewed while its handle is open. */
+#define ONCE_LEASE_MS_DEFAULT 10000
 
 /* Counters of one mount, shown in .stats. */
 struct once_stats {

@@ -38,6 +38,8 @@ static const struct {
 } words[] = {
 	{ "succeeded", KEY_SUCCEEDED },
 	{ "failed", KEY_FAILED },
+	/* Not a status: the claim stays in flight after its handle closes. */
+	{ "detach", KEY_IN_FLIGHT },
 };
 
 #define NWORDS (sizeof(words) / sizeof(words[0]))

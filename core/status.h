@@ -3,11 +3,14 @@
  *
  * Grammar of what a finalizer writes:
  *
- *     ("succeeded" | "failed") [" " GENERATION] {" " | "\r"} ("\n" RESULT | end)
+ *     ("succeeded" | "failed" | "detach") [" " GENERATION] {" " | "\r"}
+ *         ("\n" RESULT | end)
  *
  * GENERATION is a decimal number without sign or leading zeros.  The
- * result is every byte after the first newline.  "in_flight" is a status
- * a key can have, never one a finalizer may write.
+ * result is every byte after the first newline.  "detach" parses as
+ * KEY_IN_FLIGHT and takes no result: the claim stays in flight when its
+ * handle closes, for in_flight_ttl, to be finalized later by path.
+ * "in_flight" is a status a key can have, never one a writer may write.
  */
 #ifndef ONCE_STATUS_H
 #define ONCE_STATUS_H

@@ -47,6 +47,8 @@ struct handle {
 	char name[NAME_MAX_LEN + 1];	/* HANDLE_KEY: the key's name */
 	size_t name_len;
 	bool claimed;		/* HANDLE_KEY: this open made the claim */
+	bool settled;		/* HANDLE_KEY: a finalize or detach committed
+				 * through it: its close abandons nothing */
 	pid_t opener;		/* the process (thread group) that opened it */
 	struct stat claim_attr;	/* ... and the key's attributes then */
 	struct step_writer *writer;	/* HANDLE_STEP opened for writing */

@@ -38,6 +38,7 @@ struct options {
 	char *max_checkpoint;
 	int busy_timeout_ms;
 	int sweep_interval;
+	int lease;
 	int foreground;
 	int debug;
 	int help;
@@ -57,6 +58,7 @@ static const struct fuse_opt option_spec[] = {
 	OPT("max_checkpoint=%s", max_checkpoint),
 	OPT("busy_timeout=%d", busy_timeout_ms),
 	OPT("sweep_interval=%d", sweep_interval),
+	OPT("lease=%d", lease),
 	FUSE_OPT_KEY("-h", KEY_HELP),
 	FUSE_OPT_KEY("--help", KEY_HELP),
 	FUSE_OPT_KEY("-V", KEY_VERSION),
@@ -90,6 +92,9 @@ static void usage(FILE *f)
 "                       largest checkpoint (default 1G)\n"
 "  -o busy_timeout=MS   how long to wait for another process's write lock\n"
 "                       on the store before failing with EAGAIN (default 5000)\n"
+"  -o lease=S           the lease of a held claim, renewed while its handle\n"
+"                       is open: a dead mount's claims are free after it\n"
+"                       (default 10; never longer than in_flight_ttl)\n"
 "  -o sweep_interval=S  sweep expired claims, keys and events past retention\n"
 "                       and old checkpoints every S seconds (default 60;\n"
 "                       0: never, leave it to 'oncectl sweep')\n"
@@ -243,7 +248,8 @@ static void detach(void)
 int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
-	struct options opt = { .busy_timeout_ms = 5000, .sweep_interval = 60 };
+	struct options opt = { .busy_timeout_ms = 5000, .sweep_interval = 60,
+			       .lease = ONCE_LEASE_MS_DEFAULT / 1000 };
 	struct store_options sopt = { 0 };
 	struct background_config bcfg = { 0 };
 	struct once_config cfg = {
@@ -312,6 +318,12 @@ int main(int argc, char *argv[])
 		}
 		cfg.max_checkpoint = size;
 	}
+	if (opt.lease < 1 || opt.lease > 86400) {
+		fprintf(stderr, "oncefs: lease must be 1 to 86400 seconds\n");
+		rc = 2;
+		goto out;
+	}
+	cfg.lease_ms = (int64_t)opt.lease * 1000;
 	if (opt.sweep_interval < 0) {
 		fprintf(stderr, "oncefs: sweep_interval must be >= 0\n");
 		rc = 2;

@@ -15,6 +15,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include "../core/holder.h"
 #include "../core/key.h"
 #include "../core/step.h"
 #include "../core/workflow.h"
@@ -419,7 +420,6 @@ static void op_forget_multi(fuse_req_t req, size_t count,
  * checkpoint's writer sees the size of its own copy (fstat, SEEK_END,
  * copy_file_range), not the committed one.
  */
-static pid_t tgid_of(pid_t pid);
 
 static int stat_open(struct fs *fs, uint64_t ino, struct handle *h,
 		     pid_t caller, struct stat *st)
@@ -434,7 +434,7 @@ static int stat_open(struct fs *fs, uint64_t ino, struct handle *h,
 		set_size(st, step_writer_size(h->writer));
 		pthread_mutex_unlock(&h->lock);
 	} else if (!h && handle_written(fs, ino) &&
-		   handle_writer_size(fs, ino, tgid_of(caller), &size)) {
+		   handle_writer_size(fs, ino, holder_tgid(caller), &size)) {
 		/* fstat() and stat() come without a file handle. */
 		set_size(st, size);
 	}
@@ -1134,7 +1134,7 @@ static int open_step(struct fs *fs, uint64_t ino, int flags, bool created,
 
 		rc = step_writer_open(&fs->core, &r, trunc, &h->writer);
 		h->truncated = !created && (flags & O_TRUNC);
-		h->opener = tgid_of(opener);
+		h->opener = holder_tgid(opener);
 	} else {
 		handle_set_content(h, fs->core.store, r.content, r.size);
 	}
@@ -1352,6 +1352,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 			pthread_mutex_lock(&fs->renew_lock);
 			fill_key(&w, &k, &h->claim_attr);
 			h->claimed = true;
+			h->opener = holder_tgid(who.pid);
 			pthread_mutex_unlock(&fs->renew_lock);
 		}
 	}
@@ -1372,7 +1373,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		 * claim has no holder: free the key now, not at the lease's end.
 		 */
 		if (h->claimed)
-			key_abandon(&fs->core, h->generation, &who,
+			key_abandon(&fs->core, h->generation, &who, NULL,
 				    "the open that claimed it did not return");
 		handle_close(fs, h);
 	}
@@ -1532,59 +1533,14 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *data,
  * status, is not dying of a signal: what it wrote is committed.
  */
 /* The thread group of a thread (FUSE names the calling thread). */
-static pid_t tgid_of(pid_t pid)
-{
-	char path[64], buf[512], *p;
-	ssize_t n;
-	int fd;
 
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return pid;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return pid;
-	buf[n] = '\0';
-	p = strstr(buf, "\nTgid:");
-	return p ? (pid_t)strtol(p + 7, NULL, 10) : pid;
-}
-
+/* A flush from a process that a signal is killing commits nothing. */
 static bool dying_by_signal(pid_t pid)
 {
-	char path[64], buf[1024];
-	unsigned long long flags = 0;
-	long long exit_code = 0;
-	const char *p;
-	ssize_t n;
-	int fd, field;
+	struct holder_fate f;
 
-	if (pid <= 0)
-		return false;
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return false;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return false;
-	buf[n] = '\0';
-	p = strrchr(buf, ')');
-	if (!p)
-		return false;
-	/* After ") " comes field 3; count fields up to 52. */
-	for (field = 2; *p && field < 52; p++) {
-		if (*p != ' ')
-			continue;
-		field++;
-		if (field == 9)
-			flags = strtoull(p + 1, NULL, 10);
-		else if (field == 52)
-			exit_code = strtoll(p + 1, NULL, 10);
-	}
-	return (flags & 0x4 /* PF_EXITING */) && (exit_code & 0x7f) != 0;
+	holder_fate(pid, &f);
+	return f.state == HOLDER_KILLED;
 }
 
 /* Commit what a handle wrote since its last commit. */
@@ -1610,6 +1566,10 @@ static int commit(struct fs *fs, struct handle *h, const struct caller *who)
 	switch (h->kind) {
 	case HANDLE_KEY:
 		rc = key_finalize(&fs->core, h->generation, h->buf, h->len, who);
+		if (rc == 0) {
+			h->settled = true;
+			handle_renew_remove(fs, h);
+		}
 		break;
 	case HANDLE_POLICY:
 		rc = workflow_set_policy(&fs->core, h->wf, h->field, h->buf,
@@ -1672,6 +1632,19 @@ static void op_release(fuse_req_t req, fuse_ino_t ino,
 	if (h->kind == HANDLE_STEP && h->truncated && h->writer && !h->poison) {
 		h->dirty = true;
 		commit(fs_of(req), h, &who);
+	}
+	/*
+	 * The last handle of a claim closed, and its holder neither finalized
+	 * nor detached it: the holder crashed, was killed, raised or exited.
+	 * The key is free now, not at the end of a lease.
+	 */
+	if (h->kind == HANDLE_KEY && h->claimed && !h->settled) {
+		struct caller holder = { .pid = h->opener,
+					 .uid = h->claim_attr.st_uid };
+		struct holder_fate fate;
+
+		holder_fate(h->opener, &fate);
+		key_abandon(&fs_of(req)->core, h->generation, &holder, &fate, NULL);
 	}
 	handle_close(fs_of(req), h);
 	fuse_reply_err(req, 0);

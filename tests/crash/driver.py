@@ -188,7 +188,14 @@ class Client:
                 self.finalize_fd(fd, obj, oid, "failed")
             elif r < 0.8:
                 self.release(name)
-            # else: left in flight (closed below, nothing to commit)
+            else:
+                # Left in flight: detached, so that its close does not
+                # abandon it (the state stays in_flight(tok)).
+                try:
+                    os.write(fd[0], b"detach\n")
+                except OSError as e:
+                    if e.errno in DEAD:
+                        raise Dead()
         finally:
             close_once(fd)
 
@@ -396,6 +403,12 @@ class Client:
                         self.fail(obj, "finalize", t, err, **args)
                         return
                     self.record(obj, "finalize", t, "ok", **args)
+                else:
+                    try:    # left in flight: detached (see claim())
+                        os.write(fd[0], b"detach\n")
+                    except OSError as e:
+                        if e.errno in DEAD:
+                            raise Dead()
             finally:
                 close_once(fd)
         else:
@@ -764,7 +777,9 @@ class Run:
         self.seed = seed
         self.out = out
         self.tmp = tempfile.mkdtemp(prefix="oncefs-crash-", dir=tmp)
-        self.m = Mount(tmp=self.tmp, options=["create"])
+        # A claim that a killed daemon left in flight keeps its lease
+        # through the restart: the checker knows no expiry.
+        self.m = Mount(tmp=self.tmp, options=["create", "lease=86400"])
         self.violations = []
         self.kills = 0
         self.ops = 0          # operations recorded

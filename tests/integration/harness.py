@@ -9,6 +9,7 @@ left, and `run()` exits 77 (skip) only when FUSE cannot work at all.
 """
 import atexit
 import errno
+import json
 import os
 import shutil
 import signal
@@ -160,6 +161,18 @@ def claim(path):
     return os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
 
 
+def hold(path):
+    """Claim and detach: the claim stays in flight after its close, for
+    in_flight_ttl (what `set -C; echo detach > K` does).  Returns the
+    generation."""
+    fd = claim(path)
+    try:
+        os.write(fd, b"detach\n")
+    finally:
+        os.close(fd)
+    return int(read(path).split()[1])
+
+
 def sh(script, cwd=None, check=False):
     """Run a bash script; returns CompletedProcess with text output."""
     return subprocess.run(["bash", "-c", script], cwd=cwd, capture_output=True, text=True, check=check)
@@ -188,6 +201,19 @@ class MountedTest(unittest.TestCase):
 
     def key(self, name):
         return os.path.join(self.wf, "keys", name)
+
+    def events(self):
+        """The workflow's events, parsed."""
+        return [json.loads(line) for line in read(os.path.join(self.wf, "events")).splitlines()]
+
+    def assertAbandoned(self, name):
+        """The claim on key `name` was closed with nothing finalized: the
+        key is free, and the events say "abandon"."""
+        self.assertFalse(os.path.exists(self.key(name)), "the claim was not abandoned")
+        lines = [json.loads(line) for line in read(os.path.join(self.wf, "events")).splitlines()]
+        last = [e for e in lines if e.get("key") == name][-1]
+        self.assertEqual(last["event"], "abandon", last)
+        return last
 
     def assertErrno(self, code, fn, *args, **kw):
         got = errno_of(fn, *args, **kw)

@@ -11,7 +11,7 @@ import threading
 import time
 import unittest
 
-from harness import Mount, claim, errno_of, read, run, write
+from harness import Mount, claim, hold, errno_of, read, run, write
 
 SHIM = os.environ.get("FAILSYNC", os.path.join(os.path.dirname(__file__), "../../build/tests/libfailsync.so"))
 
@@ -58,7 +58,7 @@ class Durability(unittest.TestCase):
         # A new mount starts over.
         m.restart()
         self.assertEqual(stats(m)["sync_failed"], "0")
-        os.close(claim(m.p("wf", "keys", "after")))
+        hold(m.p("wf", "keys", "after"))
 
     def test_a_commit_is_not_seen_before_it_is_durable(self):
         """A claim's commit is in the WAL, its fsync under way: another
@@ -125,7 +125,7 @@ class Durability(unittest.TestCase):
         deadline = time.monotonic() + 2
         while True:
             try:
-                os.close(claim(key))
+                hold(key)
                 break
             except FileExistsError:
                 self.assertLess(time.monotonic(), deadline, "the key stayed claimed by nobody")

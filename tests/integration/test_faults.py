@@ -28,7 +28,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import ONCEFS, Mount, claim, read, write, errno_of, run, _is_mounted, _unmount  # noqa: E402
+from harness import ONCEFS, Mount, claim, hold, read, write, errno_of, run, _is_mounted, _unmount  # noqa: E402
 
 ctx = multiprocessing.get_context("fork")
 _system_mounts = []
@@ -273,7 +273,7 @@ class FullDisk(unittest.TestCase):
         fill(filler)
         for i in range(50):   # until a claim fails: the store is full
             try:
-                os.close(claim(os.path.join(k, "fill%d" % i)))
+                hold(os.path.join(k, "fill%d" % i))
             except OSError as e:
                 self.assertENOSPC("claim on a full store", e.errno)
                 self.assertFalse(os.path.exists(os.path.join(k, "fill%d" % i)))
@@ -530,7 +530,7 @@ class BusyStore(unittest.TestCase):
             lock.release()
         self.assertFalse(os.path.exists(key))
         self.assertFalse(os.path.exists(m.p("w2")))
-        os.close(claim(key))   # works again
+        hold(key)   # works again
         self.assertEqual(read(key).split()[0], b"in_flight")
 
     def test_claim_waits_for_the_lock(self):
@@ -572,7 +572,7 @@ class BusyStore(unittest.TestCase):
         process holds the lock: with a long timeout exactly one wins after
         the release; with a short one, each fails with EAGAIN or one wins,
         never two."""
-        for timeout_ms, hold in ((60000, 1.5), (300, 2.0)):
+        for timeout_ms, locked_s in ((60000, 1.5), (300, 2.0)):
             with self.subTest(busy_timeout=timeout_ms):
                 m1, m2 = self.mount(timeout_ms), self.mount(timeout_ms)
                 wf = "wf%d" % timeout_ms
@@ -581,7 +581,7 @@ class BusyStore(unittest.TestCase):
                 with Locker(self.store) as lock:
                     start, results, procs = self.race(paths)
                     start.set()
-                    time.sleep(hold)
+                    time.sleep(locked_s)
                     lock.release()
                     out = self.collect(results, procs, len(paths))
                 outcomes = sorted(o for o, _ in out)
@@ -600,7 +600,7 @@ class BusyStore(unittest.TestCase):
                 else:
                     self.assertFalse(os.path.exists(paths[0]), "claims that failed changed nothing")
                     self.assertFalse(os.path.exists(paths[1]))
-                    os.close(claim(paths[0]))   # the key is free
+                    hold(paths[0])   # the key is free
                     self.assertEqual(errno_of(claim, paths[1]), errno.EEXIST)
 
 

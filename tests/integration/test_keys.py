@@ -4,7 +4,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import MountedTest, claim, read, write, run  # noqa: E402
+from harness import MountedTest, claim, hold, read, write, run  # noqa: E402
 
 
 class Keys(MountedTest):
@@ -32,7 +32,11 @@ class Keys(MountedTest):
             self.assertErrno(errno.EINVAL, os.write, fd, b"in_flight\n")
         finally:
             os.close(fd)
-        self.assertEqual(read(self.key("k")).split()[0], b"in_flight")
+        # Nothing was finalized: the holder's close abandoned the claim.
+        self.assertFalse(os.path.exists(self.key("k")))
+        fd = claim(self.key("k"))
+        os.close(fd)
+        self.assertIn(b'"event":"abandon"', read(os.path.join(self.wf, "events")))
 
     def test_wrong_generation_is_estale(self):
         fd = claim(self.key("k"))
@@ -52,10 +56,10 @@ class Keys(MountedTest):
         os.close(fd)
 
     def test_release(self):
-        os.close(claim(self.key("k")))
+        hold(self.key("k"))
         os.unlink(self.key("k"))
         self.assertFalse(os.path.exists(self.key("k")))
-        os.close(claim(self.key("k")))
+        hold(self.key("k"))
 
     def test_terminal_refuses_root_writes(self):
         fd = claim(self.key("k"))

@@ -11,7 +11,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import Mount, MountedTest, claim, read, write, run, _is_mounted  # noqa: E402
+from harness import Mount, MountedTest, claim, hold, read, write, run, _is_mounted  # noqa: E402
 
 ONCECTL = os.environ.get("ONCECTL", os.path.join(os.path.dirname(os.environ.get("ONCEFS", "build/oncefs")), "oncectl"))
 
@@ -183,7 +183,7 @@ class Oncectl(MountedTest):
 
     def test_sweep_expired_and_retired(self):
         policy(self.wf, "in_flight_ttl", "1")
-        os.close(claim(self.key("abandoned")))
+        hold(self.key("abandoned"))
         fd = claim(self.key("old"))
         os.write(fd, b"succeeded\n")
         os.close(fd)
@@ -207,14 +207,13 @@ class Oncectl(MountedTest):
         self.assertEqual(os.stat(os.path.join(self.wf, "events")).st_size, len(events.encode()))
         self.assertEqual(ctl("check", self.m.store).returncode, 0)
         # the abandoned claim keeps its attempt count
-        fd = claim(self.key("abandoned"))
-        os.close(fd)
+        hold(self.key("abandoned"))
 
     def test_background_sweep(self):
         self.m.restart(options=["sweep_interval=1"])
         policy(self.wf, "in_flight_ttl", "1")
         for i in range(300):
-            os.close(claim(self.key("k%d" % i)))
+            hold(self.key("k%d" % i))
         deadline = time.time() + 15
         while time.time() < deadline:
             db = sqlite3.connect(self.m.store, timeout=5)

@@ -11,7 +11,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import Mount, MountedTest, claim, read, write, sh, run  # noqa: E402
+from harness import Mount, MountedTest, claim, hold, read, write, sh, run  # noqa: E402
 
 PROCS = 32
 ROUNDS = 40
@@ -127,7 +127,7 @@ class Race(MountedTest):
         failed = [self.key("failed-%d" % r) for r in range(5)]
         old = {}
         for p in expired:
-            os.close(claim(p))
+            hold(p)
             old[p] = int(os.getxattr(p, "user.oncefs.generation"))
         for p in failed:
             fd = claim(p)
@@ -203,8 +203,7 @@ class TwoMounts(unittest.TestCase):
         # Released on B: A must not serve the old key from a cache.
         os.unlink(pb)
         self.assertFalse(os.path.exists(pa))
-        fd = claim(pa)
-        os.close(fd)
+        hold(pa)
         self.assertEqual(read(pb).split()[0], b"in_flight")
         with self.assertRaises(FileExistsError):
             claim(pb)
@@ -238,7 +237,7 @@ class TwoMounts(unittest.TestCase):
         self.assertEqual(os.stat(pb).st_mode & 0o777, 0o444 & 0o711)
         self.assertEqual(os.stat(pb).st_size, len(read(pa)))
         os.unlink(pa)
-        r = sh("set -C; exec 3> keys/k && echo claimed", cwd=b.p("wf"))
+        r = sh("set -C; exec 3> keys/k && echo detach >&3 && echo claimed", cwd=b.p("wf"))
         self.assertEqual(r.stdout, "claimed\n", r.stderr)
         self.assertEqual(read(pa).split()[0], b"in_flight")
         # The events log: B reports the exact size of what A appended.

@@ -9,7 +9,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import MountedTest, claim, read, write, sh, run  # noqa: E402
+from harness import MountedTest, claim, hold, read, write, sh, run  # noqa: E402
 
 ctx = multiprocessing.get_context("fork")
 
@@ -34,7 +34,7 @@ class Remount(MountedTest):
     def test_finalize_by_path_after_remount(self):
         gens = {}
         for name in ("py", "bash", "bare", "wrong"):
-            os.close(claim(self.key(name)))  # the holder notes the generation
+            hold(self.key(name))  # the holder notes the generation
             gens[name] = gen_of(self.key(name))
         self.m.restart()
 
@@ -68,11 +68,11 @@ class Remount(MountedTest):
             os.write(fd, b"failed\n")  # frees the key (dedup_on=success)
             os.close(fd)
             self.m.restart()
-        os.close(claim(self.key("k")))
+        hold(self.key("k"))
         seen.append(gen_of(self.key("k")))
         os.unlink(self.key("k"))  # a release, then a remount
         self.m.restart()
-        os.close(claim(self.key("k")))
+        hold(self.key("k"))
         seen.append(gen_of(self.key("k")))
         self.assertEqual(seen, sorted(set(seen)), "generations grow and never repeat: %r" % seen)
 
@@ -84,7 +84,7 @@ class Remount(MountedTest):
         write(os.path.join(self.wf, "input.fingerprint"), "abc123\n")
         finalize(self.key("ok"), b"succeeded\nthe result")
         finalize(self.key("bad"), b"failed\nwhy")
-        os.close(claim(self.key("open")))
+        hold(self.key("open"))
         os.chmod(self.wf, 0o750)
         before = read(os.path.join(self.wf, "events"))
         self.m.restart()
@@ -112,7 +112,7 @@ class Kill9(MountedTest):
             finalize(self.key("done-%d" % i), b"succeeded\nresult %d" % i)
             expect[self.key("done-%d" % i)] = b"succeeded %d\nresult %d" % (gen_of(self.key("done-%d" % i)), i)
         for i in range(5):
-            os.close(claim(self.key("flight-%d" % i)))
+            hold(self.key("flight-%d" % i))
             expect[self.key("flight-%d" % i)] = b"in_flight %d\n" % gen_of(self.key("flight-%d" % i))
         k = os.path.join(other, "keys", "failed")
         finalize(k, b"failed\nterminal under any")
@@ -144,9 +144,9 @@ class Kill9(MountedTest):
         write(held_path, b"succeeded %d\nafter the crash" % held_gen, os.O_WRONLY)
         self.assertEqual(read(held_path), b"succeeded %d\nafter the crash" % held_gen)
         # New claims get new generations.
-        os.close(claim(self.key("new")))
+        hold(self.key("new"))
         self.assertGreater(gen_of(self.key("new")), max(gen_of(p) for p in expect))
-        self.assertEqual(events(self.wf)[-1]["event"], "claim")
+        self.assertEqual([e["event"] for e in events(self.wf)[-2:]], ["claim", "detach"])
 
 
 def worker(keys_dir, tag, log_path, stop_after):

@@ -9,7 +9,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import MountedTest, claim, read, write, sh, errno_of, run  # noqa: E402
+from harness import MountedTest, claim, hold, read, write, sh, errno_of, run  # noqa: E402
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
@@ -75,7 +75,7 @@ class Workflows(MountedTest):
         os.mkdir(os.path.join(root, longest))
         self.assertIn(longest, os.listdir(root))
         k = os.path.join(root, longest, b"keys", b"k" * 255)
-        os.close(claim(k))
+        hold(k)
         self.assertIn(b"k" * 255, os.listdir(os.path.join(root, longest, b"keys")))
         self.assertErrno(errno.ENAMETOOLONG, os.mkdir, os.path.join(root, b"w" * 256))
         self.assertErrno(errno.ENAMETOOLONG, os.mkdir, os.path.join(root, "é".encode() * 128))
@@ -106,7 +106,7 @@ class Workflows(MountedTest):
             self.assertIn("claim", [e["event"] for e in lines], name)
         # Key names may start with a dot; only "." and ".." are impossible.
         k = os.path.join(self.wf, "keys", ".dotkey")
-        os.close(claim(k))
+        hold(k)
         self.assertIn(".dotkey", os.listdir(os.path.join(self.wf, "keys")))
 
     def test_no_regular_files_at_the_root(self):
@@ -139,7 +139,7 @@ class Workflows(MountedTest):
 
     def test_rmdir(self):
         k = self.key("k")
-        os.close(claim(k))
+        hold(k)
         self.assertErrno(errno.ENOTEMPTY, os.rmdir, self.wf)
         self.assertErrno(errno.ENOTEMPTY, os.rmdir, os.path.join(self.wf, "keys"))
         os.write(fd := os.open(k, os.O_WRONLY), b"succeeded\n")
@@ -152,7 +152,7 @@ class Workflows(MountedTest):
             os.rmdir(os.path.join(self.wf, d))
             self.assertTrue(os.path.isdir(os.path.join(self.wf, d)), d)
         self.assertEqual(sorted(os.listdir(os.path.join(self.wf, "policy"))), sorted(DEFAULTS))
-        os.close(claim(k))  # keys/ still works after its rmdir
+        hold(k)  # keys/ still works after its rmdir
         os.unlink(k)
         os.rmdir(self.wf)
         self.assertFalse(os.path.exists(self.wf))
@@ -160,7 +160,7 @@ class Workflows(MountedTest):
         # A new workflow of the same name starts afresh.
         os.mkdir(self.wf)
         self.assertEqual(os.listdir(os.path.join(self.wf, "keys")), [])
-        os.close(claim(k))
+        hold(k)
         self.assertEqual(os.getxattr(k, "user.oncefs.attempt"), b"1")
 
     def test_rm_rf_workflow(self):
@@ -170,7 +170,7 @@ class Workflows(MountedTest):
         write(os.path.join(pol, "dedup_on"), "any\n")
         finalize(self.key("bad"), b"failed\n")
         self.assertEqual(os.stat(self.key("bad")).st_mode & 0o777, 0o444)
-        os.close(claim(self.key("flight")))
+        hold(self.key("flight"))
         write(os.path.join(pol, "in_flight_ttl"), "600\n")
         write(os.path.join(pol, "on_input_change"), "raise\n")
         write(os.path.join(pol, "retention"), "60\n")
@@ -186,11 +186,11 @@ class Workflows(MountedTest):
         for name, value in DEFAULTS.items():
             self.assertEqual(read(os.path.join(pol, name)), value, name)
         self.assertEqual(read(os.path.join(self.wf, "input.fingerprint")), b"")
-        os.close(claim(self.key("ok")))
+        hold(self.key("ok"))
 
     def test_rm_rf_contents_keeps_workflow(self):
         finalize(self.key("ok"), b"succeeded\n")
-        os.close(claim(self.key("flight")))
+        hold(self.key("flight"))
         write(os.path.join(self.wf, "policy", "dedup_on"), "any\n")
         r = sh("rm -rf keys/* policy; rm -f events input.fingerprint", cwd=self.wf)
         self.assertEqual((r.returncode, r.stderr), (0, ""))
@@ -220,7 +220,7 @@ class Rename(MountedTest):
         self.assertErrno(errno.EPERM, renameat2, a, self.key("b"), RENAME_NOREPLACE)
         self.assertErrno(errno.EPERM, os.rename, a, os.path.join(self.wf2, "keys", "a"))
         self.assertErrno(errno.EPERM, renameat2, a, os.path.join(self.wf2, "keys", "a"), RENAME_NOREPLACE)
-        os.close(claim(self.key("c")))
+        hold(self.key("c"))
         self.assertErrno(errno.EPERM, os.rename, a, self.key("c"))
         os.unlink(self.key("c"))
         self.assert_key_a_untouched()
@@ -232,7 +232,7 @@ class Rename(MountedTest):
             self.assertIn("Operation not permitted", r.stderr)
             self.assert_key_a_untouched()
         # An in_flight key does not move either, and stays claimed.
-        os.close(claim(self.key("f")))
+        hold(self.key("f"))
         gen = os.getxattr(self.key("f"), "user.oncefs.generation")
         r = subprocess.run(["mv", "wf/keys/f", "wf2/keys/f"], cwd=self.m.path, capture_output=True, text=True)
         self.assertNotEqual(r.returncode, 0)
@@ -316,7 +316,7 @@ class Readdir(MountedTest):
         self.keys = os.path.join(self.wf, "keys")
         self.names = ["k%05d" % i for i in range(self.N)]
         for n in self.names:
-            os.close(claim(os.path.join(self.keys, n)))
+            hold(os.path.join(self.keys, n))
 
     def test_each_key_exactly_once(self):
         listed = os.listdir(self.keys)
@@ -381,7 +381,7 @@ class Readdir(MountedTest):
                             deleted.add(n)
                     for j in range(10):
                         name = "new-%d-%d" % (len(seen), j)
-                        os.close(claim(os.path.join(self.keys, name)))
+                        hold(os.path.join(self.keys, name))
                         added.append(name)
         self.assertEqual(len(seen), len(set(seen)), "an entry was listed twice")
         stayed = [n for n in self.names if n not in deleted]
@@ -403,7 +403,7 @@ class Readdir(MountedTest):
         keys = self.m.p("long", "keys")
         names = ["%03d" % i + "x" * 252 for i in range(300)]
         for n in names:
-            os.close(claim(os.path.join(keys, n)))
+            hold(os.path.join(keys, n))
         listed = os.listdir(keys)
         self.assertEqual(len(listed), len(names))
         self.assertEqual(sorted(listed), names)
@@ -508,7 +508,7 @@ class Policy(MountedTest):
         finalize(self.key("g"), b"failed\n")
         self.assertFalse(os.path.exists(self.key("g")))
         write(self.pol("in_flight_ttl"), "100\n")
-        os.close(claim(self.key("t")))
+        hold(self.key("t"))
         expires = int(os.getxattr(self.key("t"), "user.oncefs.expires"))
         self.assertAlmostEqual(expires, time.time() + 100, delta=3)
 
@@ -589,7 +589,7 @@ class Events(MountedTest):
         size1 = os.stat(self.ev_path()).st_size
         self.assertEqual(size1, len(first))
         with open(self.ev_path(), "rb") as f:
-            os.close(claim(self.key("b")))
+            hold(self.key("b"))
             os.unlink(self.key("b"))
             size2 = os.fstat(f.fileno()).st_size
             f.seek(size1)
@@ -597,7 +597,7 @@ class Events(MountedTest):
         self.assertEqual(len(tail), size2 - size1)
         whole = read(self.ev_path())
         self.assertEqual(whole, first + tail)
-        self.assertEqual([json.loads(line)["event"] for line in tail.decode().splitlines()], ["claim", "release"])
+        self.assertEqual([json.loads(line)["event"] for line in tail.decode().splitlines()], ["claim", "detach", "release"])
         # Reads at arbitrary offsets and sizes see the same bytes.
         fd = os.open(self.ev_path(), os.O_RDONLY)
         try:
@@ -610,7 +610,7 @@ class Events(MountedTest):
         tail = subprocess.Popen(["tail", "-n", "+1", "-s", "0.1", "-f", self.ev_path()],
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         try:
-            os.close(claim(self.key("followed")))
+            hold(self.key("followed"))
             deadline = time.time() + 10
             os.set_blocking(tail.stdout.fileno(), False)
             buf = b""
@@ -652,7 +652,8 @@ class Xattrs(MountedTest):
             self.assertEqual(int(os.getxattr(k, "user.oncefs.generation")), gen)
             self.assertEqual(os.getxattr(k, "user.oncefs.attempt"), b"1")
             expires = int(os.getxattr(k, "user.oncefs.expires"))
-            self.assertAlmostEqual(expires, time.time() + 86400, delta=5)
+            # Held: the short lease (-o lease, 10 s), renewed while open.
+            self.assertAlmostEqual(expires, time.time() + 10, delta=5)
             self.assertEqual(os.getxattr(k, "user.oncefs.holder").split(),
                              [b"%d" % os.getpid(), b"%d" % os.getuid()])
             self.assertErrno(errno.ENODATA, os.getxattr, k, "user.oncefs.nope")
@@ -669,7 +670,8 @@ class Xattrs(MountedTest):
     def test_holder_is_the_claimant(self):
         k = self.key("k")
         r = subprocess.run([sys.executable, "-c",
-                            "import os, sys; os.close(os.open(sys.argv[1], os.O_CREAT|os.O_EXCL|os.O_WRONLY)); "
+                            "import os, sys; fd = os.open(sys.argv[1], os.O_CREAT|os.O_EXCL|os.O_WRONLY); "
+                            "os.write(fd, b'detach'); os.close(fd); "
                             "print(os.getpid())", k], capture_output=True, text=True, check=True)
         self.assertEqual(os.getxattr(k, "user.oncefs.holder").split()[0].decode(), r.stdout.strip())
 
@@ -714,7 +716,7 @@ class Modes(MountedTest):
 
     def test_chmod_chown_key_is_eperm(self):
         k = self.key("k")
-        os.close(claim(k))
+        hold(k)
         mode = os.stat(k).st_mode
         self.assertErrno(errno.EPERM, os.chmod, k, 0o600)
         self.assertErrno(errno.EPERM, os.chown, k, 1234, 1234)

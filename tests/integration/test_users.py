@@ -209,7 +209,7 @@ class Users(unittest.TestCase):
         os.chown(wf, self.user.pw_uid, self.user.pw_gid)
         self.assertEqual(os.stat(wf).st_uid, self.user.pw_uid)
         out = self.as_user(
-            ("claim", os.path.join(k, "job")),                       # held open: in flight
+            ("claim", os.path.join(k, "job"), "detach"),             # in flight after its close
             ("getxattr", os.path.join(k, "job"), "user.oncefs.holder"),
             ("claim", os.path.join(k, "ok"), "succeeded\nuser's result"),
             ("read", os.path.join(k, "ok")),

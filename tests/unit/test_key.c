@@ -3,9 +3,13 @@
  */
 #include <inttypes.h>
 #include <pthread.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "unit.h"
 
+#include "holder.h"
 #include "key.h"
 #include "sweep.h"
 #include "workflow.h"
@@ -152,7 +156,8 @@ static void test_claim(void **state)
 	assert_int_equal(k.status, KEY_IN_FLIGHT);
 	assert_true(k.generation > 0);
 	assert_i64(k.attempt, 1);
-	assert_i64(k.expires_ms, T0_MS + 86400 * 1000LL);
+	/* A held claim's short lease, not in_flight_ttl (86400 s). */
+	assert_i64(k.expires_ms, T0_MS + ONCE_LEASE_MS_DEFAULT);
 	assert_i64(k.mtime_ns, T0_MS * 1000000);
 	assert_int_equal(k.holder_pid, user.pid);
 	assert_int_equal(k.holder_uid, user.uid);
@@ -769,7 +774,7 @@ static void late_finalize_is_fenced(void **state, bool swept)
 		  -ESTALE);
 	assert_rc(finalize(fx, k.generation, "succeeded\nlate", &user), -ESTALE);
 	assert_rc(key_touch(&fx->o, k.generation, &user), -ESTALE);
-	assert_rc(key_renew(&fx->o, gens, 1, &user), 0);
+	assert_rc(key_renew(&fx->o, gens, 1), 0);
 	assert_absent(fx, w.id, "k");
 	/* The next claim adopts it (or claims the vacant row) at attempt 2. */
 	got = claim(fx, w.id, "k", &other);
@@ -857,13 +862,14 @@ static void test_touch_renews(void **state)
 
 	set_policy(fx, w.id, POLICY_IN_FLIGHT_TTL, "60");
 	k = claim(fx, w.id, "k", &user);
-	fx->now = T0_MS + 50000;
+	fx->now = T0_MS + 5000;
 	assert_rc(key_touch(&fx->o, k.generation, &user), 0);
 	got = lookup(fx, w.id, "k");
-	assert_i64(got.expires_ms, T0_MS + 50000 + 60000);
+	/* touch gives in_flight_ttl, not the short lease of a held claim. */
+	assert_i64(got.expires_ms, T0_MS + 5000 + 60000);
 	assert_i64(got.generation, k.generation);
 	/* Past the original expiry, the key lives on. */
-	fx->now = T0_MS + 100000;
+	fx->now = T0_MS + 50000;
 	lookup(fx, w.id, "k");
 	assert_int_equal(fx->o.stats.renewals, 1);
 	ev = event_last(fx->st, w.id, "renew");
@@ -896,22 +902,150 @@ static void test_renew(void **state)
 	gens[3] = k.generation;
 	gens[4] = k.generation;
 
-	assert_rc(key_renew(&fx->o, gens, 0, &user), 0);
+	assert_rc(key_renew(&fx->o, gens, 0), 0);
+	/* The lease is the short one (10 s < in_flight_ttl 30 s). */
+	assert_i64(lookup(fx, w.id, "k").expires_ms, T0_MS + 10000);
 	/* Before a third of the lease has passed: nothing to do. */
-	fx->now = T0_MS + 9000;
-	assert_rc(key_renew(&fx->o, gens, 5, &user), 0);
-	assert_i64(lookup(fx, w.id, "k").expires_ms, T0_MS + 30000);
-	assert_int_equal(events_count(fx->st, w.id, "renew"), 0);
-	/* After a third: renewed (once, however often it is listed). */
-	fx->now = T0_MS + 10001;
-	assert_rc(key_renew(&fx->o, gens, 5, &user), 0);
+	fx->now = T0_MS + 3000;
+	assert_rc(key_renew(&fx->o, gens, 5), 0);
+	assert_i64(lookup(fx, w.id, "k").expires_ms, T0_MS + 10000);
+	/* After a third: renewed (once, however often it is listed), by the
+	 * short lease again, and routinely: no event. */
+	fx->now = T0_MS + 3334;
+	assert_rc(key_renew(&fx->o, gens, 5), 0);
 	got = lookup(fx, w.id, "k");
-	assert_i64(got.expires_ms, T0_MS + 10001 + 30000);
-	assert_int_equal(events_count(fx->st, w.id, "renew"), 1);
+	assert_i64(got.expires_ms, T0_MS + 3334 + 10000);
+	assert_int_equal(fx->o.stats.renewals, 1);
+	assert_int_equal(events_count(fx->st, w.id, "renew"), 0);
+	/* A longer lease (touch) is never shortened by a renewal. */
+	assert_rc(key_touch(&fx->o, k.generation, &user), 0);
+	fx->now += 9000;
+	assert_rc(key_renew(&fx->o, gens, 5), 0);
+	assert_i64(lookup(fx, w.id, "k").expires_ms, fx->now - 9000 + 30000);
 	/* Terminal and vacant keys were skipped, untouched. */
 	got = lookup(fx, w.id, "done");
 	assert_int_equal(got.status, KEY_SUCCEEDED);
 	assert_absent(fx, w.id, "failed");
+}
+
+/* ---- holders: detach, abandon ------------------------------------------ */
+
+static void test_detach(void **state)
+{
+	struct fixture *fx = *state;
+	struct wf_row w = make_wf(fx, "job");
+	struct key_row k, got;
+	char *ev;
+
+	set_policy(fx, w.id, POLICY_IN_FLIGHT_TTL, "3600");
+	k = claim(fx, w.id, "k", &user);
+	/* "detach" takes no result, and is no status a key shows. */
+	assert_rc(finalize(fx, k.generation, "detach\nresult", &user), -EINVAL);
+	assert_rc(key_check_write(&fx->o, k.generation, S("detach\nx"), &user),
+		  -EINVAL);
+	assert_rc(key_check_write(&fx->o, k.generation, S("deta"), &user), 0);
+	fx->now += 1000;
+	assert_rc(finalize(fx, k.generation, "detach\n", &user), 0);
+	got = lookup(fx, w.id, "k");
+	assert_int_equal(got.status, KEY_IN_FLIGHT);
+	assert_i64(got.generation, k.generation);
+	assert_i64(got.expires_ms, fx->now + 3600 * 1000LL);
+	ev = event_last(fx->st, w.id, "detach");
+	assert_non_null(ev);
+	assert_contains(ev, "\"lease_s\":3600");
+	free(ev);
+	/* Later, by path, through the generation: the finalize. */
+	fx->now += 60000;
+	assert_rc(finalize(fx, k.generation, fmt("succeeded %" PRId64 "\n",
+						  k.generation), &user), 0);
+	assert_int_equal(lookup(fx, w.id, "k").status, KEY_SUCCEEDED);
+	assert_rc(finalize(fx, k.generation, "detach", &user),
+		  key_refuse_write(&user));
+}
+
+/* A child that ends as told, reaped; its fate read while it was a zombie. */
+static struct holder_fate fate_of_child(int how)
+{
+	struct holder_fate f;
+	siginfo_t si;
+	pid_t pid = fork();
+
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		if (how > 0)
+			_exit(how);
+		signal(-how, SIG_DFL);	/* not cmocka's handler */
+		raise(-how);
+		_exit(0);
+	}
+	/* Wait for it to end without reaping it: a zombie keeps its status. */
+	assert_int_equal(waitid(P_PID, (id_t)pid, &si, WEXITED | WNOWAIT), 0);
+	holder_fate(pid, &f);
+	waitpid(pid, NULL, 0);
+	return f;
+}
+
+static void test_holder_fate(void **state)
+{
+	struct holder_fate f;
+	char buf[96];
+	const char *field;
+	int64_t value;
+
+	(void)state;
+	holder_fate(getpid(), &f);
+	assert_int_equal(f.state, HOLDER_RUNNING);
+	f = fate_of_child(3);
+	assert_int_equal(f.state, HOLDER_EXITED);
+	assert_int_equal(f.code, 3);
+	holder_describe(&f, buf, sizeof(buf), &field, &value);
+	assert_string_equal(buf, "exited with status 3, not finalized");
+	assert_string_equal(field, "exit_status");
+	assert_i64(value, 3);
+	f = fate_of_child(-SIGKILL);
+	assert_int_equal(f.state, HOLDER_KILLED);
+	assert_int_equal(f.code, SIGKILL);
+	holder_describe(&f, buf, sizeof(buf), &field, &value);
+	assert_string_equal(buf, "killed by SIGKILL");
+	assert_string_equal(field, "signal");
+	f = fate_of_child(-SIGSEGV);
+	assert_int_equal(f.state, HOLDER_KILLED);
+	assert_int_equal(f.code, SIGSEGV);
+	/* A process that is gone (pid 0 is no process's). */
+	holder_fate(0, &f);
+	assert_int_equal(f.state, HOLDER_GONE);
+	holder_describe(&f, buf, sizeof(buf), &field, &value);
+	assert_null(field);
+}
+
+static void test_abandon(void **state)
+{
+	struct fixture *fx = *state;
+	struct wf_row w = make_wf(fx, "job");
+	struct key_row k = claim(fx, w.id, "k", &user), again;
+	struct holder_fate fate = { HOLDER_KILLED, SIGKILL };
+	char *ev;
+
+	assert_rc(key_abandon(&fx->o, k.generation, &user, &fate, NULL), 0);
+	/* Free at once, long before any lease ends. */
+	assert_absent(fx, w.id, "k");
+	assert_rc(finalize(fx, k.generation, "succeeded\n", &user), -ESTALE);
+	assert_rc(key_abandon(&fx->o, k.generation, &user, &fate, NULL), -ESTALE);
+	ev = event_last(fx->st, w.id, "abandon");
+	assert_non_null(ev);
+	assert_contains(ev, "\"reason\":\"killed by SIGKILL\"");
+	assert_contains(ev, "\"signal\":9");
+	assert_contains(ev, fmt("\"pid\":%d", (int)user.pid));
+	free(ev);
+	/* The retry is attempt 2, a new generation. */
+	again = claim(fx, w.id, "k", &other);
+	assert_i64(again.attempt, 2);
+	assert_true(again.generation > k.generation);
+	/* A finalized claim is not abandoned. */
+	assert_rc(finalize(fx, again.generation, "succeeded\n", &other), 0);
+	assert_rc(key_abandon(&fx->o, again.generation, &other, NULL, "x"),
+		  -ESTALE);
+	assert_int_equal(lookup(fx, w.id, "k").status, KEY_SUCCEEDED);
 }
 
 /* ---- release ------------------------------------------------------------ */
@@ -964,7 +1098,7 @@ static void test_list_cursor(void **state)
 	set_policy(fx, w.id, POLICY_IN_FLIGHT_TTL, "100");
 	a = claim(fx, w.id, "a", &user);
 	b = claim(fx, w.id, "b", &user);
-	fx->now += 50000;
+	fx->now += 5000;
 	c = claim(fx, w.id, "c", &user);
 	claim(fx, v.id, "elsewhere", &user);
 	assert_rc(key_list(&fx->o, w.id, 0, rows, 2, &n), 0);
@@ -979,8 +1113,8 @@ static void test_list_cursor(void **state)
 	assert_int_equal(n, 2);
 	assert_i64(rows[0].id, c.id);
 	assert_i64(rows[1].id, d.id);
-	/* Expired leases are not listed: b has expired, c not. */
-	fx->now = T0_MS + 100000;
+	/* Expired leases are not listed: b has expired (10 s), c not. */
+	fx->now = T0_MS + 10000;
 	assert_rc(key_list(&fx->o, w.id, 0, rows, 8, &n), 0);
 	assert_int_equal(n, 2);
 	assert_i64(rows[0].id, c.id);
@@ -1209,6 +1343,9 @@ int main(void)
 		T(test_fenced_after_adoption),
 		T(test_touch_renews),
 		T(test_renew),
+		T(test_detach),
+		T(test_holder_fate),
+		T(test_abandon),
 		T(test_release),
 		T(test_list_cursor),
 		T(test_two_mounts),

@@ -1,0 +1,124 @@
+/*
+ * holder.c - what became of a claim's holder (see holder.h).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "holder.h"
+
+#define PF_EXITING 0x00000004	/* include/linux/sched.h */
+
+/*
+ * Fields of /proc/PID/stat after the command's closing parenthesis, from
+ * 0 (field 3, the state): flags is field 9, exit_code field 52.
+ */
+#define AFTER_COMM(field) ((field) - 3)
+
+pid_t holder_tgid(pid_t tid)
+{
+	char path[64], buf[512], *p;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)tid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return tid;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return tid;
+	buf[n] = '\0';
+	p = strstr(buf, "\nTgid:");
+	return p ? (pid_t)strtol(p + 7, NULL, 10) : tid;
+}
+
+void holder_fate(pid_t pid, struct holder_fate *out)
+{
+	char path[64], buf[2048], *p, *save = NULL;
+	unsigned long long flags = 0;
+	long long exit_code = -1;
+	char state = 0;
+	ssize_t n;
+	int fd, i = 0;
+
+	out->state = HOLDER_GONE;
+	out->code = 0;
+	if (pid <= 0)
+		return;
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return;
+	buf[n] = '\0';
+	/* The command may hold spaces and parentheses: its last ')' ends it. */
+	p = strrchr(buf, ')');
+	if (!p)
+		return;
+	for (char *tok = strtok_r(p + 1, " \n", &save); tok;
+	     tok = strtok_r(NULL, " \n", &save), i++) {
+		if (i == AFTER_COMM(3))
+			state = tok[0];
+		else if (i == AFTER_COMM(9))
+			flags = strtoull(tok, NULL, 10);
+		else if (i == AFTER_COMM(52))
+			exit_code = strtoll(tok, NULL, 10);
+	}
+	if (state != 'Z' && state != 'X' && !(flags & PF_EXITING)) {
+		out->state = HOLDER_RUNNING;
+		return;
+	}
+	/* exit_code is shown only to who may ptrace the process. */
+	if (exit_code < 0)
+		return;
+	if (exit_code & 0x7f) {
+		out->state = HOLDER_KILLED;
+		out->code = (int)(exit_code & 0x7f);
+	} else {
+		out->state = HOLDER_EXITED;
+		out->code = (int)((exit_code >> 8) & 0xff);
+	}
+}
+
+void holder_describe(const struct holder_fate *f, char *buf, size_t size,
+		     const char **field, int64_t *value)
+{
+	const char *sig;
+
+	*field = NULL;
+	*value = 0;
+	switch (f->state) {
+	case HOLDER_RUNNING:
+		snprintf(buf, size, "closed without a finalize (the process "
+			 "runs on)");
+		return;
+	case HOLDER_EXITED:
+		snprintf(buf, size, "exited with status %d, not finalized",
+			 f->code);
+		*field = "exit_status";
+		*value = f->code;
+		return;
+	case HOLDER_KILLED:
+		sig = sigabbrev_np(f->code);
+		if (sig)
+			snprintf(buf, size, "killed by SIG%s", sig);
+		else
+			snprintf(buf, size, "killed by signal %d", f->code);
+		*field = "signal";
+		*value = f->code;
+		return;
+	case HOLDER_GONE:
+		break;
+	}
+	snprintf(buf, size, "exited, not finalized");
+}
