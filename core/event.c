@@ -43,6 +43,23 @@ int event_render(const struct event *ev, char *buf, size_t size, size_t *len)
 				     ev->detail_len);
 	if (!rc && ev->number_field)
 		rc = json_put_int(&b, ev->number_field, ev->number_field_value);
+	if (!rc && ev->text_field && ev->text) {
+		size_t n = ev->text_len;
+
+		/* Cut where no UTF-8 sequence is split, so text stays text. */
+		if (n > EVENT_TEXT_MAX) {
+			n = EVENT_TEXT_MAX;
+			while (n > 0 && ((unsigned char)ev->text[n] & 0xc0) == 0x80)
+				n--;
+		}
+		rc = json_put_string(&b, ev->text_field, ev->text, n);
+		if (!rc && n < ev->text_len) {
+			char cut[64];
+
+			snprintf(cut, sizeof(cut), "%s_truncated", ev->text_field);
+			rc = json_put_bool(&b, cut, true);
+		}
+	}
 	if (!rc)
 		rc = json_put_int(&b, "pid", ev->pid);
 	if (!rc)

@@ -7,7 +7,8 @@
  * Members in that order, absent ones left out: time (UTC, milliseconds),
  * event, the subject's name under its kind ("key", "step", "policy"; with
  * "_hex" and lowercase hex for a name that is not UTF-8), generation,
- * the detail field, the number field, pid, uid.  Strings go through the
+ * the detail field, the number field, the text field (cut to
+ * EVENT_TEXT_MAX bytes, then "text_field_truncated":true), pid, uid.  Strings go through the
  * one JSON encoder (json.h) that oncectl uses too, so a line is the same
  * bytes whichever store keeps it.
  */
@@ -18,8 +19,14 @@
 
 #include "store.h"
 
-/* The longest line event_render() writes, without its newline. */
-#define EVENT_LINE_MAX 2048
+/* The most bytes of a text field an event keeps (a failure's result). */
+#define EVENT_TEXT_MAX 2048
+
+/*
+ * The longest line event_render() writes, without its newline: room for
+ * a text field whose every byte is escaped (\u00XX), and the rest.
+ */
+#define EVENT_LINE_MAX (6 * EVENT_TEXT_MAX + 2048)
 
 /* Render ev into buf (EVENT_LINE_MAX + 1 bytes); *len gets its length. */
 int event_render(const struct event *ev, char *buf, size_t size, size_t *len);

@@ -383,6 +383,12 @@ int key_finalize(struct once *o, int64_t generation, const char *buf,
 	ev.detail_field = "status";
 	ev.detail = status_name(sl.status);
 	ev.detail_len = strlen(ev.detail);
+	if (sl.status == KEY_FAILED && len > sl.result_off) {
+		/* Why it failed outlives the key (dedup_on=success drops it). */
+		ev.text_field = "result";
+		ev.text = buf + sl.result_off;
+		ev.text_len = len - sl.result_off;
+	}
 	k.mtime_ns = once_now_ms(o) * 1000000;
 	if (sl.status == KEY_FAILED && w.policy.dedup_on == DEDUP_SUCCESS) {
 		k.status = KEY_VACANT;

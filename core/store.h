@@ -116,6 +116,9 @@ struct event {
 	size_t detail_len;
 	int64_t number_field_value;
 	const char *number_field; /* e.g. "attempt", "previous"; NULL: none */
+	const char *text_field;	/* e.g. "result": bytes, at most EVENT_TEXT_MAX */
+	const char *text;
+	size_t text_len;
 	int64_t time_ms;
 	int32_t pid;
 	uint32_t uid;

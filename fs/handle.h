@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 
 #include "fs.h"
+#include "../core/holder.h"
 #include "../core/name.h"
 
 enum handle_kind {
@@ -49,6 +50,9 @@ struct handle {
 	bool claimed;		/* HANDLE_KEY: this open made the claim */
 	bool settled;		/* HANDLE_KEY: a finalize or detach committed
 				 * through it: its close abandons nothing */
+	bool fate_known;	/* HANDLE_KEY: its holder was exiting at a flush */
+	struct holder_fate fate;	/* ... and how (read then: once the
+					 * holder is reaped, /proc says nothing) */
 	pid_t opener;		/* the process (thread group) that opened it */
 	struct stat claim_attr;	/* ... and the key's attributes then */
 	struct step_writer *writer;	/* HANDLE_STEP opened for writing */

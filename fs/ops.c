@@ -1599,11 +1599,27 @@ out:
 
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
 	struct caller who = caller_of(req);
+	int rc;
 
 	(void)ino;
-	reply_rc(req, commit(fs_of(req), (struct handle *)(uintptr_t)fi->fh,
-			     &who));
+	rc = commit(fs_of(req), h, &who);
+	/*
+	 * A claim still unsettled, flushed by a process that is exiting (the
+	 * kernel closes its files, and waits for this reply, before anyone
+	 * can reap it): note how it ends, for the abandon at release.
+	 */
+	if (h->kind == HANDLE_KEY && h->claimed && !h->settled && !h->fate_known) {
+		struct holder_fate f;
+
+		holder_fate(who.pid, &f);
+		if (f.state == HOLDER_EXITED || f.state == HOLDER_KILLED) {
+			h->fate = f;
+			h->fate_known = true;
+		}
+	}
+	reply_rc(req, rc);
 }
 
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
@@ -1641,9 +1657,10 @@ static void op_release(fuse_req_t req, fuse_ino_t ino,
 	if (h->kind == HANDLE_KEY && h->claimed && !h->settled) {
 		struct caller holder = { .pid = h->opener,
 					 .uid = h->claim_attr.st_uid };
-		struct holder_fate fate;
+		struct holder_fate fate = h->fate;
 
-		holder_fate(h->opener, &fate);
+		if (!h->fate_known)
+			holder_fate(h->opener, &fate);
 		key_abandon(&fs_of(req)->core, h->generation, &holder, &fate, NULL);
 	}
 	handle_close(fs_of(req), h);

@@ -401,6 +401,65 @@ static int cmd_ls(struct ctl *c, char **args, int n)
 
 /* ---- show ------------------------------------------------------------- */
 
+/* The last event that ended a claim on one key (what freed it, and why). */
+struct last_end {
+	const char *name;
+	char *line;
+};
+
+static int note_end(void *arg, const struct event_view *ev)
+{
+	struct last_end *e = arg;
+
+	if (strcmp(ev->subject, e->name) != 0 ||
+	    (strcmp(ev->type, "finalize") != 0 && strcmp(ev->type, "abandon") != 0 &&
+	     strcmp(ev->type, "expire") != 0))
+		return 0;
+	free(e->line);
+	e->line = strdup(ev->line);
+	return e->line ? 0 : -ENOMEM;
+}
+
+/*
+ * A key that is free again keeps only its attempt count; what freed it
+ * (a failure's result, an abandon's reason) is in the events.
+ */
+static int show_free(struct ctl *c, const struct wf_row *w,
+		     const struct key_row *k)
+{
+	struct last_end e = { .name = k->name };
+	int rc = store_begin(c->st, false);
+
+	if (rc == 0)
+		rc = once_end(&c->o, store_event_list(c->st, w->id, 0, note_end, &e));
+	if (rc) {
+		free(e.line);
+		return fail(rc, "read events");
+	}
+	if (c->json) {
+		j_raw(c, "{");
+		j_str(c, "workflow", w->name, w->name_len);
+		j_str(c, "key", k->name, k->name_len);
+		j_str(c, "status", "free", 4);
+		j_int(c, "attempt", k->attempt);
+		j_raw(c, ",\"last\":");
+		j_raw(c, e.line ? e.line : "null");
+		j_raw(c, "}\n");
+		rc = j_flush(c);
+	} else {
+		printf("workflow    ");
+		print_name(w->name, w->name_len);
+		printf("\nkey         ");
+		print_name(k->name, k->name_len);
+		printf("\nstatus      free (no claim)\nattempt     %" PRId64 "\n",
+		       k->attempt);
+		if (e.line)
+			printf("last        %s\n", e.line);
+	}
+	free(e.line);
+	return rc ? fail(rc, "write JSON") : 0;
+}
+
 static int cmd_show(struct ctl *c, char **args, int n)
 {
 	struct wf_row w;
@@ -419,7 +478,7 @@ static int cmd_show(struct ctl *c, char **args, int n)
 		rc = once_end(&c->o, store_key_get(c->st, w.id, args[1],
 						   strlen(args[1]), &k));
 	if (rc == 0 && k.status == KEY_VACANT)
-		rc = -ENOENT;
+		return show_free(c, &w, &k);
 	if (rc) {
 		fprintf(stderr, "oncectl: key %s: %s\n", args[1],
 			rc == -ENOENT ? "no such key" : strerror(-rc));

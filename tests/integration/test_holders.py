@@ -143,6 +143,38 @@ class Holders(MountedTest):
         os.close(fd)
 
 
+class FailureReason(MountedTest):
+    def test_a_failure_keeps_its_reason(self):
+        """Under dedup_on=success a failed key is free again; why it failed
+        stays in the finalize event (cut at 2 KiB) and oncectl show."""
+        fd = claim(self.key("k"))
+        os.write(fd, b"failed\nTraceback: ValueError: boom\n")
+        os.close(fd)
+        self.assertFalse(os.path.exists(self.key("k")))
+        ev = [e for e in self.events() if e["event"] == "finalize"][-1]
+        self.assertEqual((ev["status"], ev["result"]), ("failed", "Traceback: ValueError: boom\n"))
+        r = subprocess.run([os.environ.get("ONCECTL", "oncectl"), "show", self.m.store, "wf", "k"],
+                           capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("free", r.stdout)
+        self.assertIn("ValueError: boom", r.stdout)
+        r = subprocess.run([os.environ.get("ONCECTL", "oncectl"), "show", "--json", self.m.store, "wf", "k"],
+                           capture_output=True, text=True)
+        self.assertEqual(__import__("json").loads(r.stdout)["last"]["result"], "Traceback: ValueError: boom\n")
+        # A long reason is cut, whole characters, and says so.
+        fd = claim(self.key("long"))
+        os.write(fd, b"failed\n" + "\u00e9".encode() * 3000)
+        os.close(fd)
+        ev = [e for e in self.events() if e["event"] == "finalize"][-1]
+        self.assertEqual(ev["result"], "\u00e9" * 1024)
+        self.assertTrue(ev["result_truncated"])
+        # A success's result stays in the key, not in the events.
+        fd = claim(self.key("ok"))
+        os.write(fd, b"succeeded\nfine")
+        os.close(fd)
+        self.assertNotIn("result", [e for e in self.events() if e["event"] == "finalize"][-1])
+
+
 class DeadMount(unittest.TestCase):
     def test_a_dead_mounts_claims_are_free_within_the_lease(self):
         """Mount A holds a claim and its daemon is killed: mount B claims
