@@ -12,6 +12,7 @@
 #include "key.h"
 #include "step.h"
 #include "sweep.h"
+#include "wait.h"
 
 #define RENEW_INTERVAL_MS 500
 #define MAINTAIN_INTERVAL_MS 500
@@ -31,8 +32,8 @@ struct background {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	bool stopping;
-	pthread_t renewer, maintainer;
-	bool renewer_started, maintainer_started;
+	pthread_t renewer, maintainer, waker;
+	bool renewer_started, maintainer_started, waker_started;
 	int64_t next_sweep_ms;
 	bool checkpoint_due;	/* the WAL grew long: checkpoint at once */
 };
@@ -124,6 +125,16 @@ static void *maintainer(void *arg)
 	return NULL;
 }
 
+/* Wakes the readers of wait/K whose claims ended (see wait.h). */
+static void *waker(void *arg)
+{
+	struct background *b = arg;
+
+	while (wait_check(b->cfg.waits))
+		;
+	return NULL;
+}
+
 int background_start(struct once *o, const struct background_config *cfg,
 		     struct background **out)
 {
@@ -144,6 +155,10 @@ int background_start(struct once *o, const struct background_config *cfg,
 	if (rc == 0) {
 		rc = pthread_create(&b->maintainer, NULL, maintainer, b);
 		b->maintainer_started = rc == 0;
+	}
+	if (rc == 0 && cfg->waits) {
+		rc = pthread_create(&b->waker, NULL, waker, b);
+		b->waker_started = rc == 0;
 	}
 	if (rc == 0)
 		store_on_wal_growth(o->store, wal_grew, b);
@@ -168,6 +183,10 @@ void background_stop(struct background *b)
 		pthread_join(b->renewer, NULL);
 	if (b->maintainer_started)
 		pthread_join(b->maintainer, NULL);
+	if (b->waker_started) {
+		waits_stop(b->cfg.waits);
+		pthread_join(b->waker, NULL);
+	}
 	pthread_mutex_destroy(&b->lock);
 	pthread_cond_destroy(&b->cond);
 	free(b);

@@ -1,5 +1,5 @@
 /*
- * background.h - the work a mount does on its own, in two threads.
+ * background.h - the work a mount does on its own, in three threads.
  *
  *   renewer     every RENEW_INTERVAL_MS: renews the leases of the claims
  *               whose files are open (the mount says which), and this
@@ -10,8 +10,10 @@
  *               the sweep (expired claims, keys and events past
  *               retention), in transactions of bounded work, a slice at a
  *               time, paused between slices while work is left.
+ *   waker       wakes the readers of wait/K whose claims ended (wait.h);
+ *               only reads.
  *
- * Neither writes anything when nothing is due.
+ * None writes anything when nothing is due.
  */
 #ifndef ONCE_BACKGROUND_H
 #define ONCE_BACKGROUND_H
@@ -33,11 +35,12 @@ struct background_config {
 	int64_t sweep_interval_ms;	/* 0: no sweep */
 	background_claims_fn *claims;
 	void *arg;
+	struct waits *waits;		/* NULL: no waker */
 };
 
 int background_start(struct once *o, const struct background_config *cfg,
 		     struct background **out);
-/* Stop both threads and wait for them; b is freed. */
+/* Stop the threads and wait for them; b is freed. */
 void background_stop(struct background *b);
 
 #endif

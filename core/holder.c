@@ -3,6 +3,9 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <time.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -88,6 +91,90 @@ void holder_fate(pid_t pid, struct holder_fate *out)
 		out->state = HOLDER_EXITED;
 		out->code = (int)((exit_code >> 8) & 0xff);
 	}
+}
+
+/* One read of a process's fate, shared by its asker and its thread. */
+struct probe {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	pid_t pid;
+	struct holder_fate fate;
+	bool done;
+	int refs;
+};
+
+static void probe_put(struct probe *p)
+{
+	bool last;
+
+	pthread_mutex_lock(&p->lock);
+	last = --p->refs == 0;
+	pthread_mutex_unlock(&p->lock);
+	if (last) {
+		pthread_mutex_destroy(&p->lock);
+		pthread_cond_destroy(&p->cond);
+		free(p);
+	}
+}
+
+static void *probe_run(void *arg)
+{
+	struct probe *p = arg;
+	struct holder_fate f;
+
+	holder_fate(p->pid, &f);
+	pthread_mutex_lock(&p->lock);
+	p->fate = f;
+	p->done = true;
+	pthread_cond_signal(&p->cond);
+	pthread_mutex_unlock(&p->lock);
+	probe_put(p);
+	return NULL;
+}
+
+void holder_fate_now(pid_t pid, struct holder_fate *out)
+{
+	struct probe *p = calloc(1, sizeof(*p));
+	pthread_condattr_t ca;
+	pthread_attr_t attr;
+	struct timespec until;
+	pthread_t t;
+	int rc;
+
+	out->state = HOLDER_RUNNING;
+	out->code = 0;
+	if (!p)
+		return;
+	pthread_mutex_init(&p->lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&p->cond, &ca);
+	pthread_condattr_destroy(&ca);
+	p->pid = pid;
+	p->refs = 2;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	pthread_attr_setstacksize(&attr, 64 * 1024);
+	rc = pthread_create(&t, &attr, probe_run, p);
+	pthread_attr_destroy(&attr);
+	if (rc) {
+		p->refs = 1;
+		probe_put(p);
+		return;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_nsec += HOLDER_PROBE_MS * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&p->lock);
+	while (!p->done && pthread_cond_timedwait(&p->cond, &p->lock, &until) == 0)
+		;
+	if (p->done)
+		*out = p->fate;
+	pthread_mutex_unlock(&p->lock);
+	probe_put(p);
 }
 
 void holder_describe(const struct holder_fate *f, char *buf, size_t size,

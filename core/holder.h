@@ -32,6 +32,17 @@ pid_t holder_tgid(pid_t tid);
 void holder_fate(pid_t pid, struct holder_fate *out);
 
 /*
+ * The same, from a request that the process may be waiting for: reading
+ * /proc/PID/stat blocks while the process is in the middle of an exec,
+ * and an exec closes its close-on-exec files, each close waiting for the
+ * daemon's reply to its FLUSH.  So the read runs in a thread of its own,
+ * and after HOLDER_PROBE_MS the answer is HOLDER_RUNNING: a process in an
+ * exec is not dying.
+ */
+#define HOLDER_PROBE_MS 20
+void holder_fate_now(pid_t pid, struct holder_fate *out);
+
+/*
  * The fate as a phrase for an event ("killed by SIGKILL", "exited with
  * status 3", ...) into buf; *field and *value get the number that goes
  * with it ("signal" 9, "exit_status" 3), *field NULL when there is none.

@@ -9,6 +9,7 @@
 
 #include "holder.h"
 #include "key.h"
+#include "wait.h"
 
 bool key_is_live(const struct key_row *k, int64_t now_ms)
 {
@@ -189,6 +190,8 @@ out:
 		*wf_out = w;
 	if (rc == 0)
 		once_count(adopt ? &o->stats.adoptions : &o->stats.claims);
+	if (rc == 0 && adopt)
+		wait_changed(o->waits, previous);
 	else if (rc == -EEXIST)
 		once_count(&o->stats.conflicts);
 	return rc;
@@ -407,9 +410,10 @@ int key_finalize(struct once *o, int64_t generation, const char *buf,
 		rc = once_event(o, k.wf, who, &ev);
 out:
 	rc = once_end(o, rc);
-	if (rc == 0)
+	if (rc == 0) {
 		once_count(&o->stats.finalizes);
-	else if (rc == -ESTALE)
+		wait_changed(o->waits, generation);
+	} else if (rc == -ESTALE)
 		once_count(&o->stats.fenced);
 	return rc;
 }
@@ -439,8 +443,10 @@ int key_release(struct once *o, int64_t wf, const char *name, size_t len,
 		rc = once_event(o, wf, who, &ev);
 	}
 	rc = once_end(o, rc);
-	if (rc == 0)
+	if (rc == 0) {
 		once_count(&o->stats.releases);
+		wait_changed(o->waits, k.generation);
+	}
 	return rc;
 }
 
@@ -477,7 +483,10 @@ int key_abandon(struct once *o, int64_t generation, const struct caller *who,
 		ev.number_field_value = value;
 		rc = once_event(o, k.wf, who, &ev);
 	}
-	return once_end(o, rc == -ENOENT ? -ESTALE : rc);
+	rc = once_end(o, rc == -ENOENT ? -ESTALE : rc);
+	if (rc == 0)
+		wait_changed(o->waits, generation);
+	return rc;
 }
 
 int key_touch(struct once *o, int64_t generation, const struct caller *who)

@@ -49,6 +49,7 @@ struct once {
 	struct store *store;
 	struct once_config config;
 	struct once_stats stats;	/* updated with __atomic builtins */
+	struct waits *waits;		/* readers of wait/K, or NULL */
 	/* The clock, in Unix milliseconds; replaceable for tests. */
 	int64_t (*clock)(void *arg);
 	void *clock_arg;

@@ -143,6 +143,12 @@ enum store_scheme store_scheme(const char *name);
 int store_open(const char *path, const struct store_options *opt,
 	       struct store **out, char *err, size_t errlen);
 void store_close(struct store *st);
+/*
+ * Has another connection (another mount, oncectl) committed since *seen?
+ * 1 when it has (and *seen moves on), 0 when not, or -errno.  Cheap: no
+ * transaction.
+ */
+int store_changed(struct store *st, int64_t *seen);
 void store_get_stats(struct store *st, struct store_stats *out);
 /* The calling thread's write transactions count as maintenance. */
 void store_mark_maintenance(void);

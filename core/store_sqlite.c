@@ -1255,6 +1255,28 @@ int store_checkpoint(struct store *st)
 	return 0;
 }
 
+int store_changed(struct store *st, int64_t *seen)
+{
+	sqlite3_stmt *s;
+	int64_t dv = 0;
+	int rc;
+
+	pthread_mutex_lock(&st->lock);
+	s = stmt(st, S_DATA_VERSION);
+	rc = s ? sqlite3_step(s) : SQLITE_ERROR;
+	if (rc == SQLITE_ROW)
+		dv = sqlite3_column_int64(s, 0);
+	if (s)
+		done(s);
+	pthread_mutex_unlock(&st->lock);
+	if (rc != SQLITE_ROW)
+		return -EIO;
+	if (dv == *seen)
+		return 0;
+	*seen = dv;
+	return 1;
+}
+
 void store_get_stats(struct store *st, struct store_stats *out)
 {
 	pthread_mutex_lock(&st->lock);

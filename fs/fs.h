@@ -32,10 +32,15 @@ struct fs {
 
 	struct handle *renewing;
 	struct handle *open;		/* every open handle, freed at exit */
-	struct background *background;	/* renewal, purge, sweep */
+	struct background *background;	/* renewal, purge, sweep, waking */
+	struct waits *waits;		/* parked reads of wait/K */
 };
 
 extern const struct fuse_lowlevel_ops fs_ops;
+
+/* The parked reads of wait/K (ops.c): set up, and answer all (EINTR). */
+int fs_waits_new(struct fs *fs);
+void fs_waits_free(struct fs *fs);
 
 
 #endif

@@ -27,6 +27,8 @@ enum handle_kind {
 	HANDLE_EVENTS,
 	HANDLE_STATS,
 	HANDLE_STEP,
+	HANDLE_WAIT,	/* wait/K while the claim is in flight; a HANDLE_KEY
+			 * reader once it ended terminal */
 };
 
 struct step_writer;

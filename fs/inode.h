@@ -9,6 +9,7 @@
  *   4<<60 | n              a new checkpoint that its writer has not
  *                          committed yet: it exists only for that open
  *                          file (n counts up per mount)
+ *   5<<60 | generation     wait/K: the wait for a claim to end
  *
  * Workflow ids and generations are never reused, so an inode never comes
  * to name something else: a stale one finds nothing and says so.
@@ -29,6 +30,7 @@ enum ino_kind {
 	INO_KIND_KEY = 2,
 	INO_KIND_STEP = 3,
 	INO_KIND_PENDING = 4,	/* a new checkpoint's writer, before it commits */
+	INO_KIND_WAIT = 5,	/* wait/K, for one claim */
 };
 
 enum wf_slot {
@@ -38,6 +40,7 @@ enum wf_slot {
 	SLOT_POLICY = 3,
 	SLOT_FINGERPRINT = 4,
 	SLOT_EVENTS = 5,
+	SLOT_WAIT = 6,
 	SLOT_POLICY_FIELD = 8,	/* + enum policy_field */
 };
 

@@ -428,6 +428,9 @@ int main(int argc, char *argv[])
 	bcfg.sweep_interval_ms = (int64_t)opt.sweep_interval * 1000;
 	bcfg.claims = handle_renewing;
 	bcfg.arg = fs;
+	if (fs_waits_new(fs))
+		goto out_unmount;
+	bcfg.waits = fs->waits;
 	if (background_start(&fs->core, &bcfg, &fs->background))
 		goto out_unmount;
 
@@ -442,8 +445,11 @@ int main(int argc, char *argv[])
 	fuse_loop_cfg_destroy(loop);
 	background_stop(fs->background);
 	fs->background = NULL;
+	fs_waits_free(fs);
 	handle_close_all(fs);
 out_unmount:
+	if (fs->waits)
+		fs_waits_free(fs);
 	fuse_session_unmount(fs->se);
 out_handlers:
 	fuse_remove_signal_handlers(fs->se);

@@ -18,6 +18,7 @@
 #include "../core/holder.h"
 #include "../core/key.h"
 #include "../core/step.h"
+#include "../core/wait.h"
 #include "../core/workflow.h"
 #include "handle.h"
 #include "inode.h"
@@ -141,12 +142,16 @@ static void fill_wf(const struct wf_row *w, int slot, struct stat *st)
 	switch (slot) {
 	case SLOT_DIR:
 		st->st_mode = S_IFDIR | w->mode;
-		st->st_nlink = 5;
+		st->st_nlink = 6;
 		break;
 	case SLOT_KEYS:
 	case SLOT_STEPS:
 	case SLOT_POLICY:
 		st->st_mode = S_IFDIR | w->mode;
+		st->st_nlink = 2;
+		break;
+	case SLOT_WAIT:
+		st->st_mode = S_IFDIR | (w->mode & 0555);
 		st->st_nlink = 2;
 		break;
 	case SLOT_FINGERPRINT:
@@ -178,6 +183,20 @@ static void fill_key(const struct wf_row *w, const struct key_row *k,
 	st->st_mode = S_IFREG | (w->mode & (terminal ? 0444 : 0666));
 	set_size(st, (int64_t)key_status_line(k, line, sizeof(line)) +
 		     k->result_len);
+}
+
+/*
+ * wait/K: read-only; its size is the key's content once the claim ended
+ * terminal, 0 while it is in flight (a read blocks until it ends).
+ */
+static void fill_wait(const struct wf_row *w, const struct key_row *k,
+		      struct stat *st)
+{
+	fill_key(w, k, st);
+	st->st_ino = ino_make(INO_KIND_WAIT, (uint64_t)k->generation);
+	st->st_mode = S_IFREG | (w->mode & 0444);
+	if (k->status == KEY_IN_FLIGHT)
+		set_size(st, 0);
 }
 
 static void fill_step(const struct wf_row *w, const struct step_row *r,
@@ -213,6 +232,13 @@ static int stat_ino(struct fs *fs, uint64_t ino, struct stat *st)
 		if (rc == 0)
 			fill_wf(&w, ino_wf_slot(ino), st);
 		return rc;
+	case INO_KIND_WAIT:
+		rc = key_get(&fs->core, ino_value(ino), &k);
+		if (rc == 0)
+			rc = workflow_get(&fs->core, k.wf, &w);
+		if (rc == 0)
+			fill_wait(&w, &k, st);
+		return rc == -ENOENT ? -ESTALE : rc;
 	case INO_KIND_KEY:
 		rc = key_get(&fs->core, ino_value(ino), &k);
 		if (rc == 0)
@@ -306,6 +332,7 @@ static const struct {
 	{ "policy", SLOT_POLICY },
 	{ "input.fingerprint", SLOT_FINGERPRINT },
 	{ "events", SLOT_EVENTS },
+	{ "wait", SLOT_WAIT },
 };
 
 #define N_WF_ENTRIES (sizeof(wf_entries) / sizeof(wf_entries[0]))
@@ -345,7 +372,8 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		reply_rc(req, -ENOTDIR);
 		return;
 	}
-	if (ino_wf_slot(parent) == SLOT_KEYS) {
+	if (ino_wf_slot(parent) == SLOT_KEYS ||
+	    ino_wf_slot(parent) == SLOT_WAIT) {
 		/* The hot path of a claim: one read transaction. */
 		rc = key_lookup(&fs->core, ino_wf_id(parent), name, len, &k, &w);
 		if (rc == -EINVAL)
@@ -354,7 +382,10 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 			reply_rc(req, rc);
 			return;
 		}
-		fill_key(&w, &k, &st);
+		if (ino_wf_slot(parent) == SLOT_WAIT)
+			fill_wait(&w, &k, &st);
+		else
+			fill_key(&w, &k, &st);
 		reply_entry(req, &st, 0);
 		return;
 	}
@@ -868,6 +899,8 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	case SLOT_STEPS:
 		rc = list_rows(fs, w.id, fetch_steps, &d, off);
 		break;
+	case SLOT_WAIT:
+		break;	/* every key can be waited for; none is listed */
 	default:
 		rc = -ENOTDIR;
 		break;
@@ -1039,6 +1072,8 @@ static int format_stats(struct fs *fs, char **out, size_t *len)
 #undef LOAD
 	fprintf(f, "commits %llu\n", (unsigned long long)ss.commits);
 	fprintf(f, "fsyncs %llu\n", (unsigned long long)ss.syncs);
+	fprintf(f, "waiters %llu\n", fs->waits ? (unsigned long long)
+		waits_count(fs->waits) : 0ULL);
 	fprintf(f, "max_write_us %llu\n", (unsigned long long)ss.max_write_us);
 	fprintf(f, "max_maintenance_us %llu\n",
 		(unsigned long long)ss.max_maintenance_us);
@@ -1111,6 +1146,34 @@ static int open_key(struct fs *fs, uint64_t ino, int flags,
 	return 0;
 }
 
+/*
+ * Open wait/K: once the claim ended terminal, a reader of the key; while
+ * it is in flight, a handle whose reads wait (op_read); when it ended
+ * free, -ENOENT: claim it.
+ */
+static int open_wait(struct fs *fs, uint64_t ino, int flags,
+		     const struct caller *who, struct handle **out)
+{
+	struct key_row k;
+	int rc;
+
+	if ((flags & O_ACCMODE) != O_RDONLY)
+		return key_refuse_write(who);
+	rc = key_get(&fs->core, ino_value(ino), &k);
+	if (rc == -ESTALE)
+		return -ENOENT;
+	if (rc)
+		return rc;
+	if (k.status != KEY_IN_FLIGHT)
+		return open_key(fs, ino_make(INO_KIND_KEY, (uint64_t)k.generation),
+				flags, who, out);
+	*out = handle_new(HANDLE_WAIT, ino, k.wf, flags);
+	if (!*out)
+		return -ENOMEM;
+	(*out)->generation = k.generation;
+	return 0;
+}
+
 /* Open a checkpoint: a snapshot for readers, a private copy for writers. */
 static int open_step(struct fs *fs, uint64_t ino, int flags, bool created,
 		     pid_t opener, struct handle **out)
@@ -1168,6 +1231,14 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	switch (ino_kind(ino)) {
 	case INO_KIND_KEY:
 		rc = open_key(fs, ino, fi->flags, &who, &h);
+		if (rc == 0) {
+			reply_open(req, fi, h);
+			return;
+		}
+		reply_rc(req, rc);
+		return;
+	case INO_KIND_WAIT:
+		rc = open_wait(fs, ino, fi->flags, &who, &h);
 		if (rc == 0) {
 			reply_open(req, fi, h);
 			return;
@@ -1379,6 +1450,145 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	}
 }
 
+/* ---- wait/K: reads that wait, at no thread's cost ------------------- */
+
+struct parked {
+	struct waiter w;	/* first: the waker hands it back */
+	struct fs *fs;
+	fuse_req_t req;
+	struct handle *h;
+	size_t size;
+	off_t off;
+};
+
+static void reply_read(fuse_req_t req, struct handle *h, size_t size,
+		       off_t off)
+{
+	char *buf = malloc(size ? size : 1);
+	size_t got = 0;
+	int rc = buf ? handle_read(h, off, buf, size, &got) : -ENOMEM;
+
+	if (rc)
+		reply_rc(req, rc);
+	else
+		fuse_reply_buf(req, buf, got);
+	free(buf);
+}
+
+/*
+ * The claim of a wait handle ended terminal: from now on the handle reads
+ * as the key does, with its content pinned.  -ENOENT when it turned out
+ * free after all (released in between).
+ */
+static int wait_ended(struct fs *fs, struct handle *h)
+{
+	char line[KEY_STATUS_LINE_MAX + 32], *snap;
+	struct key_row k;
+	size_t len;
+	int rc = 0;
+
+	pthread_mutex_lock(&h->lock);
+	if (h->kind != HANDLE_WAIT)
+		goto out;
+	rc = key_open_content(&fs->core, h->generation, &k, line, sizeof(line),
+			      &len);
+	if (rc == -ESTALE)
+		rc = -ENOENT;
+	if (rc)
+		goto out;
+	snap = malloc(len);
+	if (!snap) {
+		store_unpin(fs->core.store, k.content);
+		rc = -ENOMEM;
+		goto out;
+	}
+	memcpy(snap, line, len);
+	free(h->snap);
+	h->snap = snap;
+	h->snap_len = len;
+	handle_set_content(h, fs->core.store, k.content, k.result_len);
+	h->kind = HANDLE_KEY;
+out:
+	pthread_mutex_unlock(&h->lock);
+	return rc;
+}
+
+/* From the waker: the claim a parked read waited for has ended. */
+static void wake_parked(void *arg, struct waiter *w, int verdict)
+{
+	struct parked *p = (struct parked *)w;
+
+	(void)arg;
+	if (verdict == 0)
+		verdict = wait_ended(p->fs, p->h);
+	if (verdict == 0)
+		reply_read(p->req, p->h, p->size, p->off);
+	else
+		reply_rc(p->req, verdict);
+	free(p);
+}
+
+int fs_waits_new(struct fs *fs)
+{
+	int rc = waits_new(&fs->core, wake_parked, fs, &fs->waits);
+
+	if (rc == 0)
+		fs->core.waits = fs->waits;
+	return rc;
+}
+
+void fs_waits_free(struct fs *fs)
+{
+	fs->core.waits = NULL;
+	waits_free(fs->waits);	/* the parked get EINTR */
+	fs->waits = NULL;
+}
+
+/* Ctrl-C, timeout(1): the reader gives up. */
+static void parked_interrupted(fuse_req_t req, void *data)
+{
+	struct fs *fs = fuse_req_userdata(req);
+	struct waiter *w = wait_cancel(fs->waits, (uint64_t)(uintptr_t)data);
+
+	if (w) {
+		fuse_reply_err(req, EINTR);
+		free(w);
+	}
+}
+
+/*
+ * A read of wait/K while the claim is in flight: park it, reply nothing.
+ * The interrupt is armed before the park, so that a waiter woken at once
+ * cannot have its request freed under us; the id, not the struct, is what
+ * the interrupt names.
+ */
+static void read_wait(fuse_req_t req, struct handle *h, size_t size,
+		      off_t off)
+{
+	struct fs *fs = fs_of(req);
+	struct parked *p = calloc(1, sizeof(*p));
+	int rc;
+
+	if (!p) {
+		reply_rc(req, -ENOMEM);
+		return;
+	}
+	p->fs = fs;
+	p->req = req;
+	p->h = h;
+	p->size = size;
+	p->off = off;
+	p->w.id = wait_new_id(fs->waits);
+	fuse_req_interrupt_func(req, parked_interrupted,
+				(void *)(uintptr_t)p->w.id);
+	rc = fuse_req_interrupted(req) ? -EINTR
+				       : wait_park(fs->waits, &p->w, h->generation);
+	if (rc) {
+		free(p);
+		reply_rc(req, rc);
+	}
+}
+
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
@@ -1389,6 +1599,10 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	int rc = 0;
 
 	(void)ino;
+	if (h->kind == HANDLE_WAIT) {
+		read_wait(req, h, size, off);
+		return;
+	}
 	if (h->kind == HANDLE_EVENTS) {
 		buf = malloc(size ? size : 1);
 		if (!buf) {
@@ -1539,7 +1753,7 @@ static bool dying_by_signal(pid_t pid)
 {
 	struct holder_fate f;
 
-	holder_fate(pid, &f);
+	holder_fate_now(pid, &f);
 	return f.state == HOLDER_KILLED;
 }
 
@@ -1613,7 +1827,7 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (h->kind == HANDLE_KEY && h->claimed && !h->settled && !h->fate_known) {
 		struct holder_fate f;
 
-		holder_fate(who.pid, &f);
+		holder_fate_now(who.pid, &f);
 		if (f.state == HOLDER_EXITED || f.state == HOLDER_KILLED) {
 			h->fate = f;
 			h->fate_known = true;
@@ -1660,7 +1874,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino,
 		struct holder_fate fate = h->fate;
 
 		if (!h->fate_known)
-			holder_fate(h->opener, &fate);
+			holder_fate_now(h->opener, &fate);
 		key_abandon(&fs_of(req)->core, h->generation, &holder, &fate, NULL);
 	}
 	handle_close(fs_of(req), h);

@@ -209,6 +209,10 @@ class MountedTest(unittest.TestCase):
     def assertAbandoned(self, name):
         """The claim on key `name` was closed with nothing finalized: the
         key is free, and the events say "abandon"."""
+        # The kernel sends the release just after close() returns.
+        deadline = time.monotonic() + 2
+        while os.path.exists(self.key(name)) and time.monotonic() < deadline:
+            time.sleep(0.002)
         self.assertFalse(os.path.exists(self.key(name)), "the claim was not abandoned")
         lines = [json.loads(line) for line in read(os.path.join(self.wf, "events")).splitlines()]
         last = [e for e in lines if e.get("key") == name][-1]

@@ -125,6 +125,23 @@ class Holders(MountedTest):
             time.sleep(0.05)
         self.assertEqual(read(self.key("k")).split()[0], b"succeeded")
 
+    def test_a_holder_that_runs_programs(self):
+        """The claim's fd is close-on-exec (Python's default): every exec
+        of a child closes a copy, and the kernel waits for that FLUSH in
+        the middle of the exec, when /proc/PID/stat of the child blocks.
+        The daemon must not wait for it (it once did, for ever)."""
+        script = ("import os, subprocess, sys\n"
+                  "fd = os.open(sys.argv[1], os.O_CREAT | os.O_EXCL | os.O_WRONLY)\n"
+                  "subprocess.run(['true'], check=True)\n"
+                  "os.write(fd, b'succeeded\\n')\n"
+                  "subprocess.run(['true'], check=True)\n"
+                  "os.close(fd)\n")
+        r = subprocess.run([sys.executable, "-c", script, self.key("k")], capture_output=True,
+                           text=True, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(read(self.key("k")).split()[0], b"succeeded")
+        self.assertNotIn("abandon", [e["event"] for e in self.events()])
+
     def test_detach_then_finalize_by_path(self):
         r = sh('set -C; echo detach > keys/k && cat keys/k', cwd=self.wf)
         self.assertEqual(r.returncode, 0, r.stderr)

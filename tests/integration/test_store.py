@@ -283,7 +283,7 @@ class Store(unittest.TestCase):
                     r = subprocess.run(["ls", "-l", m.p("wf", "policy")], capture_output=True)
                     self.assertNotEqual(r.returncode, 0)
                     self.assertEqual(sorted(os.listdir(m.p("good"))),
-                                     ["events", "input.fingerprint", "keys", "policy", "steps"])
+                                     ["events", "input.fingerprint", "keys", "policy", "steps", "wait"])
                     self.assertIn(column, m.read_log())
                 before = digest(store)
                 r = self.oncefs(store)

@@ -49,7 +49,7 @@ class Workflows(MountedTest):
         self.assertEqual(st.st_mode & 0o7777, 0o777 & ~self.umask())
         self.assertEqual((st.st_uid, st.st_gid), (os.getuid(), os.getgid()))
         self.assertEqual(sorted(os.listdir(self.wf)),
-                         ["events", "input.fingerprint", "keys", "policy", "steps"])
+                         ["events", "input.fingerprint", "keys", "policy", "steps", "wait"])
         self.assertEqual(sorted(os.listdir(self.m.path)), [".stats", "wf"])
         self.assertErrno(errno.EEXIST, os.mkdir, self.wf)
         self.assertErrno(errno.EEXIST, os.mkdir, self.m.p(".stats"))
@@ -135,7 +135,7 @@ class Workflows(MountedTest):
         self.assertErrno(errno.EPERM, os.open, os.path.join(self.wf, "policy", "new_policy"),
                          os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         self.assertEqual(sorted(os.listdir(self.wf)),
-                         ["events", "input.fingerprint", "keys", "policy", "steps"])
+                         ["events", "input.fingerprint", "keys", "policy", "steps", "wait"])
 
     def test_rmdir(self):
         k = self.key("k")
@@ -269,7 +269,7 @@ class Rename(MountedTest):
         self.assertNotEqual(r.returncode, 0)
         self.assertIn("Operation not permitted", r.stderr)
         self.assert_key_a_untouched()
-        self.assertEqual(sorted(os.listdir(self.wf2)), ["events", "input.fingerprint", "keys", "policy", "steps"])
+        self.assertEqual(sorted(os.listdir(self.wf2)), ["events", "input.fingerprint", "keys", "policy", "steps", "wait"])
 
     def test_rename_workflow_noreplace(self):
         self.assertErrno(errno.EEXIST, renameat2, self.wf, self.wf2, RENAME_NOREPLACE)  # wf2 is empty
