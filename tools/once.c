@@ -43,10 +43,13 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "../core/json.h"
 
 #define ONCE_EXIT_USAGE 64
 #define ONCE_EXIT_OSERR 71	/* EX_OSERR: the mount refused something */
@@ -75,26 +78,34 @@ static bool echo_off;
 static void usage(FILE *f)
 {
 	fprintf(f,
-"usage: once [--wait] [--timeout SECONDS] [--max-result BYTES] WORKFLOW_DIR KEY -- COMMAND [ARG...]\n"
+"usage: once [--wait] [--timeout SECONDS] [--max-result BYTES] [--json]\n"
+"            [--done-status N] WORKFLOW_DIR KEY -- COMMAND [ARG...]\n"
 "       once --step STEP WORKFLOW_DIR -- COMMAND [ARG...]\n"
 "\n"
 "Run COMMAND at most once per key, on a mounted oncefs.\n"
 "\n"
 "  --wait            if the key is in flight elsewhere, wait until it is\n"
-"                    finalized (or freed, then claim it)\n"
+"                    finalized (or freed, then claim it): a read of\n"
+"                    WORKFLOW_DIR/wait/KEY, no polling\n"
 "  --timeout S       give up waiting after S seconds (exit 75); 0, the\n"
 "                    default, waits without limit; at most 3153600000\n"
 "  --max-result N    keep at most N bytes of output as the key's result\n"
 "                    (default 1048576, at most 1073741824; the rest is\n"
 "                    still printed)\n"
+"  --json            print one JSON object on stdout: the outcome, the\n"
+"                    claim and the result (the command's output is not\n"
+"                    echoed)\n"
+"  --done-status N   exit with N (default 0) when the key had already\n"
+"                    succeeded, to tell it from a run\n"
 "  --step STEP       run a step: skip it if steps/STEP exists, else commit the\n"
 "                    command's output as steps/STEP only if it exits 0\n"
 "\n"
 "KEY and STEP are single names: not empty, not . or .., no '/', at most\n"
 "255 bytes.\n"
 "\n"
-"exit status: the command's own when it ran; 0 when the key had already\n"
-"succeeded (its result is printed); 75 when the key is in flight elsewhere;\n"
+"exit status: the command's own when it ran; 0 (or --done-status) when the\n"
+"key had already succeeded (its result is printed); 75 when the key is in\n"
+"flight elsewhere;\n"
 "76 when the key is terminally failed (dedup_on=any); 71 when the mount\n"
 "refused an operation; 64 for a usage error.\n");
 }
@@ -609,19 +620,103 @@ static int run_command(struct run *r)
 
 /* ---- keys ------------------------------------------------------------- */
 
+/* What became of a key: the outcome once names on stderr and in --json. */
+struct outcome {
+	const char *what;	/* "ran", "skipped_succeeded", ... */
+	char status[16];	/* the key's status after it */
+	char generation[32];
+	char attempt[32];
+	char holder[64];	/* "PID UID" of an in-flight holder */
+	char when[32];		/* the key's last change, UTC */
+	int exit_status;	/* the command's, when it ran; else -1 */
+	const char *result;	/* --json: the result */
+	size_t result_len;
+	char *owned;		/* ... when it is ours to free */
+};
+
+static bool json_out;		/* --json */
+static int done_status;		/* --done-status */
+
+static void xattr_of(int fd, const char *name, char *buf, size_t cap)
+{
+	ssize_t n = fgetxattr(fd, name, buf, cap - 1);
+
+	buf[n > 0 ? n : 0] = '\0';
+}
+
+/* The claim's generation, attempt and holder, and when it last changed. */
+static void note_key(int fd, struct outcome *o)
+{
+	struct stat st;
+	struct tm tm;
+
+	xattr_of(fd, "user.oncefs.generation", o->generation, sizeof(o->generation));
+	xattr_of(fd, "user.oncefs.attempt", o->attempt, sizeof(o->attempt));
+	xattr_of(fd, "user.oncefs.holder", o->holder, sizeof(o->holder));
+	o->when[0] = '\0';
+	if (fstat(fd, &st) == 0 && gmtime_r(&st.st_mtime, &tm))
+		strftime(o->when, sizeof(o->when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* The line on stderr for a run that did not happen, or the --json object. */
+static void report(const char *key, const struct outcome *o)
+{
+	char k[SHOWN_MAX];
+
+	if (json_out) {
+		struct json_buf b;
+
+		json_buf_growing(&b, (size_t)RESULT_MAX_LIMIT * 6 + 4096);
+		json_object_begin(&b);
+		json_put_string(&b, "outcome", o->what, strlen(o->what));
+		json_put_string(&b, "key", key, strlen(key));
+		json_put_string(&b, "status", o->status, strlen(o->status));
+		if (o->generation[0])
+			json_put_int(&b, "generation", strtoll(o->generation, NULL, 10));
+		if (o->attempt[0])
+			json_put_int(&b, "attempt", strtoll(o->attempt, NULL, 10));
+		if (o->when[0])
+			json_put_string(&b, "time", o->when, strlen(o->when));
+		if (o->exit_status >= 0)
+			json_put_int(&b, "exit_status", o->exit_status);
+		if (o->holder[0] && strcmp(o->status, "in_flight") == 0)
+			json_put_int(&b, "holder_pid", strtoll(o->holder, NULL, 10));
+		if (o->result)
+			json_put_string(&b, "result", o->result, o->result_len);
+		if (json_object_end(&b) == 0) {
+			echo(json_buf_text(&b), b.len);
+			echo("\n", 1);
+		} else {
+			fprintf(stderr, "once: --json: the result does not fit\n");
+		}
+		json_buf_free(&b);
+		return;
+	}
+	if (strcmp(o->what, "ran") == 0)
+		return;
+	shown(key, k, sizeof(k));
+	if (strcmp(o->what, "skipped_in_flight") == 0)
+		fprintf(stderr, "once: %s: in flight (generation %s, attempt %s, "
+			"held by pid %.*s since %s): not run\n", k, o->generation,
+			o->attempt, (int)strcspn(o->holder, " "), o->holder, o->when);
+	else
+		fprintf(stderr, "once: %s: %s before (generation %s, %s): not run\n",
+			k, o->status, o->generation, o->when);
+}
+
 /*
- * The key exists: what is in it?  Prints the result of a succeeded key.
- * Returns an exit status, or -1 to claim again (the key went away).
+ * The key exists: what is in it?  Prints the result of a succeeded key
+ * (--json: keeps it in o).  Returns an exit status, or -1 to claim again
+ * (the key went away).
  */
 static int existing_key(int keysfd, const char *wf, const char *key,
-			bool *in_flight)
+			struct outcome *o)
 {
 	char buf[BUF_SIZE];
 	size_t len = 0, line, word;
 	char *nl;
 	int fd, rc = 0;
 
-	*in_flight = false;
 	fd = openat(keysfd, key, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0) {
 		if (errno == ENOENT)
@@ -629,6 +724,7 @@ static int existing_key(int keysfd, const char *wf, const char *key,
 		path_error("read", wf, "keys", key, strerror(errno));
 		return ONCE_EXIT_OSERR;
 	}
+	note_key(fd, o);
 	/* The first line, "STATUS GENERATION", then the result. */
 	while (len < sizeof(buf)) {
 		ssize_t n = read(fd, buf + len, sizeof(buf) - len);
@@ -654,53 +750,148 @@ static int existing_key(int keysfd, const char *wf, const char *key,
 	line = nl ? (size_t)(nl - buf) : len;
 	for (word = 0; word < line && buf[word] != ' '; word++)
 		;
-	if (word == 9 && memcmp(buf, "succeeded", 9) == 0) {
-		if (nl && echo(nl + 1, len - line - 1))
+	if (len == 0) {
+		close(fd);
+		path_error("read", wf, "keys", key, "empty: not an oncefs key");
+		return ONCE_EXIT_OSERR;
+	}
+	snprintf(o->status, sizeof(o->status), "%.*s", (int)word, buf);
+	if (strcmp(o->status, "succeeded") == 0) {
+		o->what = "skipped_succeeded";
+		if (json_out) {
+			/* The whole result, for the JSON object. */
+			size_t cap = BUF_SIZE, have = nl ? len - line - 1 : 0;
+
+			o->owned = malloc(cap);
+			if (o->owned && have)
+				memcpy(o->owned, nl + 1, have);
+			while (o->owned && rc == 0) {
+				ssize_t n;
+
+				if (have == cap) {
+					char *p = realloc(o->owned, cap * 2);
+
+					if (!p)
+						break;
+					o->owned = p;
+					cap *= 2;
+				}
+				n = read(fd, o->owned + have, cap - have);
+				if (n < 0 && errno == EINTR)
+					continue;
+				if (n <= 0) {
+					rc = n < 0 ? -errno : 0;
+					break;
+				}
+				have += (size_t)n;
+			}
+			o->result = o->owned;
+			o->result_len = have;
+		} else if (nl && echo(nl + 1, len - line - 1)) {
 			rc = echo_fd(fd);
+		}
 		close(fd);
 		if (rc) {
 			path_error("read", wf, "keys", key, strerror(-rc));
 			return ONCE_EXIT_OSERR;
 		}
-		return 0;
+		return done_status;
 	}
 	close(fd);
-	if (word == 9 && memcmp(buf, "in_flight", 9) == 0) {
-		*in_flight = true;
+	if (strcmp(o->status, "in_flight") == 0) {
+		o->what = "skipped_in_flight";
 		return ONCE_EXIT_IN_FLIGHT;
 	}
-	if (len == 0) {
-		path_error("read", wf, "keys", key, "empty: not an oncefs key");
-		return ONCE_EXIT_OSERR;
-	}
-	{
-		char a[SHOWN_MAX], b[SHOWN_MAX], s[80];
-
-		buf[line < sizeof(s) - 1 ? line : sizeof(s) - 1] = '\0';
-		fprintf(stderr, "once: %s/keys/%s: %s\n", shown(wf, a, sizeof(a)),
-			shown(key, b, sizeof(b)), shown(buf, s, sizeof(s)));
-	}
+	o->what = "skipped_failed";
 	return ONCE_EXIT_FAILED_BEFORE;
+}
+
+/* SIGALRM of --timeout: interrupts a wait. */
+static volatile sig_atomic_t timed_out;
+
+static void on_alarm(int sig)
+{
+	(void)sig;
+	timed_out = 1;
+}
+
+/*
+ * Wait until the claim on key ends: a read of wait/KEY blocks until then
+ * (it fails with ENOENT once the key is free).  Returns 0 to try the
+ * claim again, ONCE_EXIT_IN_FLIGHT when the deadline passed, or -1 when
+ * the mount has no wait/ (then the caller polls).
+ */
+static int wait_for(int wfd, const char *key, double timeout_s)
+{
+	struct sigaction sa = { .sa_handler = on_alarm }, old;
+	struct itimerval it = { 0 };
+	char buf[256];
+	int dfd, fd, rc = 0;
+
+	dfd = openat(wfd, "wait", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (dfd < 0)
+		return -1;
+	fd = openat(dfd, key, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	close(dfd);
+	if (fd < 0)
+		return 0;	/* over already: claim again */
+	if (timeout_s > 0) {
+		double left = timeout_s;
+
+		it.it_value.tv_sec = (time_t)left;
+		it.it_value.tv_usec = (suseconds_t)((left - (double)(time_t)left) * 1e6);
+		if (it.it_value.tv_sec == 0 && it.it_value.tv_usec == 0)
+			it.it_value.tv_usec = 1;
+		sigaction(SIGALRM, &sa, &old);	/* no SA_RESTART: read stops */
+		setitimer(ITIMER_REAL, &it, NULL);
+	}
+	while (read(fd, buf, sizeof(buf)) < 0 && errno == EINTR && !timed_out)
+		;
+	if (timeout_s > 0) {
+		memset(&it, 0, sizeof(it));
+		setitimer(ITIMER_REAL, &it, NULL);
+		sigaction(SIGALRM, &old, NULL);
+	}
+	if (timed_out)
+		rc = ONCE_EXIT_IN_FLIGHT;
+	close(fd);
+	return rc;
+}
+
+/* The workflow directory, made when it is missing (as mkdir -p would). */
+static int open_workflow(const char *wf, int *wfd, int *keysfd)
+{
+	char a[SHOWN_MAX];
+
+	if (access(wf, F_OK) != 0 && errno == ENOENT) {
+		if (mkdir(wf, 0777) != 0 && errno != EEXIST) {
+			path_error("create the workflow", wf, "", NULL,
+				   strerror(errno));
+			return -1;
+		}
+		fprintf(stderr, "once: created the workflow %s\n",
+			shown(wf, a, sizeof(a)));
+	}
+	return open_dirs(wf, "keys", wfd, keysfd);
 }
 
 static int run_key(const char *wf, const char *key, char **argv, bool wait,
 		   double timeout_s, size_t max_result)
 {
-	struct run r = { .argv = argv, .echo = true, .out_fd = -1,
+	struct run r = { .argv = argv, .echo = !json_out, .out_fd = -1,
 			 .keep_max = max_result };
-	char gen[32], status[64];
+	struct outcome o = { .what = "ran", .exit_status = -1 };
+	char status[64];
 	double ms = timeout_s * 1000.0;	/* <= TIMEOUT_MAX_S * 1000: fits */
 	int64_t deadline = now_ms() + (int64_t)ms + ((double)(int64_t)ms < ms);
 	int wfd, keysfd, fd, wstatus, rc, code;
-	ssize_t glen;
 	int n;
 
 	if (!check_name("key", key))
 		return ONCE_EXIT_USAGE;
-	if (open_dirs(wf, "keys", &wfd, &keysfd))
+	if (open_workflow(wf, &wfd, &keysfd))
 		return ONCE_EXIT_OSERR;
 	for (;;) {
-		bool in_flight;
 		int64_t left;
 
 		fd = openat(keysfd, key,
@@ -713,19 +904,28 @@ static int run_key(const char *wf, const char *key, char **argv, bool wait,
 			code = ONCE_EXIT_OSERR;
 			goto out_dirs;
 		}
-		code = existing_key(keysfd, wf, key, &in_flight);
+		code = existing_key(keysfd, wf, key, &o);
 		if (code == -1)
 			continue;
-		if (!in_flight || !wait)
-			goto out_dirs;
+		if (code != ONCE_EXIT_IN_FLIGHT || !wait)
+			goto out_report;
 		left = deadline - now_ms();
 		if (timeout_s > 0 && left <= 0)
-			goto out_dirs;
-		sleep_ms(timeout_s > 0 && left < 500 ? left : 500);
+			goto out_report;
+		rc = wait_for(wfd, key, timeout_s > 0 ? (double)left / 1000.0 : 0);
+		if (rc == ONCE_EXIT_IN_FLIGHT)
+			goto out_report;
+		if (rc < 0)	/* no wait/: poll */
+			sleep_ms(timeout_s > 0 && left < 500 ? left : 500);
+		free(o.owned);
+		o = (struct outcome){ .what = "ran", .exit_status = -1 };
 	}
 
-	glen = fgetxattr(fd, "user.oncefs.generation", gen, sizeof(gen) - 1);
-	gen[glen > 0 ? glen : 0] = '\0';
+	note_key(fd, &o);
+	/* The command learns its claim, to reconcile after an earlier attempt. */
+	setenv("ONCE_KEY", key, 1);
+	setenv("ONCE_GENERATION", o.generation, 1);
+	setenv("ONCE_ATTEMPT", o.attempt, 1);
 	rc = watchdog_start(fd, -1, NULL);
 	wstatus = rc ? rc : run_command(&r);
 	if (wstatus < 0) {
@@ -739,7 +939,8 @@ static int run_key(const char *wf, const char *key, char **argv, bool wait,
 		code = exit_status_of(wstatus);
 	}
 	n = snprintf(status, sizeof(status), "%s%s%s\n",
-		     code == 0 ? "succeeded" : "failed", gen[0] ? " " : "", gen);
+		     code == 0 ? "succeeded" : "failed",
+		     o.generation[0] ? " " : "", o.generation);
 	if (n < 0 || (size_t)n >= sizeof(status)) {
 		/* A generation that does not fit: finalize without it. */
 		n = snprintf(status, sizeof(status), "%s\n",
@@ -751,12 +952,20 @@ static int run_key(const char *wf, const char *key, char **argv, bool wait,
 	if (close(fd) && rc == 0)
 		rc = -errno;
 	watchdog_stop();
-	free(r.kept);
 	if (rc) {
 		path_error("finalize", wf, "keys", key, strerror(-rc));
 		if (!code)
 			code = ONCE_EXIT_OSERR;
 	}
+	o.exit_status = wstatus >= 0 ? exit_status_of(wstatus) : -1;
+	snprintf(o.status, sizeof(o.status), "%s",
+		 rc ? "in_flight" : code == 0 ? "succeeded" : "failed");
+	o.result = r.kept;
+	o.result_len = code == 0 ? r.kept_len : 0;
+out_report:
+	report(key, &o);
+	free(r.kept);
+	free(o.owned);
 out_dirs:
 	close(keysfd);
 	close(wfd);
@@ -954,6 +1163,8 @@ int main(int argc, char *argv[])
 		{ "timeout", required_argument, NULL, 't' },
 		{ "max-result", required_argument, NULL, 'm' },
 		{ "step", required_argument, NULL, 's' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "done-status", required_argument, NULL, 'd' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 }
@@ -989,6 +1200,23 @@ int main(int argc, char *argv[])
 		case 's':
 			step = optarg;
 			break;
+		case 'j':
+			json_out = true;
+			break;
+		case 'd': {
+			char *end;
+			long v;
+
+			errno = 0;
+			v = strtol(optarg, &end, 10);
+			if (errno || end == optarg || *end || v < 0 || v > 255) {
+				fprintf(stderr, "once: --done-status: not a status "
+					"from 0 to 255: %s\n", optarg);
+				return ONCE_EXIT_USAGE;
+			}
+			done_status = (int)v;
+			break;
+		}
 		case 'h':
 			usage(stdout);
 			return 0;

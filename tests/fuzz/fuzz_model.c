@@ -8,7 +8,8 @@
  * The model, in brief (DESIGN.md, "Keys", "Steps", "Input fingerprint",
  * "Policy files"):
  *   - a key is absent, vacant (a failure freed it, the attempt count
- *     stays), in_flight (lease until claim/renewal + in_flight_ttl),
+ *     stays), in_flight (lease until claim/renewal + the held lease,
+ *     touch + in_flight_ttl),
  *     succeeded or failed; it is live when terminal or leased;
  *   - claim: -EEXIST when live, else a new generation above every earlier
  *     one, attempt + 1 (1 after a release);
@@ -589,6 +590,14 @@ static int64_t pick_gen(unsigned b)
 	return (b & 8) ? F.last_gen + 1000 : 0;
 }
 
+/* A held claim's lease: -o lease (the default here), at most in_flight_ttl. */
+static int64_t held_lease_ms(const struct mwf *m)
+{
+	int64_t ttl = m->pol.in_flight_ttl * 1000;
+
+	return ONCE_LEASE_MS_DEFAULT < ttl ? ONCE_LEASE_MS_DEFAULT : ttl;
+}
+
 static void op_claim(void)
 {
 	unsigned a = take();
@@ -615,7 +624,7 @@ static void op_claim(void)
 	k->attempt = k->st == M_NONE ? 1 : k->attempt + 1;
 	k->st = M_FLIGHT;
 	k->gen = r.generation;
-	k->expires = F.now + m->pol.in_flight_ttl * 1000;
+	k->expires = F.now + held_lease_ms(m);
 	k->rlen = 0;
 	check_key_row("the claimed key", &r, k);
 	add_handle(r.generation);
@@ -769,7 +778,7 @@ static void op_renew(void)
 	unsigned a = take();
 	int64_t gens[2] = { pick_gen(a), pick_gen(a >> 4) };
 	size_t n = 1 + (a & 1);
-	int rc = key_renew(&F.o, gens, n, who_of(a >> 1));
+	int rc = key_renew(&F.o, gens, n);
 
 	note("key_renew(%" PRId64 ", %" PRId64 ", n=%zu) = %s", gens[0], gens[1], n, fuzz_errname(rc));
 	EXPECT("key_renew", rc, 0);
@@ -782,7 +791,7 @@ static void op_renew(void)
 			break;
 		if (!k || k->st != M_FLIGHT)
 			continue;
-		ttl_ms = m->pol.in_flight_ttl * 1000;
+		ttl_ms = held_lease_ms(m);	/* the short lease of a held claim */
 		if (k->expires - F.now < ttl_ms - ttl_ms / 3)	/* a third has passed */
 			k->expires = F.now + ttl_ms;
 	}

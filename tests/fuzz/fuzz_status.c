@@ -2,7 +2,10 @@
  * fuzz_status.c - status_parse() (core/status.h) against a reference of
  * the grammar in DESIGN.md / status.h:
  *
- *     ("succeeded" | "failed") [" " GENERATION] {" " | "\r"} ("\n" RESULT | end)
+ *     ("succeeded" | "failed" | "detach") [" " GENERATION] {" " | "\r"}
+ *         ("\n" RESULT | end)
+ *
+ * ("detach" parses as KEY_IN_FLIGHT; that it takes no result is key.c's.)
  *
  * GENERATION: decimal, no sign, no leading zero, at most 18 digits (an
  * int64 that never overflows).  With complete=false and no newline yet,
@@ -14,8 +17,10 @@
 #include "fuzz.h"
 #include "status.h"
 
-static const char *const words[] = { "succeeded", "failed" };
-static const enum key_status word_status[] = { KEY_SUCCEEDED, KEY_FAILED };
+static const char *const words[] = { "succeeded", "failed", "detach" };
+static const enum key_status word_status[] = { KEY_SUCCEEDED, KEY_FAILED,
+					       KEY_IN_FLIGHT };
+#define NWORDS 3
 
 struct ref {
 	bool valid;
@@ -29,7 +34,7 @@ static struct ref ref_whole(const char *l, size_t n)
 {
 	struct ref r = { 0 };
 
-	for (int w = 0; w < 2; w++) {
+	for (int w = 0; w < NWORDS; w++) {
 		size_t wl = strlen(words[w]), i = wl;
 
 		if (n < wl || memcmp(l, words[w], wl) != 0)
@@ -58,7 +63,7 @@ static struct ref ref_whole(const char *l, size_t n)
 /* Can l[0..n) still become a valid line? */
 static bool ref_beginning(const char *l, size_t n)
 {
-	for (int w = 0; w < 2; w++) {
+	for (int w = 0; w < NWORDS; w++) {
 		size_t wl = strlen(words[w]);
 
 		if (n < wl && memcmp(l, words[w], n) == 0)
