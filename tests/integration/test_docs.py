@@ -326,7 +326,13 @@ class ManPages(DocsTest):
         return localize(scripts[0], self.store, self.mnt), fstab[0]
 
     def key_row(self):
-        r = self.ctl("show", "--json", self.store, "nightly", "2026-11-21")
+        # The daemon may still be closing the store after the unmount.
+        deadline = time.monotonic() + 5
+        while True:
+            r = self.ctl("show", "--json", self.store, "nightly", "2026-11-21")
+            if r.returncode != 3 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         row = json.loads(r.stdout) if r.returncode == 0 else None
         # A key that is free again (failed under dedup_on=success) is none.
         return None if row and row["status"] == "free" else row
