@@ -2,8 +2,9 @@
  * ceilingfs - the cost of FUSE itself, for scripts/bench-claims.
  *
  * A minimal in-memory filesystem on the same low-level API, loop and
- * options as oncefs: one flat directory whose only write is an exclusive
- * create.  Whatever oncefs spends above this is the store's cost.
+ * options as oncefs: one flat directory whose only change is an exclusive
+ * create; writes are taken and dropped (the claim cycle writes a status).
+ * Whatever oncefs spends above this is the store's cost.
  *
  *     ceilingfs [-f] MOUNTPOINT
  */
@@ -138,6 +139,16 @@ static void op_ok(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fuse_reply_err(req, 0);
 }
 
+static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
+		     size_t size, off_t off, struct fuse_file_info *fi)
+{
+	(void)ino;
+	(void)buf;
+	(void)off;
+	(void)fi;
+	fuse_reply_write(req, size);
+}
+
 static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t n)
 {
 	(void)ino;
@@ -150,6 +161,7 @@ static const struct fuse_lowlevel_ops ops = {
 	.forget = op_forget,
 	.getattr = op_getattr,
 	.create = op_create,
+	.write = op_write,
 	.flush = op_ok,
 	.release = op_ok,
 };
