@@ -42,6 +42,26 @@ pid_t holder_tgid(pid_t tid)
 	return p ? (pid_t)strtol(p + 7, NULL, 10) : tid;
 }
 
+/* Is process pid's real uid ours?  From /proc/PID/status (never blocks). */
+static bool same_user(pid_t pid)
+{
+	char path[64], buf[2048], *p;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	buf[n] = '\0';
+	p = strstr(buf, "\nUid:");
+	return p && (uid_t)strtoul(p + 5, NULL, 10) == geteuid();
+}
+
 void holder_fate(pid_t pid, struct holder_fate *out)
 {
 	char path[64], buf[2048], *p, *save = NULL;
@@ -81,8 +101,11 @@ void holder_fate(pid_t pid, struct holder_fate *out)
 		out->state = HOLDER_RUNNING;
 		return;
 	}
-	/* exit_code is shown only to who may ptrace the process. */
-	if (exit_code < 0)
+	/*
+	 * exit_code is shown only to who may ptrace the process (to others
+	 * as 0): a daemon that is not root knows it for its own user only.
+	 */
+	if (exit_code < 0 || (geteuid() != 0 && !same_user(pid)))
 		return;
 	if (exit_code & 0x7f) {
 		out->state = HOLDER_KILLED;

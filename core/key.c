@@ -462,7 +462,8 @@ int key_abandon(struct once *o, int64_t generation, const struct caller *who,
 
 	if (rc)
 		return rc;
-	rc = store_key_by_generation(o->store, generation, &k);
+	/* A lease that already ran out is an expiry, not an abandon. */
+	rc = get_generation(o, generation, &k);
 	if (rc == 0 && k.status != KEY_IN_FLIGHT)
 		rc = -ESTALE;
 	if (rc == 0) {
@@ -530,8 +531,10 @@ int key_renew(struct once *o, const int64_t *generations, size_t n)
 		}
 		if (rc == 0)
 			rc = store_wf_by_id(o->store, k.wf, &w);
-		if (rc)
-			break;
+		if (rc) {
+			rc = 0;		/* one bad row must not cost the others */
+			continue;
+		}
 		lease_ms = held_lease_ms(o, &w);
 		/*
 		 * Once a third of the lease has passed; a longer lease (from
@@ -541,6 +544,8 @@ int key_renew(struct once *o, const int64_t *generations, size_t n)
 			k.expires_ms = now + lease_ms;
 			rc = store_key_update(o->store, &k);
 			renewed += rc == 0;
+			if (rc && rc != -ENOSPC && rc != -EROFS && rc != -EIO)
+				rc = 0;
 		}
 	}
 	rc = once_end(o, rc);

@@ -337,6 +337,7 @@ struct store {
 	struct reader_conn idle_readers[16];	/* kept for content reads */
 	sqlite3 *checkpointer;			/* store_checkpoint()'s own */
 	uint64_t checkpoint_commits;		/* ->committed at its last run */
+	int64_t checkpoint_dv;			/* and data_version (any mount) */
 	void (*wal_grew)(void *arg);		/* store_on_wal_growth() */
 	void *wal_grew_arg;
 	int n_idle_readers;
@@ -1204,10 +1205,24 @@ void store_on_wal_growth(struct store *st, void (*fn)(void *arg), void *arg)
 	pthread_mutex_unlock(&st->lock);
 }
 
+/* The store's change counter seen from the checkpointer: any commit. */
+static int64_t checkpointer_data_version(struct store *st)
+{
+	sqlite3_stmt *s = NULL;
+	int64_t dv = -1;
+
+	if (sqlite3_prepare_v2(st->checkpointer, "PRAGMA data_version", -1, &s,
+			       NULL) == SQLITE_OK && sqlite3_step(s) == SQLITE_ROW)
+		dv = sqlite3_column_int64(s, 0);
+	sqlite3_finalize(s);
+	return dv;
+}
+
 int store_checkpoint(struct store *st)
 {
 	int log = 0, done = 0, rc;
 	uint64_t commits;
+	int64_t dv;
 	struct stat sb;
 
 	if (st->read_only)
@@ -1243,7 +1258,9 @@ int store_checkpoint(struct store *st)
 	 * that truncating takes.  A busy store is simply tried again later.
 	 */
 	commits = __atomic_load_n(&st->committed, __ATOMIC_ACQUIRE);
-	if (commits == st->checkpoint_commits && st->wal_fd >= 0 &&
+	dv = checkpointer_data_version(st);
+	if (commits == st->checkpoint_commits && dv == st->checkpoint_dv &&
+	    st->wal_fd >= 0 &&
 	    fstat(st->wal_fd, &sb) == 0 && sb.st_size > WAL_KEEP_BYTES) {
 		rc = sqlite3_wal_checkpoint_v2(st->checkpointer, NULL,
 					       SQLITE_CHECKPOINT_TRUNCATE,
@@ -1252,6 +1269,7 @@ int store_checkpoint(struct store *st)
 			return -EIO;
 	}
 	st->checkpoint_commits = commits;
+	st->checkpoint_dv = dv;
 	return 0;
 }
 

@@ -278,7 +278,7 @@ static int read_claims(struct once *o, const int64_t *gens, size_t n,
 		} else if (got == 0 || got == -ENOENT) {
 			verdicts[i] = -ENOENT;	/* free */
 		} else {
-			rc = got;
+			verdicts[i] = got;	/* a row the store refuses */
 		}
 	}
 	return once_end(o, rc);

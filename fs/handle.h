@@ -56,6 +56,7 @@ struct handle {
 	struct holder_fate fate;	/* ... and how (read then: once the
 					 * holder is reaped, /proc says nothing) */
 	pid_t opener;		/* the process (thread group) that opened it */
+	uid_t opener_uid;	/* HANDLE_KEY claimed: the claimant's uid */
 	struct stat claim_attr;	/* ... and the key's attributes then */
 	struct step_writer *writer;	/* HANDLE_STEP opened for writing */
 	/*

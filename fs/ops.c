@@ -710,7 +710,7 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 		rc = workflow_has_keys(&fs->core, ino_wf_id(parent), &has);
 	else if (name_is(name, "steps"))
 		rc = workflow_has_steps(&fs->core, ino_wf_id(parent), &has);
-	else if (name_is(name, "policy"))
+	else if (name_is(name, "policy") || name_is(name, "wait"))
 		rc = 0;
 	else if (name_is(name, "events") || name_is(name, "input.fingerprint"))
 		rc = -ENOTDIR;
@@ -1424,6 +1424,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 			fill_key(&w, &k, &h->claim_attr);
 			h->claimed = true;
 			h->opener = holder_tgid(who.pid);
+			h->opener_uid = who.uid;
 			pthread_mutex_unlock(&fs->renew_lock);
 		}
 	}
@@ -1748,11 +1749,17 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *data,
  */
 /* The thread group of a thread (FUSE names the calling thread). */
 
-/* A flush from a process that a signal is killing commits nothing. */
-static bool dying_by_signal(pid_t pid)
+/*
+ * A flush from the writer's own process while a signal kills it commits
+ * nothing.  A flush from another process that holds a copy of the file (a
+ * child that inherited it) is not the writer's: it commits as any close.
+ */
+static bool dying_by_signal(const struct handle *h, pid_t pid)
 {
 	struct holder_fate f;
 
+	if (h->opener && holder_tgid(pid) != h->opener)
+		return false;
 	holder_fate_now(pid, &f);
 	return f.state == HOLDER_KILLED;
 }
@@ -1770,7 +1777,7 @@ static int commit(struct fs *fs, struct handle *h, const struct caller *who)
 	if (!h->dirty && !h->create_at_flush)
 		goto out;
 	if ((h->kind == HANDLE_STEP || h->kind == HANDLE_KEY) &&
-	    dying_by_signal(who->pid)) {
+	    dying_by_signal(h, who->pid)) {
 		/* Killed half way: keep the old checkpoint, leave the claim. */
 		h->dirty = false;
 		h->truncated = false;
@@ -1824,7 +1831,8 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	 * kernel closes its files, and waits for this reply, before anyone
 	 * can reap it): note how it ends, for the abandon at release.
 	 */
-	if (h->kind == HANDLE_KEY && h->claimed && !h->settled && !h->fate_known) {
+	if (h->kind == HANDLE_KEY && h->claimed && !h->settled &&
+	    holder_tgid(who.pid) == h->opener) {
 		struct holder_fate f;
 
 		holder_fate_now(who.pid, &f);
@@ -1870,7 +1878,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino,
 	 */
 	if (h->kind == HANDLE_KEY && h->claimed && !h->settled) {
 		struct caller holder = { .pid = h->opener,
-					 .uid = h->claim_attr.st_uid };
+					 .uid = h->opener_uid };
 		struct holder_fate fate = h->fate;
 
 		if (!h->fate_known)

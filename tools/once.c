@@ -834,7 +834,7 @@ static int wait_for(int wfd, const char *key, double timeout_s)
 	fd = openat(dfd, key, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	close(dfd);
 	if (fd < 0)
-		return 0;	/* over already: claim again */
+		return errno == ENOENT ? 0 : -1;	/* over already, or poll */
 	if (timeout_s > 0) {
 		double left = timeout_s;
 
@@ -842,11 +842,23 @@ static int wait_for(int wfd, const char *key, double timeout_s)
 		it.it_value.tv_usec = (suseconds_t)((left - (double)(time_t)left) * 1e6);
 		if (it.it_value.tv_sec == 0 && it.it_value.tv_usec == 0)
 			it.it_value.tv_usec = 1;
+		/* Again and again: one that lands before the read is not lost. */
+		it.it_interval.tv_usec = 50000;
 		sigaction(SIGALRM, &sa, &old);	/* no SA_RESTART: read stops */
 		setitimer(ITIMER_REAL, &it, NULL);
 	}
-	while (read(fd, buf, sizeof(buf)) < 0 && errno == EINTR && !timed_out)
-		;
+	for (;;) {
+		ssize_t n = timed_out ? -1 : read(fd, buf, sizeof(buf));
+
+		if (n >= 0 || timed_out)
+			break;
+		if (errno == ENOENT)
+			break;		/* free: claim it */
+		if (errno != EINTR) {
+			rc = -1;	/* the mount could not say: poll */
+			break;
+		}
+	}
 	if (timeout_s > 0) {
 		memset(&it, 0, sizeof(it));
 		setitimer(ITIMER_REAL, &it, NULL);
@@ -854,6 +866,7 @@ static int wait_for(int wfd, const char *key, double timeout_s)
 	}
 	if (timed_out)
 		rc = ONCE_EXIT_IN_FLIGHT;
+	timed_out = 0;
 	close(fd);
 	return rc;
 }
@@ -861,9 +874,21 @@ static int wait_for(int wfd, const char *key, double timeout_s)
 /* The workflow directory, made when it is missing (as mkdir -p would). */
 static int open_workflow(const char *wf, int *wfd, int *keysfd)
 {
-	char a[SHOWN_MAX];
+	char a[SHOWN_MAX], parent[4096];
+	const char *slash;
 
 	if (access(wf, F_OK) != 0 && errno == ENOENT) {
+		/* Only inside a mount: its root has .stats (no mount, no dir). */
+		slash = strrchr(wf, '/');
+		snprintf(parent, sizeof(parent), "%.*s/.stats",
+			 slash ? (int)(slash - wf) : 1, slash ? wf : ".");
+		if (slash == wf)
+			snprintf(parent, sizeof(parent), "/.stats");
+		if (access(parent, F_OK) != 0) {
+			path_error("", wf, "", NULL, "no such workflow, and its "
+				   "parent is no oncefs mount");
+			return -1;
+		}
 		if (mkdir(wf, 0777) != 0 && errno != EEXIST) {
 			path_error("create the workflow", wf, "", NULL,
 				   strerror(errno));
@@ -963,6 +988,8 @@ static int run_key(const char *wf, const char *key, char **argv, bool wait,
 	o.result = r.kept;
 	o.result_len = code == 0 ? r.kept_len : 0;
 out_report:
+	if (code == ONCE_EXIT_OSERR && strcmp(o.what, "ran") == 0)
+		o.what = "error";
 	report(key, &o);
 	free(r.kept);
 	free(o.owned);

@@ -142,6 +142,19 @@ class Holders(MountedTest):
         self.assertEqual(read(self.key("k")).split()[0], b"succeeded")
         self.assertNotIn("abandon", [e["event"] for e in self.events()])
 
+    def test_the_event_names_the_holders_death_not_a_childs(self):
+        """fd 3 of the shell idiom is inherited by every child: a child
+        that exits 0 first must not be taken for the holder."""
+        r = sh('set -C; exec 3> keys/k; true; date >/dev/null; kill -9 $$', cwd=self.wf)
+        self.assertEqual(r.returncode, -signal.SIGKILL)
+        self.assertRetried()
+        ev = self.assertAbandoned_events()
+        self.assertEqual((ev.get("signal"), ev.get("exit_status")), (9, None), ev)
+
+    def test_rm_r_of_a_workflow(self):
+        __import__("shutil").rmtree(self.wf)
+        self.assertFalse(os.path.exists(self.wf))
+
     def test_detach_then_finalize_by_path(self):
         r = sh('set -C; echo detach > keys/k && cat keys/k', cwd=self.wf)
         self.assertEqual(r.returncode, 0, r.stderr)
