@@ -23,27 +23,8 @@
  */
 #define AFTER_COMM(field) ((field) - 3)
 
-pid_t holder_tgid(pid_t tid)
-{
-	char path[64], buf[512], *p;
-	ssize_t n;
-	int fd;
-
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)tid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return tid;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return tid;
-	buf[n] = '\0';
-	p = strstr(buf, "\nTgid:");
-	return p ? (pid_t)strtol(p + 7, NULL, 10) : tid;
-}
-
-/* Is process pid's real uid ours?  From /proc/PID/status (never blocks). */
-static bool same_user(pid_t pid)
+/* A number field ("Tgid:", "Uid:") of /proc/PID/status, which never blocks. */
+static bool status_field(pid_t pid, const char *field, long *out)
 {
 	char path[64], buf[2048], *p;
 	ssize_t n;
@@ -58,8 +39,26 @@ static bool same_user(pid_t pid)
 	if (n <= 0)
 		return false;
 	buf[n] = '\0';
-	p = strstr(buf, "\nUid:");
-	return p && (uid_t)strtoul(p + 5, NULL, 10) == geteuid();
+	p = strstr(buf, field);
+	if (!p)
+		return false;
+	*out = strtol(p + strlen(field), NULL, 10);
+	return true;
+}
+
+pid_t holder_tgid(pid_t tid)
+{
+	long tgid;
+
+	return status_field(tid, "\nTgid:", &tgid) ? (pid_t)tgid : tid;
+}
+
+/* Is process pid's real uid ours? */
+static bool same_user(pid_t pid)
+{
+	long uid;
+
+	return status_field(pid, "\nUid:", &uid) && (uid_t)uid == geteuid();
 }
 
 void holder_fate(pid_t pid, struct holder_fate *out)
