@@ -81,6 +81,7 @@ static void *renewer(void *arg)
 
 		key_renew(b->o, gens, n);
 		store_pins_renew(b->o->store, once_now_ms(b->o));
+		step_renew_holds(b->o);
 	}
 	free(gens);
 	return NULL;

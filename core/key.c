@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fingerprint.h"
 #include "holder.h"
 #include "key.h"
 #include "wait.h"
@@ -143,6 +144,7 @@ int key_claim(struct once *o, int64_t wf, const char *name, size_t len,
 		}
 		adopt = out->status == KEY_IN_FLIGHT;
 		previous = out->generation;
+		out->previous = previous;
 		out->attempt++;
 	} else if (rc == -ENOENT) {
 		memset(out, 0, sizeof(*out));
@@ -164,6 +166,8 @@ int key_claim(struct once *o, int64_t wf, const char *name, size_t len,
 		rc = store_key_update(o->store, out);
 		if (rc == 0 && out->content)
 			rc = store_key_set_result(o->store, out, NULL, 0);
+		if (rc == 0)
+			rc = store_key_clear_notes(o->store, out->id);
 	} else {
 		out->result_len = 0;
 		out->content = 0;
@@ -195,6 +199,78 @@ out:
 	else if (rc == -EEXIST)
 		once_count(&o->stats.conflicts);
 	return rc;
+}
+
+/* ---- notes ------------------------------------------------------------ */
+
+static const char *const note_field[] = {
+	[KEY_NOTE_REQUEST] = "request",
+	[KEY_NOTE_ORIGINAL] = "original",
+};
+
+/* Is buf a value this note may take?  Its stored form into *len. */
+static int check_note(enum key_note which, const char *buf, size_t *len)
+{
+	size_t n = *len;
+
+	if (which == KEY_NOTE_REQUEST)
+		return fingerprint_parse(buf, n, len) || *len == 0 ? -EINVAL : 0;
+	if (n == 0)
+		return -EINVAL;
+	return n > KEY_ORIGINAL_MAX ? -E2BIG : 0;
+}
+
+int key_note(struct once *o, int64_t generation, enum key_note which,
+	     char *buf, size_t *len)
+{
+	struct key_row k;
+	int rc = store_begin(o->store, false);
+
+	if (rc)
+		return rc;
+	rc = get_generation(o, generation, &k);
+	if (rc == 0)
+		rc = store_key_note(o->store, k.id, which, buf, len);
+	return once_end(o, rc);
+}
+
+int key_set_note(struct once *o, int64_t generation, enum key_note which,
+		 const char *buf, size_t len, int flags, const struct caller *who)
+{
+	char old[KEY_ORIGINAL_MAX];
+	size_t old_len = 0;
+	struct key_row k;
+	struct event ev;
+	int rc = check_note(which, buf, &len);
+
+	if (rc)
+		return rc;
+	rc = store_begin(o->store, true);
+	if (rc)
+		return rc;
+	rc = get_generation(o, generation, &k);
+	if (rc == 0 && is_terminal(&k))
+		rc = key_refuse_write(who);
+	if (rc)
+		goto out;
+	rc = store_key_note(o->store, k.id, which, old, &old_len);
+	if (rc == 0 && (flags & KEY_NOTE_CREATE))
+		rc = -EEXIST;
+	else if (rc == -ENODATA)
+		rc = flags & KEY_NOTE_REPLACE ? -ENODATA : 0;
+	if (rc)
+		goto out;
+	if (old_len == len && memcmp(old, buf, len) == 0)
+		goto out;	/* the same value again changes nothing */
+	rc = store_key_set_note(o->store, k.id, which, buf, len);
+	key_event(&ev, "note", &k);
+	ev.text_field = note_field[which];
+	ev.text = buf;
+	ev.text_len = len;
+	if (rc == 0)
+		rc = once_event(o, k.wf, who, &ev);
+out:
+	return once_end(o, rc);
 }
 
 int key_open_content(struct once *o, int64_t generation, struct key_row *out,

@@ -60,6 +60,26 @@ int key_claim(struct once *o, int64_t wf, const char *name, size_t len,
 	      const struct caller *who, struct key_row *out, struct wf_row *w);
 
 /*
+ * Notes of a claim (enum key_note in store.h), set through the key while
+ * it is in flight, readable while its generation is the key's; the next
+ * claim clears them.  A request is a fingerprint (1 to FINGERPRINT_MAX
+ * printable bytes, trailing newline dropped; else -EINVAL); an original
+ * name is 1 to KEY_ORIGINAL_MAX bytes (-E2BIG past it).  key_note()
+ * gives -ENODATA when there is none; buf has room for KEY_ORIGINAL_MAX.
+ * key_set_note() with KEY_NOTE_CREATE fails -EEXIST on a note already
+ * set, with KEY_NOTE_REPLACE -ENODATA on none (setxattr's flags); a
+ * terminal key refuses (key_refuse_write), an old generation -ESTALE.
+ * Setting a new value appends a `note` event.
+ */
+#define KEY_NOTE_CREATE 1
+#define KEY_NOTE_REPLACE 2
+int key_note(struct once *o, int64_t generation, enum key_note which,
+	     char *buf, size_t *len);
+int key_set_note(struct once *o, int64_t generation, enum key_note which,
+		 const char *buf, size_t len, int flags,
+		 const struct caller *who);
+
+/*
  * The first line of a key's content, "STATUS GENERATION\n", into buf;
  * returns its length.
  */

@@ -23,12 +23,19 @@ static int decide(struct once *o, const struct wf_row *w, const char *value,
 
 	*steps = false;
 	/* An unfinished value may still become the current one. */
+	bool held;
+
 	*same = (complete ? len == w->fingerprint_len
 			  : len <= w->fingerprint_len) &&
 		(len == 0 || memcmp(value, w->fingerprint, len) == 0);
 	if (*same)
 		return 0;
-	rc = store_step_any(o->store, w->id, w->epoch, steps);
+	/* A run holds the input it started with (step_hold_input). */
+	rc = store_hold_any(o->store, w->id, once_now_ms(o), &held);
+	if (rc == 0 && held)
+		return -EBUSY;
+	if (rc == 0)
+		rc = store_step_any(o->store, w->id, w->epoch, steps);
 	if (rc == 0 && *steps && w->policy.on_input_change == ON_INPUT_RAISE)
 		rc = -EBUSY;
 	return rc;
@@ -54,13 +61,20 @@ int step_check_fingerprint(struct once *o, int64_t wf, const char *buf,
 	return once_end(o, rc);
 }
 
+/* The lease of a hold: as long as a held claim's. */
+static int64_t hold_lease_ms(const struct once *o)
+{
+	return o->config.lease_ms > 0 ? o->config.lease_ms
+				      : ONCE_LEASE_MS_DEFAULT;
+}
+
 int step_set_fingerprint(struct once *o, int64_t wf, const char *buf,
-			 size_t len, const struct caller *who)
+			 size_t len, const struct caller *who, int64_t *hold)
 {
 	struct event ev = { .type = "fingerprint", .detail_field = "value" };
 	struct wf_row w;
 	size_t vlen = 0;
-	bool same, steps;
+	bool same, steps, held_before = hold && *hold;
 	int rc = buf ? fingerprint_parse(buf, len, &vlen) : 0;
 
 	if (rc)
@@ -71,8 +85,10 @@ int step_set_fingerprint(struct once *o, int64_t wf, const char *buf,
 	rc = store_wf_by_id(o->store, wf, &w);
 	if (rc == 0)
 		rc = decide(o, &w, buf, vlen, true, &same, &steps);
-	if (rc || same)
+	if (rc)
 		goto out;
+	if (same)
+		goto hold;
 	/*
 	 * Reset moves to a new epoch even with no checkpoint committed yet:
 	 * a writer that opened under the old value (a new checkpoint has no
@@ -99,8 +115,32 @@ int step_set_fingerprint(struct once *o, int64_t wf, const char *buf,
 	ev.detail_len = vlen;
 	if (rc == 0)
 		rc = once_event(o, wf, who, &ev);
+hold:
+	if (rc == 0 && hold && *hold == 0 && vlen > 0)
+		rc = store_hold(o->store, wf, once_now_ms(o) + hold_lease_ms(o),
+				hold);
 out:
-	return once_end(o, rc);
+	rc = once_end(o, rc);
+	if (rc && hold && *hold && !held_before)
+		*hold = 0;
+	return rc;
+}
+
+int step_release_input(struct once *o, int64_t hold)
+{
+	int rc;
+
+	if (hold == 0)
+		return 0;
+	rc = store_begin(o->store, true);
+	if (rc == 0)
+		rc = once_end(o, store_unhold(o->store, hold));
+	return rc;
+}
+
+int step_renew_holds(struct once *o)
+{
+	return store_holds_renew(o->store, once_now_ms(o), hold_lease_ms(o));
 }
 
 /* ---- checkpoints ------------------------------------------------------ */

@@ -113,8 +113,19 @@ int step_check_fingerprint(struct once *o, int64_t wf, const char *buf,
 /*
  * Set the fingerprint from the bytes written (buf NULL: unset, as by
  * unlink), applying the policy.  -EINVAL, -EBUSY, -ENOENT.
+ *
+ * One input at a time: with hold not NULL, the value set (or found
+ * already set) is held, in the same transaction, and *hold gets the
+ * hold's id (unless it holds one already).  While a hold lives, setting
+ * another value is -EBUSY, on every mount, whatever the policy; so a run
+ * that holds its input can never commit a checkpoint under another.  A
+ * hold lives until step_release_input(), or, when its mount dies, until
+ * its lease (the mount's held-claim lease) runs out: the background
+ * renews it with step_renew_holds().
  */
 int step_set_fingerprint(struct once *o, int64_t wf, const char *buf,
-			 size_t len, const struct caller *who);
+			 size_t len, const struct caller *who, int64_t *hold);
+int step_release_input(struct once *o, int64_t hold);
+int step_renew_holds(struct once *o);
 
 #endif

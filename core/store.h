@@ -36,7 +36,7 @@
 #include "policy.h"
 #include "status.h"
 
-#define STORE_SCHEMA_VERSION 2
+#define STORE_SCHEMA_VERSION 3
 
 enum store_sync {
 	STORE_SYNC_FULL,	/* durable across power loss (the default) */
@@ -90,7 +90,20 @@ struct key_row {
 	uint32_t holder_uid;
 	int64_t result_len;
 	int64_t content;	/* the result's content version (0: none) */
+	int64_t previous;	/* the generation this claim took over (0: none) */
 };
+
+/*
+ * What a claimant may note with its claim (store_key_set_note), each
+ * cleared by the next claim: a fingerprint of its request, and the name
+ * its key had before it was mapped to a valid one.
+ */
+enum key_note {
+	KEY_NOTE_REQUEST,
+	KEY_NOTE_ORIGINAL,
+};
+#define KEY_REQUEST_MAX FINGERPRINT_MAX
+#define KEY_ORIGINAL_MAX 1024
 
 struct step_row {
 	int64_t id;
@@ -215,6 +228,15 @@ int store_key_update(struct store *st, const struct key_row *row);
 int store_key_set_result(struct store *st, struct key_row *k, const char *buf,
 			 size_t len);
 int store_key_delete(struct store *st, int64_t id);
+/*
+ * A note of key id into buf (room for its maximum); -ENODATA when it has
+ * none.  Setting len 0 removes it; -E2BIG past its maximum.
+ */
+int store_key_note(struct store *st, int64_t id, enum key_note which,
+		   char *buf, size_t *len);
+int store_key_set_note(struct store *st, int64_t id, enum key_note which,
+		       const char *buf, size_t len);
+int store_key_clear_notes(struct store *st, int64_t id);
 /* Keys with id > after, by id, that are terminal or leased past now_ms. */
 int store_key_list(struct store *st, int64_t wf, int64_t after,
 		   int64_t now_ms, struct key_row *rows, int max, int *n);
@@ -288,6 +310,18 @@ int store_content_stage(struct store *st, int fd, int64_t size,
  * the rows removed (0: nothing was due).
  */
 int store_purge(struct store *st, int64_t now_ms, int max, int64_t *n);
+
+/*
+ * Holds of a workflow's input (see step_hold_input): rows leased by this
+ * mount.  store_hold() and store_hold_any() inside a transaction;
+ * store_unhold() too.  store_holds_renew() renews this mount's leases
+ * to now + lease_ms once a third of a lease has passed, and drops the lapsed holds of every mount now and then, in
+ * a transaction of its own (none when there is nothing to do).
+ */
+int store_hold(struct store *st, int64_t wf, int64_t expires_ms, int64_t *id);
+int store_unhold(struct store *st, int64_t id);
+int store_hold_any(struct store *st, int64_t wf, int64_t now_ms, bool *any);
+int store_holds_renew(struct store *st, int64_t now_ms, int64_t lease_ms);
 
 /* Events: append one, and read the rendered file of a workflow. */
 int store_event_append(struct store *st, int64_t wf, const struct event *ev);

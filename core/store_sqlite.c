@@ -54,6 +54,7 @@ enum stmt_id {
 	S_WF_DELETE_KEYS,
 	S_WF_DELETE_STEPS,
 	S_WF_DELETE_EVENTS,
+	S_WF_DELETE_HOLDS,
 	S_WF_LIST,
 	S_KEY_GET,
 	S_KEY_BY_GEN,
@@ -63,6 +64,11 @@ enum stmt_id {
 	S_KEY_SET_CONTENT,
 	S_KEY_KILL_CONTENT,
 	S_KEY_DELETE,
+	S_KEY_REQUEST,
+	S_KEY_SET_REQUEST,
+	S_KEY_ORIGINAL,
+	S_KEY_SET_ORIGINAL,
+	S_KEY_CLEAR_NOTES,
 	S_KEY_LIST,
 	S_KEY_ANY,
 	S_STEP_GET,
@@ -89,6 +95,12 @@ enum stmt_id {
 	S_PIN_DELETE,
 	S_PIN_DROP_ALL,
 	S_PIN_DROP_MOUNT,
+	S_HOLD_INSERT,
+	S_HOLD_DELETE,
+	S_HOLD_RENEW,
+	S_HOLD_ANY,
+	S_HOLD_DROP_MOUNT,
+	S_HOLD_EXPIRED,
 	S_WF_KILL_CONTENT,
 	S_EVENT_INSERT,
 	S_EVENT_GROW,
@@ -108,7 +120,7 @@ enum stmt_id {
 	"dedup_on, in_flight_ttl, retention, fingerprint, epoch, " \
 	"events_size - events_base"
 #define KEY_COLS "id, wf, name, status, generation, attempt, expires_ms, " \
-	"mtime_ns, holder_pid, holder_uid, result_len, content"
+	"mtime_ns, holder_pid, holder_uid, result_len, content, previous"
 #define STEP_COLS "id, wf, epoch, name, size, mtime_ns, content, atime_ns"
 
 static const char *const sql[S_NSTMTS] = {
@@ -134,22 +146,30 @@ static const char *const sql[S_NSTMTS] = {
 	[S_WF_DELETE_KEYS] = "DELETE FROM keys WHERE wf = ?1",
 	[S_WF_DELETE_STEPS] = "DELETE FROM steps WHERE wf = ?1",
 	[S_WF_DELETE_EVENTS] = "DELETE FROM events WHERE wf = ?1",
+	[S_WF_DELETE_HOLDS] = "DELETE FROM holds WHERE wf = ?1",
 	[S_WF_LIST] = "SELECT " WF_COLS " FROM workflows WHERE id > ?1 "
 		"ORDER BY id LIMIT ?2",
 	[S_KEY_GET] = "SELECT " KEY_COLS " FROM keys WHERE wf = ?1 AND name = ?2",
 	[S_KEY_BY_GEN] = "SELECT " KEY_COLS " FROM keys WHERE generation = ?1",
 	[S_KEY_CONTENT] = "SELECT content, result_len FROM keys WHERE id = ?1",
 	[S_KEY_INSERT] = "INSERT INTO keys(wf, name, status, generation, attempt, "
-		"expires_ms, mtime_ns, holder_pid, holder_uid, content, result_len) "
-		"VALUES(?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 0, 0) RETURNING id",
+		"expires_ms, mtime_ns, holder_pid, holder_uid, previous, content, "
+		"result_len) VALUES(?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 0, 0) "
+		"RETURNING id",
 	[S_KEY_UPDATE] = "UPDATE keys SET wf = ?2, name = ?3, status = ?4, "
 		"generation = ?5, attempt = ?6, expires_ms = ?7, mtime_ns = ?8, "
-		"holder_pid = ?9, holder_uid = ?10 WHERE id = ?1",
+		"holder_pid = ?9, holder_uid = ?10, previous = ?11 WHERE id = ?1",
 	[S_KEY_SET_CONTENT] = "UPDATE keys SET content = ?2, result_len = ?3 "
 		"WHERE id = ?1",
 	[S_KEY_KILL_CONTENT] = "UPDATE contents SET dead = 1 WHERE id = "
 		"(SELECT content FROM keys WHERE id = ?1)",
 	[S_KEY_DELETE] = "DELETE FROM keys WHERE id = ?1",
+	[S_KEY_REQUEST] = "SELECT request FROM keys WHERE id = ?1",
+	[S_KEY_SET_REQUEST] = "UPDATE keys SET request = ?2 WHERE id = ?1",
+	[S_KEY_ORIGINAL] = "SELECT original FROM keys WHERE id = ?1",
+	[S_KEY_SET_ORIGINAL] = "UPDATE keys SET original = ?2 WHERE id = ?1",
+	[S_KEY_CLEAR_NOTES] = "UPDATE keys SET request = NULL, original = NULL "
+		"WHERE id = ?1",
 	[S_KEY_LIST] = "SELECT " KEY_COLS " FROM keys WHERE wf = ?1 AND id > ?2 "
 		"AND (status IN (2, 3) OR (status = 1 AND expires_ms > ?3)) ORDER BY id LIMIT ?4",
 	[S_KEY_ANY] = "SELECT EXISTS(SELECT 1 FROM keys WHERE wf = ?1 "
@@ -195,6 +215,14 @@ static const char *const sql[S_NSTMTS] = {
 	[S_PIN_DELETE] = "DELETE FROM pins WHERE content = ?1 AND mount = ?2",
 	[S_PIN_DROP_ALL] = "DELETE FROM pins WHERE content = ?1",
 	[S_PIN_DROP_MOUNT] = "DELETE FROM pins WHERE mount = ?1",
+	[S_HOLD_INSERT] = "INSERT INTO holds(wf, mount, expires_ms) "
+		"VALUES(?1, ?2, ?3) RETURNING id",
+	[S_HOLD_DELETE] = "DELETE FROM holds WHERE id = ?1",
+	[S_HOLD_RENEW] = "UPDATE holds SET expires_ms = ?2 WHERE mount = ?1",
+	[S_HOLD_ANY] = "SELECT EXISTS(SELECT 1 FROM holds WHERE wf = ?1 "
+		"AND expires_ms > ?2)",
+	[S_HOLD_DROP_MOUNT] = "DELETE FROM holds WHERE mount = ?1",
+	[S_HOLD_EXPIRED] = "DELETE FROM holds WHERE expires_ms <= ?1",
 	[S_WF_KILL_CONTENT] = "UPDATE contents SET dead = 1 WHERE id IN "
 		"(SELECT content FROM steps WHERE wf = ?1 UNION ALL "
 		"SELECT content FROM keys WHERE wf = ?1)",
@@ -243,6 +271,18 @@ static const char *const sql[S_NSTMTS] = {
 	"  mount INTEGER NOT NULL," \
 	"  expires_ms INTEGER NOT NULL," \
 	"  PRIMARY KEY(content, mount)) WITHOUT ROWID;"
+/*
+ * The runs that hold a workflow's input (step_hold_input): a row per
+ * holding open file, leased by its mount like a pin.
+ */
+#define HOLDS_TABLE \
+	"CREATE TABLE holds(" \
+	"  id INTEGER PRIMARY KEY," \
+	"  wf INTEGER NOT NULL," \
+	"  mount INTEGER NOT NULL," \
+	"  expires_ms INTEGER NOT NULL);" \
+	"CREATE INDEX holds_by_workflow ON holds(wf, expires_ms);" \
+	"CREATE INDEX holds_by_mount ON holds(mount);"
 /* The purge finds workflows with old checkpoints without a scan. */
 #define WF_TO_PURGE \
 	"CREATE INDEX workflows_to_purge ON workflows(id) " \
@@ -277,6 +317,9 @@ static const char schema[] =
 	"  holder_pid INTEGER NOT NULL, holder_uid INTEGER NOT NULL,"
 	"  content INTEGER NOT NULL DEFAULT 0,"
 	"  result_len INTEGER NOT NULL DEFAULT 0,"
+	"  previous INTEGER NOT NULL DEFAULT 0,"
+	"  request BLOB,"
+	"  original BLOB,"
 	"  UNIQUE(wf, name));"
 	"CREATE INDEX keys_by_workflow ON keys(wf, id);"
 	/*
@@ -309,7 +352,8 @@ static const char schema[] =
 	"  off INTEGER NOT NULL,"
 	"  time_ms INTEGER NOT NULL,"
 	"  line TEXT NOT NULL,"
-	"  PRIMARY KEY(wf, off)) WITHOUT ROWID;";
+	"  PRIMARY KEY(wf, off)) WITHOUT ROWID;"
+	HOLDS_TABLE;
 
 struct pin;
 
@@ -351,6 +395,9 @@ struct store {
 	size_t npins, pins_cap;
 	int64_t pins_renew_ms;		/* when the pins' leases are renewed */
 	int64_t mount_id;
+	size_t nholds;			/* this mount's holds (store_hold) */
+	int64_t holds_renew_ms;		/* when this mount's are renewed next */
+	int64_t holds_swept_ms;		/* when lapsed holds are dropped next */
 	int64_t retire_cursor, trim_cursor;	/* the sweep's walks */
 	int64_t busy_since_ms;			/* busy_wait()'s first try */
 	bool busy_nowait;			/* begin(): do not wait */
@@ -468,6 +515,7 @@ static int new_content(struct store *st, int64_t size, bool dead, int64_t *id);
 static int put_chunks(struct store *st, int64_t content, int64_t first_seq,
 		      const char *buf, size_t len);
 static void reader_conn_close(struct reader_conn *rc);
+static int exists(struct store *st, sqlite3_stmt *s, bool *any);
 
 static void bind_blob(sqlite3_stmt *s, int i, const void *p, size_t len)
 {
@@ -626,6 +674,17 @@ static const char *const probes_v2[] = {
 	"SELECT count(*) FROM (SELECT content, atime_ns FROM steps LIMIT 1)",
 };
 
+/* ... and those of schema 3. */
+static const char *const probes_v3[] = {
+	"SELECT count(*) FROM (SELECT previous, request, original FROM keys "
+	"LIMIT 1)",
+	"SELECT count(*) FROM (SELECT * FROM holds NOT INDEXED LIMIT 1)",
+	"SELECT count(*) FROM (SELECT 1 FROM holds INDEXED BY holds_by_workflow "
+	"WHERE wf > -1 LIMIT 1)",
+	"SELECT count(*) FROM (SELECT 1 FROM holds INDEXED BY holds_by_mount "
+	"WHERE mount > -1 LIMIT 1)",
+};
+
 /* Run each probe; the first that fails says the store is corrupt. */
 static int run_probes(sqlite3 *db, const char *const *list, size_t n,
 		      char *err, size_t errlen)
@@ -643,8 +702,8 @@ static int run_probes(sqlite3 *db, const char *const *list, size_t n,
 }
 
 /* Is this an oncefs store we can use?  Reads only. */
-static int check_store(sqlite3 *db, bool *empty, bool *old_version, char *err,
-		       size_t errlen)
+static int check_store(sqlite3 *db, bool *empty, bool *old_version,
+		       int64_t *from_version, char *err, size_t errlen)
 {
 	int64_t app = 0, version = 0, tables = 0;
 	int rc;
@@ -689,9 +748,14 @@ static int check_store(sqlite3 *db, bool *empty, bool *old_version, char *err,
 		rc = run_probes(db, probes_v2,
 				sizeof(probes_v2) / sizeof(probes_v2[0]), err,
 				errlen);
+	if (rc == 0 && version >= 3)
+		rc = run_probes(db, probes_v3,
+				sizeof(probes_v3) / sizeof(probes_v3[0]), err,
+				errlen);
 	if (rc)
 		return rc;
 	*old_version = version < STORE_SCHEMA_VERSION;
+	*from_version = version;
 	return 0;
 }
 
@@ -900,7 +964,6 @@ static int upgrade_v1(struct store *st, char *err, size_t errlen)
 		"UPDATE workflows SET purged_epoch = 0;";
 	sqlite3 *db = st->main.db;
 	sqlite3_stmt *sel = NULL;
-	char pragma[64];
 	int rc;
 
 	rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
@@ -921,10 +984,40 @@ static int upgrade_v1(struct store *st, char *err, size_t errlen)
 	if (rc == SQLITE_DONE)
 		rc = sqlite3_exec(db, "UPDATE keys SET result = NULL", NULL, NULL,
 				  NULL);
-	snprintf(pragma, sizeof(pragma), "PRAGMA user_version = %d",
-		 STORE_SCHEMA_VERSION);
-	return finish_schema(db, rc, pragma, "upgrade the store from schema 1",
-			     err, errlen);
+	return finish_schema(db, rc, "PRAGMA user_version = 2",
+			     "upgrade the store from schema 1", err, errlen);
+}
+
+/*
+ * Schema 3 keeps with a key the generation it took over (previous) and
+ * what its claimant noted (request, original), and the holds of inputs.
+ */
+static int upgrade_v2(struct store *st, char *err, size_t errlen)
+{
+	static const char ddl[] =
+		"ALTER TABLE keys ADD COLUMN previous INTEGER NOT NULL DEFAULT 0;"
+		"ALTER TABLE keys ADD COLUMN request BLOB;"
+		"ALTER TABLE keys ADD COLUMN original BLOB;"
+		HOLDS_TABLE;
+	sqlite3 *db = st->main.db;
+	int rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(db, ddl, NULL, NULL, NULL);
+	return finish_schema(db, rc, "PRAGMA user_version = 3",
+			     "upgrade the store from schema 2", err, errlen);
+}
+
+/* Each step in a transaction of its own: a crash leaves a usable schema. */
+static int upgrade(struct store *st, int64_t from, char *err, size_t errlen)
+{
+	int rc = 0;
+
+	if (from < 2)
+		rc = upgrade_v1(st, err, errlen);
+	if (rc == 0 && from < 3)
+		rc = upgrade_v2(st, err, errlen);
+	return rc;
 }
 
 /*
@@ -974,6 +1067,7 @@ int store_open(const char *path, const struct store_options *opt,
 	struct store *st = NULL;
 	struct stat sb;
 	bool exists, empty = false, old_version = false;
+	int64_t from_version = STORE_SCHEMA_VERSION;
 	int flags, rc;
 
 	*out = NULL;
@@ -1053,7 +1147,8 @@ int store_open(const char *path, const struct store_options *opt,
 	sqlite3_extended_result_codes(st->main.db, 0);
 	sqlite3_busy_handler(st->main.db, busy_wait, st);
 
-	rc = check_store(st->main.db, &empty, &old_version, err, errlen);
+	rc = check_store(st->main.db, &empty, &old_version, &from_version, err,
+			 errlen);
 	if (rc)
 		goto out_close;
 	if (old_version && opt->read_only) {
@@ -1119,7 +1214,7 @@ int store_open(const char *path, const struct store_options *opt,
 		}
 		rc = open_wal(st, err, errlen);
 		if (rc == 0 && old_version)
-			rc = upgrade_v1(st, err, errlen);
+			rc = upgrade(st, from_version, err, errlen);
 		if (rc)
 			goto out_close;
 		rc = check_workflows(st, err, errlen);
@@ -1153,8 +1248,9 @@ void store_close(struct store *st)
 	if (!st)
 		return;
 	/* A clean unmount leaves no pins behind for others to wait out. */
-	if (st->npins && store_begin(st, true) == 0) {
-		if (by_id(st, S_PIN_DROP_MOUNT, st->mount_id, "unpin") == 0)
+	if ((st->npins || st->nholds) && store_begin(st, true) == 0) {
+		if (by_id(st, S_PIN_DROP_MOUNT, st->mount_id, "unpin") == 0 &&
+		    by_id(st, S_HOLD_DROP_MOUNT, st->mount_id, "unhold") == 0)
 			commit_lazy(st);
 		else
 			store_rollback(st);
@@ -1714,7 +1810,7 @@ int store_wf_delete(struct store *st, int64_t id)
 {
 	static const enum stmt_id order[] = {
 		S_WF_KILL_CONTENT, S_WF_DELETE_KEYS, S_WF_DELETE_STEPS,
-		S_WF_DELETE_EVENTS,
+		S_WF_DELETE_EVENTS, S_WF_DELETE_HOLDS,
 		S_WF_DELETE,
 	};
 
@@ -1779,6 +1875,10 @@ static int read_key(struct store *st, sqlite3_stmt *s, struct key_row *k)
 	k->holder_uid = (uint32_t)uid;
 	k->result_len = sqlite3_column_int64(s, 10);
 	k->content = sqlite3_column_int64(s, 11);
+	rc = column_in(st, t, k->id, s, 12, "previous generation", 0,
+		       k->generation - 1, &k->previous);
+	if (rc)
+		return rc;
 	if (k->result_len < 0 || k->result_len > INT32_MAX)
 		return bad_row(st, t, k->id, "result length", k->result_len);
 	if (k->content < 0 || (k->content == 0) != (k->result_len == 0))
@@ -1803,6 +1903,7 @@ static void bind_key(sqlite3_stmt *s, const struct key_row *k)
 	sqlite3_bind_int64(s, 8, k->mtime_ns);
 	sqlite3_bind_int64(s, 9, k->holder_pid);
 	sqlite3_bind_int64(s, 10, k->holder_uid);
+	sqlite3_bind_int64(s, 11, k->previous);
 }
 
 static int get_one_key(struct store *st, sqlite3_stmt *s, struct key_row *out)
@@ -1933,6 +2034,152 @@ int store_key_delete(struct store *st, int64_t id)
 		return -EIO;
 	sqlite3_bind_int64(s, 1, id);
 	return exec_stmt(st, s, "delete key");
+}
+
+/* Where a note lives, and how long it may be. */
+static const struct {
+	enum stmt_id get, set;
+	size_t max;
+	const char *what;
+} notes[] = {
+	[KEY_NOTE_REQUEST] = { S_KEY_REQUEST, S_KEY_SET_REQUEST,
+			       KEY_REQUEST_MAX, "request" },
+	[KEY_NOTE_ORIGINAL] = { S_KEY_ORIGINAL, S_KEY_SET_ORIGINAL,
+				KEY_ORIGINAL_MAX, "original name" },
+};
+
+int store_key_note(struct store *st, int64_t id, enum key_note which,
+		   char *buf, size_t *len)
+{
+	sqlite3_stmt *s = stmt(st, notes[which].get);
+	const void *p;
+	size_t n;
+	int rc;
+
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, id);
+	rc = sqlite3_step(s);
+	if (rc != SQLITE_ROW) {
+		done(s);
+		return rc == SQLITE_DONE ? -ENOENT : sql_error(st, rc, "key note");
+	}
+	p = sqlite3_column_blob(s, 0);
+	n = (size_t)sqlite3_column_bytes(s, 0);
+	if (n > notes[which].max) {
+		done(s);
+		return bad_row(st, "keys", id, notes[which].what, (int64_t)n);
+	}
+	if (n)
+		memcpy(buf, p, n);
+	done(s);
+	*len = n;
+	return n ? 0 : -ENODATA;
+}
+
+int store_key_set_note(struct store *st, int64_t id, enum key_note which,
+		       const char *buf, size_t len)
+{
+	sqlite3_stmt *s = stmt(st, notes[which].set);
+
+	if (!s)
+		return -EIO;
+	if (len > notes[which].max)
+		return -E2BIG;
+	sqlite3_bind_int64(s, 1, id);
+	if (len)
+		bind_blob(s, 2, buf, len);
+	return exec_stmt(st, s, "key note");
+}
+
+int store_key_clear_notes(struct store *st, int64_t id)
+{
+	return by_id(st, S_KEY_CLEAR_NOTES, id, "key notes");
+}
+
+/* ---- holds of inputs -------------------------------------------------- */
+
+/* How often a mount drops the holds that every mount let lapse. */
+#define HOLDS_SWEEP_MS (60 * 1000)
+
+int store_hold(struct store *st, int64_t wf, int64_t expires_ms, int64_t *id)
+{
+	sqlite3_stmt *s = stmt(st, S_HOLD_INSERT);
+	int rc;
+
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, wf);
+	sqlite3_bind_int64(s, 2, st->mount_id);
+	sqlite3_bind_int64(s, 3, expires_ms);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		*id = sqlite3_column_int64(s, 0);
+		done(s);
+		__atomic_add_fetch(&st->nholds, 1, __ATOMIC_RELAXED);
+		return 0;
+	}
+	done(s);
+	return sql_error(st, rc, "hold input");
+}
+
+int store_unhold(struct store *st, int64_t id)
+{
+	int rc = by_id(st, S_HOLD_DELETE, id, "release input");
+
+	/* A workflow removed since took its holds with it. */
+	if (rc == 0 && sqlite3_changes(st->main.db) > 0)
+		__atomic_sub_fetch(&st->nholds, 1, __ATOMIC_RELAXED);
+	return rc;
+}
+
+int store_hold_any(struct store *st, int64_t wf, int64_t now_ms, bool *any)
+{
+	sqlite3_stmt *s = stmt(st, S_HOLD_ANY);
+
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, wf);
+	sqlite3_bind_int64(s, 2, now_ms);
+	return exists(st, s, any);
+}
+
+int store_holds_renew(struct store *st, int64_t now_ms, int64_t lease_ms)
+{
+	sqlite3_stmt *renew, *lapsed;
+	bool due = __atomic_load_n(&st->nholds, __ATOMIC_RELAXED) > 0 &&
+		   now_ms >= st->holds_renew_ms;
+	int rc;
+
+	if (!due && now_ms < st->holds_swept_ms)
+		return 0;	/* nothing to renew, nothing due: no transaction */
+	rc = store_begin(st, true);
+	if (rc)
+		return rc;
+	renew = stmt(st, S_HOLD_RENEW);
+	lapsed = stmt(st, S_HOLD_EXPIRED);
+	rc = renew && lapsed ? 0 : -EIO;
+	if (rc == 0) {
+		sqlite3_bind_int64(renew, 1, st->mount_id);
+		sqlite3_bind_int64(renew, 2, now_ms + lease_ms);
+		rc = due ? exec_stmt(st, renew, "renew holds") : 0;
+		done(renew);
+	}
+	/* The holds of mounts that died: nobody renews them any more. */
+	if (rc == 0 && now_ms >= st->holds_swept_ms) {
+		sqlite3_bind_int64(lapsed, 1, now_ms);
+		rc = exec_stmt(st, lapsed, "lapsed holds");
+	}
+	if (rc) {
+		store_rollback(st);
+		return rc;
+	}
+	rc = commit_lazy(st);
+	if (rc == 0 && due)
+		st->holds_renew_ms = now_ms + lease_ms / 3;
+	if (rc == 0 && now_ms >= st->holds_swept_ms)
+		st->holds_swept_ms = now_ms + HOLDS_SWEEP_MS;
+	return rc;
 }
 
 int store_key_list(struct store *st, int64_t wf, int64_t after,

@@ -147,6 +147,8 @@ void handle_track(struct fs *fs, struct handle *h)
 void handle_close(struct fs *fs, struct handle *h)
 {
 	handle_renew_remove(fs, h);
+	if (h->input_hold)
+		step_release_input(&fs->core, h->input_hold);
 	pthread_mutex_lock(&fs->renew_lock);
 	if (h->prev_open)
 		h->prev_open->next_open = h->next_open;

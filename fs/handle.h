@@ -59,6 +59,8 @@ struct handle {
 	uid_t opener_uid;	/* HANDLE_KEY claimed: the claimant's uid */
 	struct stat claim_attr;	/* ... and the key's attributes then */
 	struct step_writer *writer;	/* HANDLE_STEP opened for writing */
+	int64_t input_hold;	/* HANDLE_FINGERPRINT: the hold of the value
+				 * it set (step_set_fingerprint), until RELEASE */
 	/*
 	 * What a reader sees after snap: a content version (a checkpoint's
 	 * content, a key's result), pinned in `pinned` until the handle is

@@ -936,7 +936,8 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 		if (name_is(name, "events"))
 			rc = 0;	/* rm -rf walks past it; the log stays */
 		else if (name_is(name, "input.fingerprint"))
-			rc = step_set_fingerprint(&fs->core, wf, NULL, 0, &who);
+			rc = step_set_fingerprint(&fs->core, wf, NULL, 0, &who,
+						  NULL);
 		else
 			rc = -ENOENT;
 		break;
@@ -1718,7 +1719,19 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *data,
 		h->poison = rc;
 	if (rc == -EFBIG && h->kind != HANDLE_KEY)
 		rc = -EINVAL;	/* no valid value is that long */
-	if (rc == 0) {
+	if (rc == 0 && h->kind == HANDLE_FINGERPRINT && h->len &&
+	    h->buf[h->len - 1] == '\n') {
+		/*
+		 * A whole value (a line) is set at once, and held while the
+		 * file stays open: a run holds its input this way.
+		 */
+		rc = step_set_fingerprint(&fs->core, h->wf, h->buf, h->len, &who,
+					  &h->input_hold);
+		if (rc)
+			handle_undo(h);
+		else
+			h->dirty = false;
+	} else if (rc == 0) {
 		rc = check_write(fs, h, &who);
 		if (rc == -EAGAIN)
 			rc = 0;	/* a value not finished yet */
@@ -1797,7 +1810,8 @@ static int commit(struct fs *fs, struct handle *h, const struct caller *who)
 					 h->len, who);
 		break;
 	case HANDLE_FINGERPRINT:
-		rc = step_set_fingerprint(&fs->core, h->wf, h->buf, h->len, who);
+		rc = step_set_fingerprint(&fs->core, h->wf, h->buf, h->len, who,
+					  &h->input_hold);
 		break;
 	case HANDLE_STEP:
 		rc = step_writer_commit(&fs->core, h->writer, who);
@@ -1900,15 +1914,45 @@ static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
 
 /* ---- extended attributes ---------------------------------------------- */
 
-static const char *const xattr_names[] = {
-	"user.oncefs.status",
-	"user.oncefs.generation",
-	"user.oncefs.attempt",
-	"user.oncefs.expires",
-	"user.oncefs.holder",
+/*
+ * The attributes of a key: what its row says, read-only, then the notes
+ * of its claim (enum key_note), which the claimant may set.
+ */
+enum key_xattr {
+	XATTR_STATUS,
+	XATTR_GENERATION,
+	XATTR_ATTEMPT,
+	XATTR_EXPIRES,
+	XATTR_HOLDER,
+	XATTR_PREVIOUS,
+	XATTR_REQUEST,
+	XATTR_ORIGINAL,
+	N_XATTRS
 };
 
-#define N_XATTRS (sizeof(xattr_names) / sizeof(xattr_names[0]))
+static const char *const xattr_names[N_XATTRS] = {
+	[XATTR_STATUS] = "user.oncefs.status",
+	[XATTR_GENERATION] = "user.oncefs.generation",
+	[XATTR_ATTEMPT] = "user.oncefs.attempt",
+	[XATTR_EXPIRES] = "user.oncefs.expires",
+	[XATTR_HOLDER] = "user.oncefs.holder",
+	[XATTR_PREVIOUS] = "user.oncefs.previous",
+	[XATTR_REQUEST] = "user.oncefs.request",
+	[XATTR_ORIGINAL] = "user.oncefs.original",
+};
+
+static int xattr_of(const char *name)
+{
+	for (int i = 0; i < N_XATTRS; i++)
+		if (name_is(name, xattr_names[i]))
+			return i;
+	return -1;
+}
+
+static enum key_note xattr_note(int x)
+{
+	return x == XATTR_REQUEST ? KEY_NOTE_REQUEST : KEY_NOTE_ORIGINAL;
+}
 
 static void reply_xattr_value(fuse_req_t req, const char *value, size_t len,
 			      size_t size)
@@ -1924,31 +1968,53 @@ static void reply_xattr_value(fuse_req_t req, const char *value, size_t len,
 static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 			size_t size)
 {
+	struct fs *fs = fs_of(req);
+	char value[KEY_ORIGINAL_MAX];
+	int x = xattr_of(name), n = -1;
 	struct key_row k;
-	char value[64];
-	int rc, n = -1;
+	size_t len;
+	int rc;
 
-	if (ino_kind(ino) != INO_KIND_KEY) {
+	if (ino_kind(ino) != INO_KIND_KEY || x < 0) {
 		reply_rc(req, -ENODATA);
 		return;
 	}
-	rc = key_get(&fs_of(req)->core, ino_value(ino), &k);
+	if (x == XATTR_REQUEST || x == XATTR_ORIGINAL) {
+		rc = key_note(&fs->core, ino_value(ino), xattr_note(x), value,
+			      &len);
+		if (rc)
+			reply_rc(req, rc);
+		else
+			reply_xattr_value(req, value, len, size);
+		return;
+	}
+	rc = key_get(&fs->core, ino_value(ino), &k);
 	if (rc) {
 		reply_rc(req, rc);
 		return;
 	}
-	if (name_is(name, xattr_names[0]))
+	switch (x) {
+	case XATTR_STATUS:
 		n = snprintf(value, sizeof(value), "%s", status_name(k.status));
-	else if (name_is(name, xattr_names[1]))
+		break;
+	case XATTR_GENERATION:
 		n = snprintf(value, sizeof(value), "%" PRId64, k.generation);
-	else if (name_is(name, xattr_names[2]))
+		break;
+	case XATTR_ATTEMPT:
 		n = snprintf(value, sizeof(value), "%" PRId64, k.attempt);
-	else if (name_is(name, xattr_names[3]))
+		break;
+	case XATTR_EXPIRES:
 		n = snprintf(value, sizeof(value), "%" PRId64,
 			     k.status == KEY_IN_FLIGHT ? k.expires_ms / 1000 : 0);
-	else if (name_is(name, xattr_names[4]))
+		break;
+	case XATTR_HOLDER:
 		n = snprintf(value, sizeof(value), "%" PRId32 " %" PRIu32,
 			     k.holder_pid, k.holder_uid);
+		break;
+	case XATTR_PREVIOUS:
+		n = snprintf(value, sizeof(value), "%" PRId64, k.previous);
+		break;
+	}
 	if (n < 0) {
 		reply_rc(req, -ENODATA);
 		return;
@@ -1956,18 +2022,28 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 	reply_xattr_value(req, value, (size_t)n, size);
 }
 
+/* Every attribute of a key, but the notes it has not got. */
 static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
-	char list[256];
-	size_t len = 0;
+	struct fs *fs = fs_of(req);
+	char list[256], value[KEY_ORIGINAL_MAX];
+	size_t len = 0, n;
+	int rc;
 
-	if (ino_kind(ino) == INO_KIND_KEY) {
-		for (size_t i = 0; i < N_XATTRS; i++) {
-			size_t n = strlen(xattr_names[i]) + 1;
-
-			memcpy(list + len, xattr_names[i], n);
-			len += n;
+	for (int i = 0; ino_kind(ino) == INO_KIND_KEY && i < N_XATTRS; i++) {
+		if (i == XATTR_REQUEST || i == XATTR_ORIGINAL) {
+			rc = key_note(&fs->core, ino_value(ino), xattr_note(i),
+				      value, &n);
+			if (rc == -ENODATA)
+				continue;
+			if (rc) {
+				reply_rc(req, rc);
+				return;
+			}
 		}
+		n = strlen(xattr_names[i]) + 1;
+		memcpy(list + len, xattr_names[i], n);
+		len += n;
 	}
 	reply_xattr_value(req, list, len, size);
 }
@@ -1975,11 +2051,21 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 			const char *value, size_t size, int flags)
 {
-	(void)name;
-	(void)value;
-	(void)size;
-	(void)flags;
-	reply_rc(req, ino_kind(ino) == INO_KIND_KEY ? -EPERM : -ENOTSUP);
+	struct caller who = caller_of(req);
+	int x = xattr_of(name);
+	int rc;
+
+	if (ino_kind(ino) != INO_KIND_KEY)
+		rc = -ENOTSUP;
+	else if (x != XATTR_REQUEST && x != XATTR_ORIGINAL)
+		rc = -EPERM;	/* the row's own: read-only */
+	else
+		rc = key_set_note(&fs_of(req)->core, ino_value(ino),
+				  xattr_note(x), value, size,
+				  (flags & XATTR_CREATE ? KEY_NOTE_CREATE : 0) |
+				  (flags & XATTR_REPLACE ? KEY_NOTE_REPLACE : 0),
+				  &who);
+	reply_rc(req, rc);
 }
 
 static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)

@@ -985,7 +985,7 @@ static void op_fingerprint(void)
 		same = vlen == m->fplen && (!vlen || memcmp(v, m->fp, vlen) == 0);
 		want = !same && steps && m->pol.on_input_change == ON_INPUT_RAISE ? -EBUSY : 0;
 	}
-	rc = step_set_fingerprint(&F.o, wf_id(w), v, len, &callers[a >> 7]);
+	rc = step_set_fingerprint(&F.o, wf_id(w), v, len, &callers[a >> 7], NULL);
 	note("step_set_fingerprint(%s, %s%s%s) = %s", wf_names[w], v ? "\"" : "", v ? v : "NULL",
 	     v ? "\"" : "", fuzz_errname(rc));
 	EXPECT("step_set_fingerprint", rc, want);

@@ -60,7 +60,7 @@ static void assert_wf_same(const struct wf_row *a, const struct wf_row *b)
 static int set_fp(struct fixture *fx, int64_t wf, const char *value)
 {
 	return step_set_fingerprint(&fx->o, wf, value,
-				    value ? strlen(value) : 0, &user);
+				    value ? strlen(value) : 0, &user, NULL);
 }
 
 static int check_fp(struct fixture *fx, int64_t wf, const char *value)
@@ -183,12 +183,12 @@ static void test_fingerprint_bad_values(void **state)
 	assert_rc(step_check_fingerprint(&fx->o, w.id, long_value,
 					 FINGERPRINT_MAX + 1), -EINVAL);
 	assert_rc(step_set_fingerprint(&fx->o, w.id, long_value,
-				       FINGERPRINT_MAX + 1, &user), -EINVAL);
+				       FINGERPRINT_MAX + 1, &user, NULL), -EINVAL);
 	after = reread(fx, w.id);
 	assert_wf_same(&after, &before);
 	/* 256 bytes is a value. */
 	assert_rc(step_set_fingerprint(&fx->o, w.id, long_value,
-				       FINGERPRINT_MAX, &user), 0);
+				       FINGERPRINT_MAX, &user, NULL), 0);
 	after = reread(fx, w.id);
 	assert_int_equal(after.fingerprint_len, FINGERPRINT_MAX);
 	assert_memory_equal(after.fingerprint, long_value, FINGERPRINT_MAX);

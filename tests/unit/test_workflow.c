@@ -243,9 +243,9 @@ static void test_remove_with_invalidated_checkpoints(void **state)
 	bool has = true;
 
 	/* Checkpoints of an old fingerprint (reset) do not count. */
-	assert_rc(step_set_fingerprint(&fx->o, w.id, S("v1\n"), &user), 0);
+	assert_rc(step_set_fingerprint(&fx->o, w.id, S("v1\n"), &user, NULL), 0);
 	make_checkpoint(&fx->o, w.id, "extract", S("x"));
-	assert_rc(step_set_fingerprint(&fx->o, w.id, S("v2\n"), &user), 0);
+	assert_rc(step_set_fingerprint(&fx->o, w.id, S("v2\n"), &user, NULL), 0);
 	assert_rc(workflow_has_steps(&fx->o, w.id, &has), 0);
 	assert_false(has);
 	assert_rc(workflow_remove(&fx->o, S("job"), &user), 0);
