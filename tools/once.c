@@ -50,8 +50,11 @@
 #include <unistd.h>
 
 #include "../core/json.h"
+#include "../core/sha256.h"
 
 #define ONCE_EXIT_USAGE 64
+#define ONCE_EXIT_OTHER_REQUEST 65	/* EX_DATAERR: the key was claimed
+					 * for another request */
 #define ONCE_EXIT_OSERR 71	/* EX_OSERR: the mount refused something */
 #define ONCE_EXIT_IN_FLIGHT 75	/* EX_TEMPFAIL: try again later */
 #define ONCE_EXIT_FAILED_BEFORE 76
@@ -60,6 +63,10 @@
 #define RESULT_MAX_LIMIT (1024 * 1024 * 1024)	/* --max-result at most 1 GiB */
 #define TIMEOUT_MAX_S 3153600000.0		/* --timeout at most 100 years */
 #define NAME_MAX_BYTES 255
+#define ORIGINAL_MAX_BYTES 1024		/* user.oncefs.original */
+#define FINGERPRINT_BYTES 256		/* user.oncefs.request */
+#define HASHED_PREFIX "sha256-"		/* --hash-key: the name of a key */
+#define REQUEST_PREFIX "sha256:"	/* --request: the fingerprint */
 #define BUF_SIZE 65536
 
 /* The command's process group (its pid), read by the signal handler. */
@@ -79,7 +86,8 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 "usage: once [--wait] [--timeout SECONDS] [--max-result BYTES] [--json]\n"
-"            [--done-status N] WORKFLOW_DIR KEY -- COMMAND [ARG...]\n"
+"            [--done-status N] [--hash-key] [--request FILE|-]\n"
+"            WORKFLOW_DIR KEY -- COMMAND [ARG...]\n"
 "       once --step STEP WORKFLOW_DIR -- COMMAND [ARG...]\n"
 "\n"
 "Run COMMAND at most once per key, on a mounted oncefs.\n"
@@ -97,17 +105,25 @@ static void usage(FILE *f)
 "                    echoed)\n"
 "  --done-status N   exit with N (default 0) when the key had already\n"
 "                    succeeded, to tell it from a run\n"
+"  --hash-key        use sha256-HEX, HEX the SHA-256 of KEY, as the key's\n"
+"                    name, so that any KEY (a URL, a message id of any\n"
+"                    length) is a valid name; KEY itself is noted with the\n"
+"                    claim (user.oncefs.original, up to 1024 bytes)\n"
+"  --request FILE    note the SHA-256 of FILE's bytes (- for standard\n"
+"                    input) with the claim, and refuse (exit 65) a key\n"
+"                    that was claimed for another request\n"
 "  --step STEP       run a step: skip it if steps/STEP exists, else commit the\n"
 "                    command's output as steps/STEP only if it exits 0\n"
 "\n"
 "KEY and STEP are single names: not empty, not . or .., no '/', at most\n"
-"255 bytes.\n"
+"255 bytes (--hash-key lifts this for KEY).\n"
 "\n"
 "exit status: the command's own when it ran; 0 (or --done-status) when the\n"
 "key had already succeeded (its result is printed); 75 when the key is in\n"
 "flight elsewhere;\n"
-"76 when the key is terminally failed (dedup_on=any); 71 when the mount\n"
-"refused an operation; 64 for a usage error.\n");
+"76 when the key is terminally failed (dedup_on=any); 65 when it was\n"
+"claimed for another request (--request); 71 when the mount refused an\n"
+"operation; 64 for a usage error.\n");
 }
 
 /*
@@ -627,6 +643,8 @@ struct outcome {
 	char generation[32];
 	char attempt[32];
 	char holder[64];	/* "PID UID" of an in-flight holder */
+	char previous[32];	/* the generation this claim took over, or "0" */
+	char request[FINGERPRINT_BYTES + 1];	/* the key's, when it differs */
 	char when[32];		/* the key's last change, UTC */
 	int exit_status;	/* the command's, when it ran; else -1 */
 	const char *result;	/* --json: the result */
@@ -636,6 +654,8 @@ struct outcome {
 
 static bool json_out;		/* --json */
 static int done_status;		/* --done-status */
+static const char *original;	/* --hash-key: the KEY given */
+static char request[FINGERPRINT_BYTES + 1];	/* --request: "sha256:HEX" */
 
 static void xattr_of(int fd, const char *name, char *buf, size_t cap)
 {
@@ -653,6 +673,7 @@ static void note_key(int fd, struct outcome *o)
 	xattr_of(fd, "user.oncefs.generation", o->generation, sizeof(o->generation));
 	xattr_of(fd, "user.oncefs.attempt", o->attempt, sizeof(o->attempt));
 	xattr_of(fd, "user.oncefs.holder", o->holder, sizeof(o->holder));
+	xattr_of(fd, "user.oncefs.previous", o->previous, sizeof(o->previous));
 	o->when[0] = '\0';
 	if (fstat(fd, &st) == 0 && gmtime_r(&st.st_mtime, &tm))
 		strftime(o->when, sizeof(o->when), "%Y-%m-%dT%H:%M:%SZ", &tm);
@@ -670,11 +691,20 @@ static void report(const char *key, const struct outcome *o)
 		json_object_begin(&b);
 		json_put_string(&b, "outcome", o->what, strlen(o->what));
 		json_put_string(&b, "key", key, strlen(key));
+		if (original)
+			json_put_string(&b, "original", original,
+					strlen(original));
 		json_put_string(&b, "status", o->status, strlen(o->status));
 		if (o->generation[0])
 			json_put_int(&b, "generation", strtoll(o->generation, NULL, 10));
 		if (o->attempt[0])
 			json_put_int(&b, "attempt", strtoll(o->attempt, NULL, 10));
+		if (o->previous[0] && strcmp(o->previous, "0") != 0)
+			json_put_int(&b, "previous",
+				     strtoll(o->previous, NULL, 10));
+		if (o->request[0])
+			json_put_string(&b, "request", o->request,
+					strlen(o->request));
 		if (o->when[0])
 			json_put_string(&b, "time", o->when, strlen(o->when));
 		if (o->exit_status >= 0)
@@ -695,13 +725,33 @@ static void report(const char *key, const struct outcome *o)
 	if (strcmp(o->what, "ran") == 0)
 		return;
 	shown(key, k, sizeof(k));
-	if (strcmp(o->what, "skipped_in_flight") == 0)
+	if (strcmp(o->what, "other_request") == 0)
+		fprintf(stderr, "once: %s: claimed for another request (generation "
+			"%s, %s, request %s; this one is %s): not run\n", k,
+			o->generation, o->status, o->request, request);
+	else if (strcmp(o->what, "skipped_in_flight") == 0)
 		fprintf(stderr, "once: %s: in flight (generation %s, attempt %s, "
 			"held by pid %.*s since %s): not run\n", k, o->generation,
 			o->attempt, (int)strcspn(o->holder, " "), o->holder, o->when);
 	else
 		fprintf(stderr, "once: %s: %s before (generation %s, %s): not run\n",
 			k, o->status, o->generation, o->when);
+}
+
+/*
+ * Was the key claimed for a request other than ours?  A claim that noted
+ * none (or whose note we cannot read) cannot be told apart: it is not.
+ */
+static bool other_request(int fd, struct outcome *o)
+{
+	char theirs[FINGERPRINT_BYTES + 1];
+
+	xattr_of(fd, "user.oncefs.request", theirs, sizeof(theirs));
+	if (!theirs[0] || strcmp(theirs, request) == 0)
+		return false;
+	snprintf(o->request, sizeof(o->request), "%s", theirs);
+	o->what = "other_request";
+	return true;
 }
 
 /*
@@ -756,6 +806,10 @@ static int existing_key(int keysfd, const char *wf, const char *key,
 		return ONCE_EXIT_OSERR;
 	}
 	snprintf(o->status, sizeof(o->status), "%.*s", (int)word, buf);
+	if (request[0] && other_request(fd, o)) {
+		close(fd);
+		return ONCE_EXIT_OTHER_REQUEST;
+	}
 	if (strcmp(o->status, "succeeded") == 0) {
 		o->what = "skipped_succeeded";
 		if (json_out) {
@@ -900,6 +954,76 @@ static int open_workflow(const char *wf, int *wfd, int *keysfd)
 	return open_dirs(wf, "keys", wfd, keysfd);
 }
 
+/* Note with the claim what --hash-key and --request know. */
+static int note_claim(int fd, const char *wf, const char *key)
+{
+	size_t len = original ? strlen(original) : 0;
+
+	if (original && len > ORIGINAL_MAX_BYTES)
+		path_error("", wf, "keys", key, "the original key is longer "
+			   "than 1024 bytes: only its hash is kept");
+	else if (original && fsetxattr(fd, "user.oncefs.original", original,
+				       len, 0) != 0)
+		path_error("note the original key of", wf, "keys", key,
+			   strerror(errno));
+	if (request[0] && fsetxattr(fd, "user.oncefs.request", request,
+				    strlen(request), 0) != 0) {
+		path_error("note the request of", wf, "keys", key,
+			   strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/* "PREFIX" and the SHA-256 of len bytes at p, as hex, into out. */
+static void hashed(const char *prefix, const void *p, size_t len, char *out,
+		   size_t cap)
+{
+	struct sha256 s;
+	char hex[SHA256_HEX + 1];
+
+	sha256_init(&s);
+	sha256_update(&s, p, len);
+	sha256_hex(&s, hex);
+	snprintf(out, cap, "%s%s", prefix, hex);
+}
+
+/* --request: the fingerprint of a file's bytes (or stdin's). */
+static bool read_request(const char *path)
+{
+	char buf[BUF_SIZE], hex[SHA256_HEX + 1];
+	struct sha256 s;
+	int fd = strcmp(path, "-") == 0 ? 0 :
+		 open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0) {
+		fprintf(stderr, "once: --request %s: %s\n", path, strerror(errno));
+		return false;
+	}
+	sha256_init(&s);
+	for (;;) {
+		ssize_t n = read(fd, buf, sizeof(buf));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			fprintf(stderr, "once: --request %s: %s\n", path,
+				strerror(errno));
+			if (fd)
+				close(fd);
+			return false;
+		}
+		if (n == 0)
+			break;
+		sha256_update(&s, buf, (size_t)n);
+	}
+	if (fd)
+		close(fd);
+	sha256_hex(&s, hex);
+	snprintf(request, sizeof(request), "%s%s", REQUEST_PREFIX, hex);
+	return true;
+}
+
 static int run_key(const char *wf, const char *key, char **argv, bool wait,
 		   double timeout_s, size_t max_result)
 {
@@ -907,13 +1031,21 @@ static int run_key(const char *wf, const char *key, char **argv, bool wait,
 			 .keep_max = max_result };
 	struct outcome o = { .what = "ran", .exit_status = -1 };
 	char status[64];
+	char hashed_name[sizeof(HASHED_PREFIX) + SHA256_HEX];
 	double ms = timeout_s * 1000.0;	/* <= TIMEOUT_MAX_S * 1000: fits */
 	int64_t deadline = now_ms() + (int64_t)ms + ((double)(int64_t)ms < ms);
 	int wfd, keysfd, fd, wstatus, rc, code;
 	int n;
 
-	if (!check_name("key", key))
+	if (original) {
+		hashed(HASHED_PREFIX, key, strlen(key), hashed_name,
+		       sizeof(hashed_name));
+		key = hashed_name;
+	} else if (!check_name("key", key)) {
+		fprintf(stderr, "once: --hash-key maps any key to a valid "
+			"name\n");
 		return ONCE_EXIT_USAGE;
+	}
 	if (open_workflow(wf, &wfd, &keysfd))
 		return ONCE_EXIT_OSERR;
 	for (;;) {
@@ -947,10 +1079,21 @@ static int run_key(const char *wf, const char *key, char **argv, bool wait,
 	}
 
 	note_key(fd, &o);
+	rc = note_claim(fd, wf, key);
+	if (rc) {
+		close(fd);	/* abandoned at once: the next claim adopts it */
+		code = ONCE_EXIT_OSERR;
+		o.what = "error";
+		goto out_report;
+	}
 	/* The command learns its claim, to reconcile after an earlier attempt. */
 	setenv("ONCE_KEY", key, 1);
 	setenv("ONCE_GENERATION", o.generation, 1);
 	setenv("ONCE_ATTEMPT", o.attempt, 1);
+	if (o.previous[0] && strcmp(o.previous, "0") != 0)
+		setenv("ONCE_PREVIOUS_GENERATION", o.previous, 1);
+	else
+		unsetenv("ONCE_PREVIOUS_GENERATION");
 	rc = watchdog_start(fd, -1, NULL);
 	wstatus = rc ? rc : run_command(&r);
 	if (wstatus < 0) {
@@ -1192,6 +1335,8 @@ int main(int argc, char *argv[])
 		{ "step", required_argument, NULL, 's' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "done-status", required_argument, NULL, 'd' },
+		{ "hash-key", no_argument, NULL, 'k' },
+		{ "request", required_argument, NULL, 'r' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 }
@@ -1200,7 +1345,8 @@ int main(int argc, char *argv[])
 	const char *step = NULL;
 	size_t max_result = RESULT_MAX_DEFAULT;
 	double timeout_s = 0;
-	bool wait = false;
+	const char *request_path = NULL;
+	bool wait = false, hash_key = false;
 	size_t i;
 	int c;
 
@@ -1230,6 +1376,12 @@ int main(int argc, char *argv[])
 		case 'j':
 			json_out = true;
 			break;
+		case 'k':
+			hash_key = true;
+			break;
+		case 'r':
+			request_path = optarg;
+			break;
 		case 'd': {
 			char *end;
 			long v;
@@ -1258,6 +1410,11 @@ int main(int argc, char *argv[])
 	argc -= optind;
 	argv += optind;
 	if (step) {
+		if (hash_key || request_path) {
+			fprintf(stderr, "once: --hash-key and --request are for "
+				"keys, not --step\n");
+			return ONCE_EXIT_USAGE;
+		}
 		if (argc < 3 || strcmp(argv[1], "--") != 0) {
 			usage(stderr);
 			return ONCE_EXIT_USAGE;
@@ -1268,5 +1425,9 @@ int main(int argc, char *argv[])
 		usage(stderr);
 		return ONCE_EXIT_USAGE;
 	}
+	if (hash_key)
+		original = argv[1];
+	if (request_path && !read_request(request_path))
+		return ONCE_EXIT_OSERR;
 	return run_key(argv[0], argv[1], argv + 3, wait, timeout_s, max_result);
 }

@@ -571,6 +571,10 @@ def fp_step(state, op, gens):
     """The shared fingerprint (a register; "" is unset)."""
     res, kind = op["res"], op["kind"]
     if kind == "fp_write":
+        # EBUSY: another writer's open file held the value (one input at
+        # a time), or a killed mount's hold had not lapsed: no change.
+        if res == "EBUSY":
+            return [state]
         return [op["value"]] if res in (None, "ok") else []
     if kind == "fp_read":
         if res is None or (res[0] == "value" and res[1] == state):
@@ -594,6 +598,8 @@ def solo_step(state, op, gens):
         return (fp, tuple(sorted(steps.items())), tuple(sorted(keys.items())))
 
     if kind == "fp_write":
+        if res == "EBUSY":
+            return [state]	# a killed mount's hold, not lapsed yet
         if not ok("ok"):
             return []
         if op["value"] != fp:

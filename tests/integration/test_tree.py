@@ -640,7 +640,7 @@ class Events(MountedTest):
 
 class Xattrs(MountedTest):
     NAMES = ["user.oncefs.status", "user.oncefs.generation", "user.oncefs.attempt",
-             "user.oncefs.expires", "user.oncefs.holder"]
+             "user.oncefs.expires", "user.oncefs.holder", "user.oncefs.previous"]
 
     def test_in_flight_and_succeeded(self):
         k = self.key("k")
@@ -677,10 +677,57 @@ class Xattrs(MountedTest):
 
     def test_attempt_counts_retries(self):
         k = self.key("k")
+        previous = b"0"
         for i in range(1, 4):
             fd = claim(k)
             self.assertEqual(os.getxattr(k, "user.oncefs.attempt"), b"%d" % i)
+            # The generation this claim took over: the failed one before.
+            self.assertEqual(os.getxattr(k, "user.oncefs.previous"), previous)
+            previous = os.getxattr(k, "user.oncefs.generation")
             os.write(fd, b"failed\n")
+            os.close(fd)
+
+    def test_notes_of_a_claim(self):
+        k = self.key("k")
+        fd = claim(k)
+        try:
+            self.assertErrno(errno.ENODATA, os.getxattr, k, "user.oncefs.request")
+            self.assertErrno(errno.ENODATA, os.setxattr, fd, "user.oncefs.request",
+                             b"r1", os.XATTR_REPLACE)
+            os.setxattr(fd, "user.oncefs.request", b"sha256:abc\n")
+            self.assertEqual(os.getxattr(k, "user.oncefs.request"), b"sha256:abc")
+            self.assertErrno(errno.EEXIST, os.setxattr, fd, "user.oncefs.request",
+                             b"r2", os.XATTR_CREATE)
+            # A request is a fingerprint: printable, 1 to 256 bytes.
+            for bad in (b"", b"a\x01b", b"x" * 257, b"two\nlines"):
+                self.assertErrno(errno.EINVAL, os.setxattr, fd, "user.oncefs.request", bad)
+            self.assertEqual(os.getxattr(k, "user.oncefs.request"), b"sha256:abc")
+            # An original name: any bytes, up to 1024.
+            original = "https://hooks.example/a/b?id=\u2713 ".encode() * 20
+            os.setxattr(k, "user.oncefs.original", original)   # by path, too
+            self.assertEqual(os.getxattr(fd, "user.oncefs.original"), original)
+            self.assertErrno(errno.E2BIG, os.setxattr, fd, "user.oncefs.original",
+                             b"x" * 1025)
+            self.assertIn("user.oncefs.request", os.listxattr(k))
+            self.assertIn("user.oncefs.original", os.listxattr(k))
+            self.assertErrno(errno.EPERM, os.removexattr, k, "user.oncefs.request")
+            os.write(fd, b"succeeded\n")
+        finally:
+            os.close(fd)
+        # Terminal: still readable, no longer settable.
+        self.assertEqual(os.getxattr(k, "user.oncefs.request"), b"sha256:abc")
+        self.assertErrno(errno.EPERM, os.setxattr, k, "user.oncefs.request", b"r3")
+        notes = [e for e in self.events() if e["event"] == "note"]
+        self.assertEqual([("request" in e, "original" in e) for e in notes],
+                         [(True, False), (False, True)])
+        self.assertEqual(notes[1]["original"], original.decode())
+        # The next claim starts with none.
+        os.unlink(k)
+        fd = claim(k)
+        try:
+            self.assertErrno(errno.ENODATA, os.getxattr, k, "user.oncefs.request")
+            self.assertNotIn("user.oncefs.original", os.listxattr(k))
+        finally:
             os.close(fd)
 
     def test_mtime_is_the_last_change(self):
