@@ -460,10 +460,35 @@ static int show_free(struct ctl *c, const struct wf_row *w,
 	return rc ? fail(rc, "write JSON") : 0;
 }
 
+/* The notes of a claim: its request and its key's original name. */
+struct notes {
+	char request[KEY_REQUEST_MAX], original[KEY_ORIGINAL_MAX];
+	size_t request_len, original_len;
+};
+
+static int read_notes(struct ctl *c, const struct key_row *k, struct notes *n)
+{
+	int rc = key_note(&c->o, k->generation, KEY_NOTE_REQUEST, n->request,
+			  &n->request_len);
+
+	if (rc == -ENODATA)
+		n->request_len = 0;
+	else if (rc)
+		return rc;
+	rc = key_note(&c->o, k->generation, KEY_NOTE_ORIGINAL, n->original,
+		      &n->original_len);
+	if (rc == -ENODATA)
+		n->original_len = 0;
+	else if (rc)
+		return rc;
+	return 0;
+}
+
 static int cmd_show(struct ctl *c, char **args, int n)
 {
 	struct wf_row w;
 	struct key_row k;
+	struct notes notes;
 	char *content;
 	size_t len, line;
 	char when[32], exp[32];
@@ -484,6 +509,9 @@ static int cmd_show(struct ctl *c, char **args, int n)
 			rc == -ENOENT ? "no such key" : strerror(-rc));
 		return EXIT_PROBLEM;
 	}
+	rc = read_notes(c, &k, &notes);
+	if (rc)
+		return fail(rc, "read key");
 	rc = key_content(&c->o, k.generation, &k, &content, &len);
 	if (rc)
 		return fail(rc, "read key");
@@ -506,6 +534,12 @@ static int cmd_show(struct ctl *c, char **args, int n)
 			j_null(c, "expires");
 		j_int(c, "holder_pid", k.holder_pid);
 		j_int(c, "holder_uid", k.holder_uid);
+		if (k.previous)
+			j_int(c, "previous", k.previous);
+		if (notes.request_len)
+			j_str(c, "request", notes.request, notes.request_len);
+		if (notes.original_len)
+			j_str(c, "original", notes.original, notes.original_len);
 		j_str(c, "result", content + line, len - line);
 		j_raw(c, "}\n");
 		rc = j_flush(c);
@@ -523,8 +557,20 @@ static int cmd_show(struct ctl *c, char **args, int n)
 		       k.generation, k.attempt, when);
 		if (k.status == KEY_IN_FLIGHT)
 			printf("expires     %s\n", exp);
-		printf("holder      pid %d, uid %u\nresult      %zu bytes\n",
-		       k.holder_pid, k.holder_uid, len - line);
+		printf("holder      pid %d, uid %u\n", k.holder_pid, k.holder_uid);
+		if (k.previous)
+			printf("previous    %" PRId64 "\n", k.previous);
+		if (notes.request_len) {
+			printf("request     ");
+			print_name(notes.request, notes.request_len);
+			putchar('\n');
+		}
+		if (notes.original_len) {
+			printf("original    ");
+			print_name(notes.original, notes.original_len);
+			putchar('\n');
+		}
+		printf("result      %zu bytes\n", len - line);
 		if (len > line) {
 			fwrite(content + line, 1, len - line, stdout);
 			if (content[len - 1] != '\n')

@@ -1,4 +1,5 @@
 """The `once` runner over a real mount."""
+import hashlib
 import json
 import os
 import re
@@ -9,9 +10,10 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import MountedTest, claim, read, run, write  # noqa: E402
+from harness import MountedTest, claim, errno_of, read, run, write  # noqa: E402
 
 ONCE = os.environ.get("ONCE", os.path.join(os.path.dirname(os.environ.get("ONCEFS", "build/oncefs")), "once"))
+ONCECTL = os.environ.get("ONCECTL", os.path.join(os.path.dirname(ONCE), "oncectl"))
 MAN_PAGE = os.path.join(os.path.dirname(__file__), "..", "..", "doc", "once.1")
 
 
@@ -398,6 +400,79 @@ class Once(MountedTest):
         r = once(self.wf, "bad", "--", "true")
         self.assertEqual(r.returncode, 76)
         self.assertIn("failed before", r.stderr)
+
+    def test_the_previous_generation_after_a_crash(self):
+        """A retry after an attempt that died learns which one it took over,
+        to look for what that attempt may have done."""
+        p = subprocess.Popen([ONCE, self.wf, "k", "--", "sleep", "30"])
+        wait_for(lambda: os.path.exists(self.key("k")), "the claim")
+        first = read(self.key("k")).split()[1].decode()
+        p.kill()
+        p.wait()
+        wait_for(lambda: not os.path.exists(self.key("k")), "the abandon")
+        env = ["sh", "-c", 'echo "$ONCE_ATTEMPT ${ONCE_PREVIOUS_GENERATION-none}"']
+        r = once(self.wf, "k", "--", *env)
+        self.assertEqual((r.returncode, r.stdout), (0, "2 %s\n" % first))
+        # A first attempt has none, even when once runs inside another's run.
+        r = once(self.wf, "outer", "--", ONCE, self.wf, "inner", "--", *env)
+        self.assertEqual(r.stdout, "1 none\n")
+        j = json.loads(once("--json", self.wf, "k2", "--", "true").stdout)
+        self.assertNotIn("previous", j)
+
+    def test_hash_key_maps_any_key_to_a_name(self):
+        hostile = "https://hooks.example/v1/events?id=evt_1&sig=a/b/../c " + "x" * 300
+        r = once(self.wf, hostile, "--", "true")
+        self.assertEqual(r.returncode, 64)
+        self.assertIn("--hash-key", r.stderr)
+        r = once("--hash-key", self.wf, hostile, "--", "sh", "-c", 'echo "$ONCE_KEY"')
+        name = "sha256-" + hashlib.sha256(hostile.encode()).hexdigest()
+        self.assertEqual((r.returncode, r.stdout), (0, name + "\n"))
+        self.assertEqual(os.listdir(os.path.join(self.wf, "keys")), [name])
+        # The original, verbatim, with the claim and in the events.
+        self.assertEqual(os.getxattr(self.key(name), "user.oncefs.original").decode(), hostile)
+        notes = [e for e in self.events() if e["event"] == "note"]
+        self.assertEqual(notes[0]["original"], hostile)
+        show = subprocess.run([ONCECTL, "show", self.m.store, "wf", name],
+                              capture_output=True, text=True)
+        self.assertIn(hostile, show.stdout)
+        # The same key again: the same name, skipped.
+        r = once("--hash-key", "--json", self.wf, hostile, "--", "false")
+        j = json.loads(r.stdout)
+        self.assertEqual((r.returncode, j["outcome"], j["key"], j["original"]),
+                         (0, "skipped_succeeded", name, hostile))
+
+    def test_request_mismatch_is_refused(self):
+        req = os.path.join(self.m.tmp, "req.json")
+        with open(req, "w") as f:
+            f.write('{"amount": 100}')
+        r = once("--request", req, self.wf, "pay", "--", "echo", "charged 100")
+        self.assertEqual((r.returncode, r.stdout), (0, "charged 100\n"))
+        digest = "sha256:" + hashlib.sha256(b'{"amount": 100}').hexdigest()
+        self.assertEqual(os.getxattr(self.key("pay"), "user.oncefs.request").decode(), digest)
+        # The same request: the stored result.
+        r = once("--request", req, self.wf, "pay", "--", "echo", "again")
+        self.assertEqual((r.returncode, r.stdout), (0, "charged 100\n"))
+        # Another request under the same key: 65, nothing runs.
+        r = subprocess.run([ONCE, "--request", "-", self.wf, "pay", "--", "echo", "charged 999"],
+                           input='{"amount": 999}', capture_output=True, text=True)
+        self.assertEqual((r.returncode, r.stdout), (65, ""))
+        self.assertIn("claimed for another request", r.stderr)
+        self.assertIn(digest, r.stderr)
+        j = json.loads(subprocess.run([ONCE, "--json", "--request", "-", self.wf, "pay", "--", "true"],
+                                      input="other", capture_output=True, text=True).stdout)
+        self.assertEqual((j["outcome"], j["request"]), ("other_request", digest))
+        # While in flight, too.
+        p = subprocess.Popen([ONCE, "--request", req, self.wf, "slow", "--", "sleep", "30"])
+        wait_for(lambda: errno_of(os.getxattr, self.key("slow"), "user.oncefs.request") == 0,
+                 "the request note")
+        r = subprocess.run([ONCE, "--wait", "--request", "-", self.wf, "slow", "--", "true"],
+                           input="different", capture_output=True, text=True, timeout=20)
+        self.assertEqual(r.returncode, 65)
+        p.kill()
+        p.wait()
+        # Without --request, no comparison: a plain duplicate.
+        self.assertEqual(once(self.wf, "pay", "--", "true").stdout, "charged 100\n")
+        self.assertEqual(once("--request", "/nonexistent", self.wf, "pay", "--", "true").returncode, 71)
 
     def test_a_missing_workflow_is_created(self):
         wf = os.path.join(self.m.path, "brand-new")
