@@ -1123,6 +1123,64 @@ static void test_list_cursor(void **state)
 
 /* ---- several mounts, remounts ------------------------------------------ */
 
+static void test_notes(void **state)
+{
+	struct fixture *fx = *state;
+	struct wf_row w = make_wf(fx, "job");
+	struct key_row k = claim(fx, w.id, "k", &user), again;
+	char buf[KEY_ORIGINAL_MAX + 1];
+	size_t len;
+
+	assert_rc(key_note(&fx->o, k.generation, KEY_NOTE_REQUEST, buf, &len),
+		  -ENODATA);
+	assert_rc(key_set_note(&fx->o, k.generation, KEY_NOTE_REQUEST,
+			       S("sha256:ab\n"), KEY_NOTE_REPLACE, &user), -ENODATA);
+	assert_rc(key_set_note(&fx->o, k.generation, KEY_NOTE_REQUEST,
+			       S("sha256:ab\n"), 0, &user), 0);
+	assert_rc(key_note(&fx->o, k.generation, KEY_NOTE_REQUEST, buf, &len), 0);
+	assert_int_equal(len, 9);
+	assert_memory_equal(buf, "sha256:ab", 9);
+	assert_rc(key_set_note(&fx->o, k.generation, KEY_NOTE_REQUEST, S("x"),
+			       KEY_NOTE_CREATE, &user), -EEXIST);
+	/* A request is a fingerprint; an original name any bytes, bounded. */
+	assert_rc(key_set_note(&fx->o, k.generation, KEY_NOTE_REQUEST,
+			       S("a\x01"), 0, &user), -EINVAL);
+	assert_rc(key_set_note(&fx->o, k.generation, KEY_NOTE_REQUEST, "", 0, 0,
+			       &user), -EINVAL);
+	memset(buf, 'o', sizeof(buf));
+	assert_rc(key_set_note(&fx->o, k.generation, KEY_NOTE_ORIGINAL, buf,
+			       KEY_ORIGINAL_MAX + 1, 0, &user), -E2BIG);
+	assert_rc(key_set_note(&fx->o, k.generation, KEY_NOTE_ORIGINAL,
+			       S("a/b\n\x01"), 0, &user), 0);
+	assert_rc(key_note(&fx->o, k.generation, KEY_NOTE_ORIGINAL, buf, &len), 0);
+	assert_int_equal(len, 5);
+	assert_memory_equal(buf, "a/b\n\x01", 5);
+	/* Terminal: readable, no longer settable; an old generation: ESTALE. */
+	assert_rc(finalize(fx, k.generation, "failed\n", &user), 0);
+	assert_rc(key_note(&fx->o, k.generation, KEY_NOTE_REQUEST, buf, &len),
+		  -ESTALE);	/* dedup_on=success: the key went free */
+	/* The next claim took over that generation, without its notes. */
+	again = claim(fx, w.id, "k", &user);
+	assert_i64(again.previous, k.generation);
+	assert_i64(again.attempt, 2);
+	assert_rc(key_note(&fx->o, again.generation, KEY_NOTE_REQUEST, buf, &len),
+		  -ENODATA);
+	assert_rc(key_note(&fx->o, again.generation, KEY_NOTE_ORIGINAL, buf, &len),
+		  -ENODATA);
+	assert_rc(key_set_note(&fx->o, k.generation, KEY_NOTE_REQUEST, S("r"), 0,
+			       &user), -ESTALE);
+	assert_rc(key_set_note(&fx->o, again.generation, KEY_NOTE_REQUEST, S("r"),
+			       0, &user), 0);
+	assert_rc(finalize(fx, again.generation, "succeeded\n", &user), 0);
+	assert_rc(key_note(&fx->o, again.generation, KEY_NOTE_REQUEST, buf, &len), 0);
+	assert_rc(key_set_note(&fx->o, again.generation, KEY_NOTE_REQUEST, S("s"),
+			       0, &user), -EACCES);
+	assert_rc(key_set_note(&fx->o, again.generation, KEY_NOTE_REQUEST, S("s"),
+			       0, &root), -EPERM);
+	/* A first claim took over nothing. */
+	assert_i64(claim(fx, w.id, "fresh", &user).previous, 0);
+}
+
 static void test_two_mounts(void **state)
 {
 	struct fixture *fx = *state;
@@ -1319,6 +1377,7 @@ int main(void)
 		cmocka_unit_test(test_refuse_write),
 		T(test_claim),
 		T(test_claim_conflict),
+		T(test_notes),
 		T(test_claim_bad_names),
 		T(test_claim_missing_workflow),
 		T(test_generations_never_reused),

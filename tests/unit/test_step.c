@@ -318,6 +318,60 @@ static void test_raise(void **state)
 	assert_fp(fx, w.id, "v3");
 }
 
+static void test_held_input(void **state)
+{
+	struct fixture *fx = *state;
+	struct wf_row w = make_wf(fx, "job", NULL);
+	struct once o2;
+	struct store *st2 = open_store(fx->path, false);
+	struct once_config cfg = { .max_result = ONCE_MAX_RESULT_DEFAULT,
+				   .lease_ms = 2000 };
+	int64_t hold = 0, hold2 = 0, other = 0;
+
+	once_init(&o2, st2, &cfg);
+	o2.clock = fake_clock;
+	o2.clock_arg = &fx->now;
+	assert_rc(step_set_fingerprint(&fx->o, w.id, S("A\n"), &user, &hold), 0);
+	assert_true(hold != 0);
+	/* Another value, from any mount, is refused while the hold lives. */
+	assert_rc(check_fp(fx, w.id, "B\n"), -EBUSY);
+	assert_rc(step_set_fingerprint(&o2, w.id, S("B\n"), &user, &other), -EBUSY);
+	assert_i64(other, 0);
+	assert_rc(step_set_fingerprint(&o2, w.id, NULL, 0, &user, NULL), -EBUSY);
+	/* The same value is a resume, and holds too. */
+	assert_rc(step_set_fingerprint(&o2, w.id, S("A\n"), &user, &hold2), 0);
+	assert_true(hold2 != 0 && hold2 != hold);
+	assert_rc(step_release_input(&fx->o, hold), 0);
+	assert_rc(set_fp(fx, w.id, "B\n"), -EBUSY);
+	/* The second mount renews no more (it died): its hold lapses. */
+	fx->now += 1999;
+	assert_rc(set_fp(fx, w.id, "B\n"), -EBUSY);
+	fx->now += 2;
+	assert_rc(set_fp(fx, w.id, "B\n"), 0);
+	assert_int_equal(reread(fx, w.id).fingerprint_len, 1);
+	/* Renewed while its mount lives. */
+	hold = 0;
+	assert_rc(step_set_fingerprint(&fx->o, w.id, S("C\n"), &user, &hold), 0);
+	for (int i = 0; i < 10; i++) {
+		fx->now += ONCE_LEASE_MS_DEFAULT / 3 + 1;
+		assert_rc(step_renew_holds(&fx->o), 0);
+	}
+	assert_rc(set_fp(fx, w.id, "D\n"), -EBUSY);
+	assert_rc(step_release_input(&fx->o, hold), 0);
+	assert_rc(set_fp(fx, w.id, "D\n"), 0);
+	/* A refused value takes no hold. */
+	hold = 0;
+	assert_rc(step_set_fingerprint(&fx->o, w.id, S("bad\x01\n"), &user, &hold),
+		  -EINVAL);
+	assert_i64(hold, 0);
+	/* A mount that closes cleanly lets go of its holds at once. */
+	hold2 = 0;
+	assert_rc(step_set_fingerprint(&o2, w.id, S("D\n"), &user, &hold2), 0);
+	assert_rc(set_fp(fx, w.id, "E\n"), -EBUSY);
+	store_close(st2);
+	assert_rc(set_fp(fx, w.id, "E\n"), 0);
+}
+
 static void test_policy_change_applies_to_next_value(void **state)
 {
 	struct fixture *fx = *state;
@@ -798,6 +852,7 @@ int main(void)
 		T(test_unset_under_reset_invalidates),
 		T(test_reuse_keeps_checkpoints),
 		T(test_raise),
+		T(test_held_input),
 		T(test_policy_change_applies_to_next_value),
 		T(test_create_and_lookup),
 		T(test_create_in_missing_workflow),

@@ -519,7 +519,53 @@ static void test_upgrade_from_schema_1(void **state)
 	assert_rc(store_step_by_id(st, 4, &r), -ENOENT);
 	assert_rc(store_commit(st), 0);
 	store_close(st);
-	/* And it stays schema 2, readable read-only now. */
+	/* And it stays upgraded, readable read-only now. */
+	st = NULL;
+	assert_rc(store_open(t->path, &ro, &st, err, sizeof(err)), 0);
+	store_close(st);
+}
+
+/* A store of schema 2: its keys gain a previous generation, no notes. */
+static void test_upgrade_from_schema_2(void **state)
+{
+	static const char to_v2[] =
+		"INSERT INTO workflows(id, name, uid, gid, mode, ctime_ns, "
+		"mtime_ns, on_input_change, dedup_on, in_flight_ttl, retention, "
+		"epoch, events_size) VALUES(1, 'wf', 0, 0, 493, 1, 1, 0, 0, 86400, "
+		"2592000, 1, 0);"
+		"INSERT INTO keys(id, wf, name, status, generation, attempt, "
+		"expires_ms, mtime_ns, holder_pid, holder_uid) "
+		"VALUES(1, 1, 'k', 1, 9, 2, 99999999999999, 1, 1, 0);"
+		"DROP TABLE holds;"
+		"ALTER TABLE keys DROP COLUMN previous;"
+		"ALTER TABLE keys DROP COLUMN request;"
+		"ALTER TABLE keys DROP COLUMN original;"
+		"PRAGMA user_version = 2;";
+	struct tmp *t = *state;
+	struct store_options ro = plain;
+	struct store *st = NULL;
+	struct key_row k;
+	char err[256], buf[KEY_ORIGINAL_MAX];
+	size_t len;
+	int64_t hold;
+	bool any;
+
+	store_close(open_store(t->path, true));
+	assert_int_equal(raw_sql(t->path, to_v2), SQLITE_OK);
+	ro.read_only = true;
+	open_refused(t->path, &ro, -EPROTONOSUPPORT, "upgrade");
+	assert_rc(store_open(t->path, &plain, &st, err, sizeof(err)), 0);
+	assert_rc(store_begin(st, true), 0);
+	assert_rc(store_key_by_generation(st, 9, &k), 0);
+	assert_i64(k.previous, 0);
+	assert_i64(k.attempt, 2);
+	assert_rc(store_key_note(st, k.id, KEY_NOTE_REQUEST, buf, &len), -ENODATA);
+	assert_rc(store_key_set_note(st, k.id, KEY_NOTE_REQUEST, S("r")), 0);
+	assert_rc(store_hold(st, 1, T0_MS + 1000, &hold), 0);
+	assert_rc(store_hold_any(st, 1, T0_MS, &any), 0);
+	assert_true(any);
+	assert_rc(store_commit(st), 0);
+	store_close(st);
 	st = NULL;
 	assert_rc(store_open(t->path, &ro, &st, err, sizeof(err)), 0);
 	store_close(st);
@@ -1683,6 +1729,7 @@ int main(void)
 		T(test_refuse_postgresql),
 		T(test_scheme),
 		T(test_upgrade_from_schema_1),
+		T(test_upgrade_from_schema_2),
 		T(test_refuse_values_out_of_range),
 		T(test_refuse_key_values_out_of_range),
 		T(test_read_only_store_file),
