@@ -36,12 +36,16 @@ run_job() {	# $1: the input file, $2: the run's idempotency key
 	(
 		set -C	# '>' opens with O_EXCL: the claim
 		cd "$wf"
-		if ! exec 3> "keys/$key"; then
+		if ! { command exec 3> "keys/$key"; } 2>/dev/null; then
 			echo "run $key: already claimed: $(head -1 "keys/$key")"
 			exit 0
 		fi
 		set +C
-		if ! sha256sum "$input" | cut -c1-64 > input.fingerprint; then
+		# The run's input, held on fd 4 until the run ends: another
+		# run with another input waits (EBUSY) instead of mixing its
+		# checkpoints with ours.
+		exec 4> input.fingerprint
+		if ! sha256sum "$input" | cut -c1-64 >&4 2>/dev/null; then
 			echo "run $key: input changed, and the policy is raise: refused"
 			echo failed >&3
 			exit 2

@@ -15,6 +15,8 @@ result, exit with $JOB_STATUS, and, when $JOB_GATE is set, tell the test
 they started and wait for it (FIFOs, no clock), so that a test can look at
 the key while the job runs.
 """
+import errno
+import hashlib
 import json
 import os
 import re
@@ -29,7 +31,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import ONCEFS, Mount, _is_mounted, _unmount, claim, read, run  # noqa: E402
+from harness import ONCEFS, Mount, _is_mounted, _unmount, claim, errno_of, read, run, write  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.path.dirname(os.path.abspath(ONCEFS))
@@ -121,10 +123,13 @@ class DocsTest(unittest.TestCase):
             os.symlink(path, os.path.join(self.bin, name))
         self.runs_file = os.path.join(self.tmp, "runs")
         open(self.runs_file, "w").close()
+        self.payload = os.path.join(self.tmp, "payload.json")
+        with open(self.payload, "w") as f:
+            f.write('{"rows": 42}')
 
     def env(self, **extra):
         env = dict(os.environ, PATH=self.bin + os.pathsep + os.environ.get("PATH", "/usr/bin:/bin"),
-                   DOCS_RUNS=self.runs_file)
+                   DOCS_RUNS=self.runs_file, PAYLOAD=self.payload)
         env.pop("JOB_GATE", None)
         env.update({k: str(v) for k, v in extra.items()})
         return env
@@ -269,20 +274,47 @@ class Readme(DocsTest):
                 self.assertEqual(r.returncode, 0, r)
                 self.assertEqual(self.runs(), ["extract", "load"])
 
-    # Expected to fail: the README's steps example (the section "Steps and
-    # input fingerprints", not this change's to edit) runs
-    # `sha256sum payload.json` after `cd /mnt/once/nightly-etl`, so it looks
-    # for payload.json inside the workflow directory, where no such file can
-    # be; the fingerprint is never set.  The example needs the payload's
-    # real path (e.g. `sha256sum /data/payload.json`).
-    @unittest.expectedFailure
-    def test_steps_example_sets_the_fingerprint(self):
+    def test_steps_example_sets_and_holds_the_fingerprint(self):
         shell = SHELLS[0]
+        want = hashlib.sha256(b'{"rows": 42}').hexdigest()
         with Mount(tmp=tempfile.mkdtemp(dir=self.tmp)) as m:
             os.mkdir(m.p("nightly-etl"))
-            r = self.sh(shell, self.steps_example(m))
-            self.assertEqual(r.stderr, "")
-            self.assertRegex(read(m.p("nightly-etl", "input.fingerprint")).decode(), r"^[0-9a-f]{64}\n?$")
+            fp = m.p("nightly-etl", "input.fingerprint")
+            with self.started(shell, self.steps_example(m)) as (p, gate):
+                for step in ("extract", "load"):
+                    self.wait_started(p, gate)
+                    self.assertEqual(read(fp).decode(), want + "\n")
+                    # Held while the run goes on: another input waits.
+                    self.assertEqual(errno_of(write, fp, b"another\n"), errno.EBUSY)
+                    self.release(gate)
+                out, err = p.communicate(timeout=300)
+                self.assertEqual((p.returncode, err), (0, ""))
+            write(fp, b"another\n")       # the run ended: free
+
+
+class Examples(unittest.TestCase):
+    def test_resume_after_failure(self):
+        """examples/resume-after-failure.sh, as a user runs it."""
+        script = os.path.join(os.path.dirname(__file__), "..", "..", "examples",
+                              "resume-after-failure.sh")
+        r = subprocess.run(["bash", script, os.path.abspath(ONCEFS)], capture_output=True,
+                           text=True, timeout=300, stdin=subprocess.DEVNULL)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        lines = [line for line in r.stdout.splitlines() if line.startswith("run ")]
+        self.assertEqual(lines, [
+            "run 2026-11-21: extract: ran",
+            "run 2026-11-21: transform: FAILED",
+            "run 2026-11-21: extract: done before, skipped",
+            "run 2026-11-21: transform: ran",
+            "run 2026-11-21: load: ran",
+            "run 2026-11-21: succeeded",
+            "run 2026-11-21: already claimed: succeeded 2",
+            "run 2026-11-22: extract: ran",
+            "run 2026-11-22: transform: ran",
+            "run 2026-11-22: load: ran",
+            "run 2026-11-22: succeeded",
+            "run 2026-11-23: input changed, and the policy is raise: refused",
+        ])
 
 
 class Options(unittest.TestCase):
