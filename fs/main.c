@@ -400,6 +400,7 @@ int main(int argc, char *argv[])
 		goto out;
 	}
 	pthread_mutex_init(&fs->renew_lock, NULL);
+	pthread_mutex_init(&fs->ended.lock, NULL);
 	/* The session first: it refuses unknown options before any store
 	 * is created. */
 	fs->se = fuse_session_new(&args, &fs_ops, sizeof(fs_ops), fs);
@@ -459,6 +460,7 @@ out:
 	report_start(report_fd, 1);
 	if (fs) {
 		pthread_mutex_destroy(&fs->renew_lock);
+		pthread_mutex_destroy(&fs->ended.lock);
 		free(fs);
 	}
 	store_close(st);

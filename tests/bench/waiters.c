@@ -5,7 +5,7 @@
  *     waiters PATH N READY_FILE
  *
  * Creates READY_FILE once every thread has opened PATH and is about to
- * read; at the end prints "woken N last_ns T" (CLOCK_MONOTONIC) and
+ * read; at the end prints "woken N last_ns T" (CLOCK_REALTIME) and
  * "errors E".
  */
 #include <errno.h>
@@ -20,14 +20,15 @@
 static const char *path;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
-static int opened, errors, woken;
+static pthread_cond_t all_woken = PTHREAD_COND_INITIALIZER;
+static int opened, errors, woken, total;
 static int64_t last_ns;
 
 static int64_t now_ns(void)
 {
 	struct timespec ts;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
+	clock_gettime(CLOCK_REALTIME, &ts);
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
@@ -43,7 +44,12 @@ static void *wait_one(void *arg)
 	pthread_cond_broadcast(&cond);
 	pthread_mutex_unlock(&lock);
 	if (fd < 0) {
-		__atomic_add_fetch(&errors, 1, __ATOMIC_RELAXED);
+		pthread_mutex_lock(&lock);
+		errors++;
+		total--;	/* nobody to wait for */
+		if (woken == total)
+			pthread_cond_broadcast(&all_woken);
+		pthread_mutex_unlock(&lock);
 		return NULL;
 	}
 	n = read(fd, buf, sizeof(buf));
@@ -53,6 +59,14 @@ static void *wait_one(void *arg)
 	woken++;
 	if (now_ns() > last_ns)
 		last_ns = now_ns();
+	/*
+	 * Close only once all are woken: the closes (a FLUSH and a RELEASE
+	 * each) are not part of the wake-up.
+	 */
+	if (woken == total)
+		pthread_cond_broadcast(&all_woken);
+	while (woken < total)
+		pthread_cond_wait(&all_woken, &lock);
 	pthread_mutex_unlock(&lock);
 	close(fd);
 	return NULL;
@@ -70,6 +84,7 @@ int main(int argc, char **argv)
 	}
 	path = argv[1];
 	n = atoi(argv[2]);
+	total = n;
 	t = calloc((size_t)n, sizeof(*t));
 	pthread_attr_init(&attr);
 	pthread_attr_setstacksize(&attr, 64 * 1024);
