@@ -11,7 +11,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 from harness import MountedTest, run  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
-EXAMPLES = os.path.join(ROOT, "examples")
+# ONCEFS_EXAMPLES: an installed copy (scripts/test runs them from one too).
+EXAMPLES = os.environ.get("ONCEFS_EXAMPLES") or os.path.join(ROOT, "examples")
 ONCE = os.environ.get("ONCE", os.path.join(os.path.dirname(os.environ.get("ONCEFS", "build/oncefs")), "once"))
 
 
