@@ -226,3 +226,24 @@ def test_set_input_is_canonical_and_held(wf, mount):
     other.set_input({"different": True})                    # free: reset
     assert os.listdir(os.path.join(wf.path, "steps")) == []
     other.close()
+
+
+def readme_module_example():
+    with open(os.path.join(HERE, "..", "..", "README.md")) as f:
+        text = f.read()
+    blocks = [b for b in text.split("```python\n")[1:] if "import oncefs" in b]
+    assert len(blocks) == 1
+    return blocks[0].split("```")[0]
+
+
+def test_the_readme_example(mount):
+    code = readme_module_example().replace("/mnt/once", mount.path)
+    done = []
+    env = {"extract": lambda: "rows\n", "load": lambda rows: done.append(rows) or "loaded " + rows}
+    exec(compile(code, "README.md", "exec"), env)
+    wf = oncefs.Workflow(mount.p("nightly-etl"))
+    assert wf.read("2026-11-21").result == b"loaded rows\n"
+    assert done == ["rows\n"]
+    with pytest.raises(oncefs.AlreadyDone):
+        exec(compile(code, "README.md", "exec"), dict(env))
+    assert done == ["rows\n"]
