@@ -119,8 +119,9 @@ size_t key_status_line(const struct key_row *k, char *buf, size_t size)
 	return n < 0 ? 0 : (size_t)n;
 }
 
-int key_claim(struct once *o, int64_t wf, const char *name, size_t len,
-	      const struct caller *who, struct key_row *out, struct wf_row *wf_out)
+static int claim(struct once *o, int64_t wf, const char *name, size_t len,
+		 const struct caller *who, struct key_row *out,
+		 struct wf_row *wf_out)
 {
 	int64_t now = once_now_ms(o), previous = 0;
 	struct wf_row w;
@@ -271,6 +272,16 @@ int key_set_note(struct once *o, int64_t generation, enum key_note which,
 		rc = once_event(o, k.wf, who, &ev);
 out:
 	return once_end(o, rc);
+}
+
+int key_claim(struct once *o, int64_t wf, const char *name, size_t len,
+	      const struct caller *who, struct key_row *out, struct wf_row *w)
+{
+	int64_t start = metrics_now_ns();
+	int rc = claim(o, wf, name, len, who, out, w);
+
+	histogram_observe(&o->latencies.claim, start);
+	return rc;
 }
 
 int key_open_content(struct once *o, int64_t generation, struct key_row *out,
@@ -434,8 +445,8 @@ static int renew(struct once *o, struct key_row *k, const char *type,
 	return rc;
 }
 
-int key_finalize(struct once *o, int64_t generation, const char *buf,
-		 size_t len, const struct caller *who)
+static int finalize(struct once *o, int64_t generation, const char *buf,
+		    size_t len, const struct caller *who)
 {
 	struct status_line sl;
 	struct wf_row w;
@@ -491,6 +502,16 @@ out:
 		wait_changed(o->waits, generation);
 	} else if (rc == -ESTALE)
 		once_count(&o->stats.fenced);
+	return rc;
+}
+
+int key_finalize(struct once *o, int64_t generation, const char *buf,
+		 size_t len, const struct caller *who)
+{
+	int64_t start = metrics_now_ns();
+	int rc = finalize(o, generation, buf, len, who);
+
+	histogram_observe(&o->latencies.finalize, start);
 	return rc;
 }
 

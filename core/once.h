@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "metrics.h"
 #include "store.h"
 
 #define ONCE_MAX_RESULT_DEFAULT (1024 * 1024)
@@ -49,6 +50,7 @@ struct once {
 	struct store *store;
 	struct once_config config;
 	struct once_stats stats;	/* updated with __atomic builtins */
+	struct once_latencies latencies;	/* metrics.h */
 	struct waits *waits;		/* readers of wait/K, or NULL */
 	/* The clock, in Unix milliseconds; replaceable for tests. */
 	int64_t (*clock)(void *arg);

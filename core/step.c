@@ -502,8 +502,8 @@ int64_t step_writer_id(const struct step_writer *w)
 	return w->id;
 }
 
-int step_writer_commit(struct once *o, struct step_writer *w,
-		       const struct caller *who)
+static int writer_commit(struct once *o, struct step_writer *w,
+			 const struct caller *who)
 {
 	struct step_row r;
 	struct wf_row wr;
@@ -567,6 +567,16 @@ out:
 	store_unpin(o->store, content);
 	if (rc == 0)
 		once_count(&o->stats.checkpoints);
+	return rc;
+}
+
+int step_writer_commit(struct once *o, struct step_writer *w,
+		       const struct caller *who)
+{
+	int64_t start = metrics_now_ns();
+	int rc = writer_commit(o, w, who);
+
+	histogram_observe(&o->latencies.checkpoint, start);
 	return rc;
 }
 

@@ -23,6 +23,7 @@
 
 #define INO_ROOT 1
 #define INO_STATS 2
+#define INO_METRICS 3
 
 enum ino_kind {
 	INO_KIND_SPECIAL = 0,

@@ -17,6 +17,7 @@
 
 #include "../core/holder.h"
 #include "../core/key.h"
+#include "../core/metrics.h"
 #include "../core/step.h"
 #include "../core/wait.h"
 #include "../core/workflow.h"
@@ -116,18 +117,51 @@ static void fill_root(const struct fs *fs, struct stat *st)
 	st->st_nlink = 2;
 }
 
-static int format_stats(struct fs *fs, char **out, size_t *len);
+/*
+ * The read-only dot-files of the root: a mount's numbers, rendered from
+ * one snapshot when the file is opened (core/metrics.c).
+ */
+static const struct root_file {
+	const char *name;
+	uint64_t ino;
+	void (*write)(const struct metrics_snapshot *m, FILE *f);
+} root_files[] = {
+	{ ".stats", INO_STATS, metrics_write_stats },
+	{ ".metrics", INO_METRICS, metrics_write_prometheus },
+};
 
-/* .stats: its size is that of the text a read would give now. */
-static void fill_stats(struct fs *fs, struct stat *st)
+#define N_ROOT_FILES (sizeof(root_files) / sizeof(root_files[0]))
+
+static const struct root_file *root_file_named(const char *name)
+{
+	for (size_t i = 0; i < N_ROOT_FILES; i++)
+		if (name_is(name, root_files[i].name))
+			return &root_files[i];
+	return NULL;
+}
+
+static const struct root_file *root_file_of(uint64_t ino)
+{
+	for (size_t i = 0; i < N_ROOT_FILES; i++)
+		if (root_files[i].ino == ino)
+			return &root_files[i];
+	return NULL;
+}
+
+static int format_root_file(struct fs *fs, const struct root_file *rf,
+			    char **out, size_t *len);
+
+/* A root dot-file: its size is that of the text a read would give now. */
+static void fill_root_file(struct fs *fs, const struct root_file *rf,
+			   struct stat *st)
 {
 	char *text = NULL;
 	size_t len = 0;
 
-	fill_common(st, INO_STATS, fs->owner_uid, fs->owner_gid,
+	fill_common(st, rf->ino, fs->owner_uid, fs->owner_gid,
 		    fs->mount_time_ns, fs->mount_time_ns);
 	st->st_mode = S_IFREG | 0444;
-	if (format_stats(fs, &text, &len))
+	if (format_root_file(fs, rf, &text, &len))
 		len = 0;
 	free(text);
 	set_size(st, (int64_t)len);
@@ -222,8 +256,8 @@ static int stat_ino(struct fs *fs, uint64_t ino, struct stat *st)
 		fill_root(fs, st);
 		return 0;
 	}
-	if (ino == INO_STATS) {
-		fill_stats(fs, st);
+	if (root_file_of(ino)) {
+		fill_root_file(fs, root_file_of(ino), st);
 		return 0;
 	}
 	switch (ino_kind(ino)) {
@@ -352,8 +386,8 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		return;
 	}
 	if (parent == INO_ROOT) {
-		if (name_is(name, ".stats")) {
-			fill_stats(fs, &st);
+		if (root_file_named(name)) {
+			fill_root_file(fs, root_file_named(name), &st);
 			reply_entry(req, &st, FIXED_ENTRY_TIMEOUT);
 			return;
 		}
@@ -675,7 +709,7 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 			      ? -EPERM : -EPERM);
 		return;
 	}
-	if (name_is(name, ".stats")) {
+	if (root_file_named(name)) {
 		reply_rc(req, -EEXIST);
 		return;
 	}
@@ -864,8 +898,11 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	if (off < 2 && !dir_add(&d, "..", INO_ROOT, S_IFDIR, 2))
 		goto out;
 	if (ino == INO_ROOT) {
-		if (off < 3 && !dir_add(&d, ".stats", INO_STATS, S_IFREG, 3))
-			goto out;
+		for (size_t i = 0; i < N_ROOT_FILES; i++)
+			if (off < (off_t)(3 + i) &&
+			    !dir_add(&d, root_files[i].name, root_files[i].ino,
+				     S_IFREG, (off_t)(3 + i)))
+				goto out;
 		rc = list_rows(fs, 0, fetch_workflows, &d, off);
 		goto out;
 	}
@@ -924,7 +961,7 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	int rc, field;
 
 	if (parent == INO_ROOT) {
-		reply_rc(req, name_is(name, ".stats") ? -EPERM : -EISDIR);
+		reply_rc(req, root_file_named(name) ? -EPERM : -EISDIR);
 		return;
 	}
 	if (ino_kind(parent) != INO_KIND_WORKFLOW) {
@@ -981,7 +1018,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 	if (flags & RENAME_NOREPLACE)
 		wflags |= WORKFLOW_RENAME_NOREPLACE;
 	if (parent == INO_ROOT && newparent == INO_ROOT) {
-		if (name_is(name, ".stats") || name_is(newname, ".stats"))
+		if (root_file_named(name) || root_file_named(newname))
 			rc = -EPERM;
 		else
 			rc = workflow_rename(&fs->core, name, strlen(name),
@@ -1050,36 +1087,18 @@ static void reply_open(fuse_req_t req, struct fuse_file_info *fi,
 	}
 }
 
-static int format_stats(struct fs *fs, char **out, size_t *len)
+static int format_root_file(struct fs *fs, const struct root_file *rf,
+			    char **out, size_t *len)
 {
-	struct once_stats *s = &fs->core.stats;
-	struct store_stats ss;
+	struct metrics_snapshot m;
 	char *buf = NULL;
 	size_t size = 0;
 	FILE *f = open_memstream(&buf, &size);
 
 	if (!f)
 		return -ENOMEM;
-	store_get_stats(fs->core.store, &ss);
-#define LOAD(x) ((unsigned long long)__atomic_load_n(&(x), __ATOMIC_RELAXED))
-	fprintf(f, "claims %llu\n", LOAD(s->claims));
-	fprintf(f, "adoptions %llu\n", LOAD(s->adoptions));
-	fprintf(f, "conflicts %llu\n", LOAD(s->conflicts));
-	fprintf(f, "finalizes %llu\n", LOAD(s->finalizes));
-	fprintf(f, "releases %llu\n", LOAD(s->releases));
-	fprintf(f, "renewals %llu\n", LOAD(s->renewals));
-	fprintf(f, "fenced %llu\n", LOAD(s->fenced));
-	fprintf(f, "checkpoints %llu\n", LOAD(s->checkpoints));
-#undef LOAD
-	fprintf(f, "commits %llu\n", (unsigned long long)ss.commits);
-	fprintf(f, "fsyncs %llu\n", (unsigned long long)ss.syncs);
-	fprintf(f, "waiters %llu\n", fs->waits ? (unsigned long long)
-		waits_count(fs->waits) : 0ULL);
-	fprintf(f, "max_write_us %llu\n", (unsigned long long)ss.max_write_us);
-	fprintf(f, "max_maintenance_us %llu\n",
-		(unsigned long long)ss.max_maintenance_us);
-	/* 1 after a failed fsync: the mount refuses writes (EROFS). */
-	fprintf(f, "sync_failed %d\n", ss.sync_failed ? 1 : 0);
+	metrics_snapshot(&fs->core, fs->waits ? waits_count(fs->waits) : 0, &m);
+	rf->write(&m, f);
 	if (fclose(f)) {
 		free(buf);
 		return -ENOMEM;
@@ -1220,12 +1239,12 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	size_t len = 0;
 	int rc = 0, slot;
 
-	if (ino == INO_STATS) {
+	if (root_file_of(ino)) {
 		if ((fi->flags & O_ACCMODE) != O_RDONLY) {
 			reply_rc(req, -EPERM);
 			return;
 		}
-		rc = format_stats(fs, &snap, &len);
+		rc = format_root_file(fs, root_file_of(ino), &snap, &len);
 		h = rc ? NULL : handle_new(HANDLE_STATS, ino, 0, fi->flags);
 		goto out;
 	}

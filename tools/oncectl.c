@@ -42,6 +42,7 @@ struct ctl {
 	const char *store_path;
 	bool json;
 	bool dry_run;
+	bool prometheus;	/* stats: .metrics, not .stats */
 	const char *since;
 	struct store *st;
 	struct once o;
@@ -56,6 +57,7 @@ struct command {
 	const char *name;
 	int min_args, max_args;	/* after STORE */
 	bool writes;
+	bool on_mount;		/* reads a mount's files, not a store */
 	int (*run)(struct ctl *c, char **args, int n);
 	const char *usage;
 	const char *help;
@@ -722,21 +724,56 @@ static int cmd_check(struct ctl *c, char **args, int n)
 	return 0;
 }
 
+/* ---- stats ------------------------------------------------------------ */
+
+/*
+ * A mount's counters are the daemon's, not the store's: they are read
+ * from the mount's .stats (or .metrics, the Prometheus text format).
+ */
+static int cmd_stats(struct ctl *c, char **args, int n)
+{
+	char path[4096], buf[65536];
+	ssize_t got;
+	int fd;
+
+	(void)args;
+	(void)n;
+	snprintf(path, sizeof(path), "%s/%s", c->store_path,
+		 c->prometheus ? ".metrics" : ".stats");
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		fprintf(stderr, "oncectl: %s: %s\n", c->store_path,
+			errno == ENOENT ? "not a mounted oncefs (no .stats)"
+					: strerror(errno));
+		return EXIT_STORE;
+	}
+	while ((got = read(fd, buf, sizeof(buf))) > 0) {
+		if (fwrite(buf, 1, (size_t)got, stdout) != (size_t)got)
+			break;
+	}
+	close(fd);
+	if (got < 0 || fflush(stdout) != 0)
+		return fail(-(errno ? errno : EIO), "read the counters");
+	return 0;
+}
+
 static const struct command commands[] = {
-	{ "init", 0, 0, true, cmd_init, "init STORE",
+	{ "init", 0, 0, true, false, cmd_init, "init STORE",
 	  "create an empty store (as -o create would); an existing store is left as it is" },
-	{ "ls", 0, 1, false, cmd_ls, "ls STORE [WORKFLOW] [--json]",
+	{ "ls", 0, 1, false, false, cmd_ls, "ls STORE [WORKFLOW] [--json]",
 	  "list the workflows, or a workflow's keys and checkpoints" },
-	{ "show", 2, 2, false, cmd_show, "show STORE WORKFLOW KEY [--json]",
+	{ "show", 2, 2, false, false, cmd_show, "show STORE WORKFLOW KEY [--json]",
 	  "one key: status, generation, attempt, lease, holder, result" },
-	{ "events", 1, 1, false, cmd_events,
+	{ "events", 1, 1, false, false, cmd_events,
 	  "events STORE WORKFLOW [--since TIME] [--json]",
 	  "the audit log; TIME: Unix seconds, YYYY-MM-DD[THH:MM:SSZ], or 30m/2h/1d ago" },
-	{ "sweep", 0, 0, true, cmd_sweep, "sweep STORE [--dry-run]",
+	{ "sweep", 0, 0, true, false, cmd_sweep, "sweep STORE [--dry-run]",
 	  "remove expired claims, keys and events past retention, old checkpoints" },
-	{ "check", 0, 0, false, cmd_check, "check STORE",
+	{ "check", 0, 0, false, false, cmd_check, "check STORE",
 	  "check the database and oncefs's invariants; exit 1 on any problem" },
-	{ NULL, 0, 0, false, NULL, NULL, NULL }
+	{ "stats", 0, 0, false, true, cmd_stats, "stats MOUNTPOINT [--prometheus]",
+	  "a mount's counters (its .stats), or its metrics (.metrics)" },
+	{ NULL, 0, 0, false, false, NULL, NULL, NULL }
 };
 
 static void usage(FILE *f)
@@ -745,7 +782,7 @@ static void usage(FILE *f)
 	for (const struct command *c = commands; c->name; c++)
 		fprintf(f, "  oncectl %-46s %s\n", c->usage, c->help);
 	fprintf(f, "\noptions: --json (ls, show, events), --since TIME (events), "
-		"--dry-run (sweep),\n         --help, --version\n"
+		"--dry-run (sweep),\n         --prometheus (stats), --help, --version\n"
 		"exit status: 0 ok; 1 a problem found or an action failed; "
 		"2 usage; 3 the store could not be opened\n");
 }
@@ -755,6 +792,7 @@ int main(int argc, char *argv[])
 	static const struct option longopts[] = {
 		{ "json", no_argument, NULL, 'j' },
 		{ "dry-run", no_argument, NULL, 'n' },
+		{ "prometheus", no_argument, NULL, 'p' },
 		{ "since", required_argument, NULL, 's' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -777,6 +815,9 @@ int main(int argc, char *argv[])
 			break;
 		case 'n':
 			c.dry_run = true;
+			break;
+		case 'p':
+			c.prometheus = true;
 			break;
 		case 's':
 			c.since = optarg;
@@ -808,6 +849,8 @@ int main(int argc, char *argv[])
 		return EXIT_USAGE;
 	}
 	c.store_path = argv[optind + 1];
+	if (cmd->on_mount)
+		return cmd->run(&c, argv + optind + 2, nargs);
 	sopt.create = cmd->run == cmd_init;
 	sopt.read_only = !cmd->writes;
 	rc = store_open(c.store_path, &sopt, &c.st, err, sizeof(err));

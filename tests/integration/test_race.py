@@ -164,7 +164,7 @@ class TwoMounts(unittest.TestCase):
 
     def test_workflow_visible_on_both(self):
         self.assertTrue(os.path.isdir(self.b.p("wf", "keys")))
-        self.assertEqual(sorted(os.listdir(self.b.path)), [".stats", "wf"])
+        self.assertEqual(sorted(os.listdir(self.b.path)), [".metrics", ".stats", "wf"])
 
     def test_claims_raced_across_mounts(self):
         names = ["k%d" % r for r in range(ROUNDS)]

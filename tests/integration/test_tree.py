@@ -50,7 +50,7 @@ class Workflows(MountedTest):
         self.assertEqual((st.st_uid, st.st_gid), (os.getuid(), os.getgid()))
         self.assertEqual(sorted(os.listdir(self.wf)),
                          ["events", "input.fingerprint", "keys", "policy", "steps", "wait"])
-        self.assertEqual(sorted(os.listdir(self.m.path)), [".stats", "wf"])
+        self.assertEqual(sorted(os.listdir(self.m.path)), [".metrics", ".stats", "wf"])
         self.assertErrno(errno.EEXIST, os.mkdir, self.wf)
         self.assertErrno(errno.EEXIST, os.mkdir, self.m.p(".stats"))
         os.mkdir(self.m.p("other"), 0o700)
@@ -81,7 +81,7 @@ class Workflows(MountedTest):
         self.assertErrno(errno.ENAMETOOLONG, os.mkdir, os.path.join(root, "é".encode() * 128))
         self.assertErrno(errno.ENAMETOOLONG, claim, os.path.join(root, b"wf", b"keys", b"k" * 256))
         self.assertErrno(errno.ENAMETOOLONG, os.rename, os.path.join(root, b"wf"), os.path.join(root, b"x" * 256))
-        self.assertEqual(sorted(os.listdir(root)), sorted([b".stats", b"wf", longest]))
+        self.assertEqual(sorted(os.listdir(root)), sorted([b".metrics", b".stats", b"wf", longest]))
         self.assertEqual(os.listdir(os.path.join(root, b"wf", b"keys")), [])
 
     def test_any_bytes_in_names(self):
@@ -97,7 +97,7 @@ class Workflows(MountedTest):
         self.assertIn(b"\xff\xfe not utf-8", os.listdir(root))
         # Their events are still JSON lines, and the size is exact in bytes.
         for name in os.listdir(root):
-            if name in (b".stats", b"wf"):
+            if name in (b".metrics", b".stats", b"wf"):
                 continue
             ev = os.path.join(root, name, b"events")
             data = read(ev)
@@ -121,7 +121,7 @@ class Workflows(MountedTest):
         r = subprocess.run(["touch", f], capture_output=True, text=True)
         self.assertNotEqual(r.returncode, 0)
         self.assertIn("Operation not permitted", r.stderr)
-        self.assertEqual(sorted(os.listdir(self.m.path)), [".stats", "wf"])
+        self.assertEqual(sorted(os.listdir(self.m.path)), [".metrics", ".stats", "wf"])
         # .stats is read-only and stays.
         self.assertErrno(errno.EPERM, os.open, self.m.p(".stats"), os.O_WRONLY)
         self.assertErrno(errno.EPERM, os.unlink, self.m.p(".stats"))
@@ -179,7 +179,7 @@ class Workflows(MountedTest):
         r = subprocess.run(["rm", "-rf", "wf"], cwd=self.m.path, capture_output=True, text=True)
         self.assertEqual((r.returncode, r.stderr), (0, ""))
         self.assertFalse(os.path.exists(self.wf))
-        self.assertEqual(os.listdir(self.m.path), [".stats"])
+        self.assertEqual(sorted(os.listdir(self.m.path)), [".metrics", ".stats"])
 
         os.mkdir(self.wf)
         self.assertEqual(os.listdir(os.path.join(self.wf, "keys")), [])
@@ -262,7 +262,7 @@ class Rename(MountedTest):
         r = subprocess.run(["mv", "renamed", "again"], cwd=self.m.path, capture_output=True, text=True)
         self.assertEqual((r.returncode, r.stderr), (0, ""))
         self.assertEqual(read(self.m.p("again", "keys", "a")), self.a_data)
-        self.assertEqual(sorted(os.listdir(self.m.path)), [".stats", "again", "wf", "wf2"])
+        self.assertEqual(sorted(os.listdir(self.m.path)), [".metrics", ".stats", "again", "wf", "wf2"])
 
     def test_mv_workflow_into_a_workflow_fails_without_copying(self):
         r = subprocess.run(["mv", "wf", "wf2/"], cwd=self.m.path, capture_output=True, text=True)
@@ -290,7 +290,7 @@ class Rename(MountedTest):
         os.rename(self.wf, self.wf2)
         self.assertFalse(os.path.exists(self.wf))
         self.assertEqual(read(os.path.join(self.wf2, "keys", "a")), self.a_data)
-        self.assertEqual(sorted(os.listdir(self.m.path)), [".stats", "wf2"])
+        self.assertEqual(sorted(os.listdir(self.m.path)), [".metrics", ".stats", "wf2"])
 
     def assert_key_a_untouched_but_wf2_has_z(self):
         self.assertEqual(read(self.key("a")), self.a_data)
@@ -413,7 +413,7 @@ class Readdir(MountedTest):
             os.mkdir(self.m.p("w%03d" % i))
         listed = os.listdir(self.m.path)
         self.assertEqual(len(listed), len(set(listed)))
-        self.assertEqual(sorted(listed), sorted([".stats", "wf"] + ["w%03d" % i for i in range(300)]))
+        self.assertEqual(sorted(listed), sorted([".metrics", ".stats", "wf"] + ["w%03d" % i for i in range(300)]))
 
 
 class Policy(MountedTest):
