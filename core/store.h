@@ -353,8 +353,17 @@ int store_event_list(struct store *st, int64_t wf, int64_t since_ms,
  * invariants.  Calls report() once for each problem; *problems gets
  * their number.  Inside a read transaction.
  */
-int store_check(struct store *st, void (*report)(void *arg, const char *msg),
-		void *arg, int64_t *problems);
+struct store_check_calls {
+	void (*report)(void *arg, const char *msg);	/* a problem */
+	/*
+	 * Now and then, when not NULL: the check under way, step of steps
+	 * (the backend's own check is step 0, and long).
+	 */
+	void (*progress)(void *arg, const char *what, int step, int steps);
+	void *arg;
+};
+int store_check(struct store *st, const struct store_check_calls *calls,
+		int64_t *problems);
 
 /* Sweeping.  Claims whose lease ended by now_ms (in_flight, expired). */
 int store_key_expired(struct store *st, int64_t now_ms, struct key_row *rows,

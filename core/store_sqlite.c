@@ -3278,11 +3278,27 @@ static const char *const invariants[] = {
 	"length(CAST(e.line AS BLOB)) + 1), w.events_base) != w.events_size",
 	"SELECT 'event at ' || off || ' of workflow ' || wf || ' is not JSON' "
 	"FROM events WHERE NOT json_valid(line)",
+	"SELECT 'input hold ' || id || ' belongs to missing workflow ' || wf "
+	"FROM holds WHERE wf NOT IN (SELECT id FROM workflows)",
+	"SELECT 'key ' || quote(CAST(name AS TEXT)) || ' took over generation ' || "
+	"previous || ', not older than its own ' || generation FROM keys "
+	"WHERE previous < 0 OR previous >= generation",
 };
 
-int store_check(struct store *st, void (*report)(void *arg, const char *msg),
-		void *arg, int64_t *problems)
+/* SQLite's progress handler during integrity_check: keep the caller told. */
+static int check_ticks(void *arg)
 {
+	const struct store_check_calls *calls = arg;
+
+	calls->progress(calls->arg, "the database's integrity", 0,
+			(int)(sizeof(invariants) / sizeof(invariants[0])) + 1);
+	return 0;
+}
+
+int store_check(struct store *st, const struct store_check_calls *calls,
+		int64_t *problems)
+{
+	int steps = (int)(sizeof(invariants) / sizeof(invariants[0])) + 1;
 	sqlite3 *db = st->main.db;
 	sqlite3_stmt *s;
 	int rc;
@@ -3291,23 +3307,31 @@ int store_check(struct store *st, void (*report)(void *arg, const char *msg),
 	rc = sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &s, NULL);
 	if (rc != SQLITE_OK)
 		return sql_error(st, rc, "integrity_check");
+	if (calls->progress) {
+		calls->progress(calls->arg, "the database's integrity", 0, steps);
+		sqlite3_progress_handler(db, 1000000, check_ticks, (void *)calls);
+	}
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
 		const char *msg = (const char *)sqlite3_column_text(s, 0);
 
 		if (msg && strcmp(msg, "ok") != 0) {
-			report(arg, msg);
+			calls->report(calls->arg, msg);
 			(*problems)++;
 		}
 	}
 	sqlite3_finalize(s);
+	sqlite3_progress_handler(db, 0, NULL, NULL);
 	if (rc != SQLITE_DONE)
 		return sql_error(st, rc, "integrity_check");
 	for (size_t i = 0; i < sizeof(invariants) / sizeof(invariants[0]); i++) {
+		if (calls->progress)
+			calls->progress(calls->arg, "oncefs's invariants",
+					(int)i + 1, steps);
 		rc = sqlite3_prepare_v2(db, invariants[i], -1, &s, NULL);
 		if (rc != SQLITE_OK)
 			return sql_error(st, rc, "check");
 		while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-			report(arg, (const char *)sqlite3_column_text(s, 0));
+			calls->report(calls->arg, (const char *)sqlite3_column_text(s, 0));
 			(*problems)++;
 		}
 		sqlite3_finalize(s);

@@ -98,8 +98,11 @@ int sweep_run(struct once *o, const struct sweep_options *opt,
 		rc = store_begin(o->store, true);
 		if (rc)
 			return rc;
-		while (more && rc == 0)
+		while (more && rc == 0) {
 			rc = sweep_batch(o, batch, who, r, &more);
+			if (opt->progress)
+				opt->progress(opt->progress_arg, r);
+		}
 		store_rollback(o->store);
 		return rc;
 	}
@@ -113,6 +116,8 @@ int sweep_run(struct once *o, const struct sweep_options *opt,
 			break;
 		rc = sweep_batch(o, batch, who, r, &more);
 		rc = once_end(o, rc);
+		if (opt->progress)
+			opt->progress(opt->progress_arg, r);
 	}
 	return rc;
 }

@@ -19,10 +19,15 @@
 
 #include "once.h"
 
+struct sweep_report;
+
 struct sweep_options {
 	bool dry_run;		/* count, change nothing */
 	int batch;		/* rows a transaction */
 	int max_batches;	/* 0: until done */
+	/* After each batch, when not NULL: what was done so far. */
+	void (*progress)(void *arg, const struct sweep_report *so_far);
+	void *progress_arg;
 };
 
 struct sweep_report {

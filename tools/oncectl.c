@@ -16,6 +16,7 @@
  * 2 usage; 3 the store could not be opened.
  */
 #include <errno.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
@@ -401,6 +402,70 @@ static int cmd_ls(struct ctl *c, char **args, int n)
 	return n == 0 ? ls_workflows(c) : ls_workflow(c, args[0]);
 }
 
+/* ---- progress on a terminal -------------------------------------------- */
+
+/*
+ * Long operations say what they are doing on stderr when it is a terminal,
+ * a line rewritten at most ten times a second, and nothing otherwise (a
+ * cron job's mail, a pipe).
+ */
+struct progress {
+	bool on;
+	int64_t shown_ms;	/* when the line was last written */
+	int64_t start_ms;
+	bool dirty;		/* a line is on the terminal */
+};
+
+static int64_t monotonic_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void progress_start(struct progress *p)
+{
+	p->on = isatty(STDERR_FILENO);
+	p->start_ms = monotonic_ms();
+	p->shown_ms = 0;
+	p->dirty = false;
+}
+
+/* Is it time for a new line?  Then the caller prints it with progress_line. */
+static bool progress_due(struct progress *p)
+{
+	int64_t now = monotonic_ms();
+
+	if (!p->on || now - p->shown_ms < 100)
+		return false;
+	p->shown_ms = now;
+	return true;
+}
+
+static void progress_line(struct progress *p, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void progress_line(struct progress *p, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "\r\033[K");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, " (%.1f s)", (double)(monotonic_ms() - p->start_ms) / 1000);
+	fflush(stderr);
+	p->dirty = true;
+}
+
+static void progress_end(struct progress *p)
+{
+	if (p->dirty)
+		fprintf(stderr, "\r\033[K");
+	p->dirty = false;
+}
+
 /* ---- show ------------------------------------------------------------- */
 
 /* The last event that ended a claim on one key (what freed it, and why). */
@@ -677,16 +742,30 @@ static int cmd_events(struct ctl *c, char **args, int n)
 
 /* ---- sweep and check -------------------------------------------------- */
 
+static void sweep_progress(void *arg, const struct sweep_report *r)
+{
+	struct progress *p = arg;
+
+	if (progress_due(p))
+		progress_line(p, "sweeping: %" PRId64 " expired claims, %" PRId64
+			      " keys, %" PRId64 " checkpoints, %" PRId64 " events",
+			      r->expired, r->retired, r->checkpoints, r->events);
+}
+
 static int cmd_sweep(struct ctl *c, char **args, int n)
 {
-	struct sweep_options opt = { .dry_run = c->dry_run, .batch = 500 };
+	struct progress p;
+	struct sweep_options opt = { .dry_run = c->dry_run, .batch = 500,
+				     .progress = sweep_progress, .progress_arg = &p };
 	struct caller self = { .pid = getpid(), .uid = getuid(), .gid = getgid() };
 	struct sweep_report r;
 	int rc;
 
 	(void)args;
 	(void)n;
+	progress_start(&p);
 	rc = sweep_run(&c->o, &opt, &self, &r);
+	progress_end(&p);
 	if (rc)
 		return fail(rc, "sweep");
 	printf("%s%" PRId64 " expired claims, %" PRId64 " keys past retention, %"
@@ -698,21 +777,33 @@ static int cmd_sweep(struct ctl *c, char **args, int n)
 
 static void report_problem(void *arg, const char *msg)
 {
-	(void)arg;
+	progress_end(arg);	/* the problem on a line of its own */
 	printf("problem: %s\n", msg);
+	fflush(stdout);
+}
+
+static void check_progress(void *arg, const char *what, int step, int steps)
+{
+	struct progress *p = arg;
+
+	if (progress_due(p))
+		progress_line(p, "checking %s (%d of %d)", what, step + 1, steps);
 }
 
 static int cmd_check(struct ctl *c, char **args, int n)
 {
+	struct progress p;
+	struct store_check_calls calls = { report_problem, check_progress, &p };
 	int64_t problems = 0;
 	int rc;
 
 	(void)args;
 	(void)n;
+	progress_start(&p);
 	rc = store_begin(c->st, false);
 	if (rc == 0)
-		rc = once_end(&c->o, store_check(c->st, report_problem, NULL,
-						 &problems));
+		rc = once_end(&c->o, store_check(c->st, &calls, &problems));
+	progress_end(&p);
 	if (rc)
 		return fail(rc, "check");
 	if (problems) {

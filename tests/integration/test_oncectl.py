@@ -167,6 +167,24 @@ class Oncectl(MountedTest):
         self.assertIn("beyond the sequence", r.stdout)
         self.assertIn("says 3 bytes, its content", r.stdout)
 
+    def test_progress_on_a_terminal_only(self):
+        self.populate()
+        os.close(self.held)
+        for cmd in (["check"], ["sweep", "--dry-run"]):
+            # On a pipe: nothing but the result.
+            r = ctl(*cmd, self.m.store)
+            self.assertEqual((r.returncode, r.stderr), (0, ""), r.stderr)
+            # On a terminal (script(1) gives it one): a line that says
+            # what is going on, rewritten in place, cleared at the end.
+            r = subprocess.run(["script", "-qec", " ".join([ONCECTL] + cmd + [self.m.store]),
+                                "/dev/null"], capture_output=True, timeout=60)
+            out = r.stdout.decode()
+            self.assertEqual(r.returncode, 0, out)
+            self.assertIn("\r\x1b[K", out)
+            self.assertIn("checking the database's integrity" if cmd[0] == "check" else "sweeping: ",
+                          out)
+            self.assertRegex(out, r"\(\d+\.\d s\)")
+
     def test_init_and_refusals(self):
         path = os.path.join(self.m.tmp, "new.db")
         r = ctl("init", path)
