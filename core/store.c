@@ -1,9 +1,18 @@
 /*
- * store.c - what every backend of the store shares: telling them apart.
+ * store.c - what every backend of the store shares: telling them apart,
+ * and forwarding each call of store.h to the backend of the store.
  */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
-#include "store.h"
+#include "store_backend.h"
+
+struct store {
+	const struct store_ops *ops;
+	struct store_impl *impl;
+};
 
 enum store_scheme store_scheme(const char *name)
 {
@@ -13,4 +22,337 @@ enum store_scheme store_scheme(const char *name)
 		if (strncmp(name, postgres[i], strlen(postgres[i])) == 0)
 			return STORE_SCHEME_POSTGRES;
 	return STORE_SCHEME_SQLITE;
+}
+
+int store_open(const char *path, const struct store_options *opt,
+	       struct store **out, char *err, size_t errlen)
+{
+	const struct store_ops *ops = &store_sqlite_ops;
+	struct store *st;
+	int rc;
+
+	*out = NULL;
+	if (store_scheme(path) == STORE_SCHEME_POSTGRES) {
+		snprintf(err, errlen, "PostgreSQL stores are planned but not "
+			 "supported yet: use a SQLite file");
+		return -EPROTONOSUPPORT;
+	}
+	st = calloc(1, sizeof(*st));
+	if (!st) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	st->ops = ops;
+	rc = ops->open(path, opt, &st->impl, err, errlen);
+	if (rc) {
+		free(st);
+		return rc;
+	}
+	*out = st;
+	return 0;
+}
+
+void store_close(struct store *st)
+{
+	if (!st)
+		return;
+	st->ops->close(st->impl);
+	free(st);
+}
+
+/* store_mark_maintenance(): this thread's transactions are maintenance. */
+static _Thread_local bool maintenance_thread;
+
+void store_mark_maintenance(void)
+{
+	maintenance_thread = true;
+}
+
+bool store_in_maintenance(void)
+{
+	return maintenance_thread;
+}
+
+/* ---- forwarding -------------------------------------------------------- */
+
+int store_changed(struct store *st, int64_t *seen)
+{
+	return st->ops->changed(st->impl, seen);
+}
+
+void store_get_stats(struct store *st, struct store_stats *out)
+{
+	st->ops->get_stats(st->impl, out);
+}
+
+const char *store_problem(struct store *st, char *buf, size_t size)
+{
+	return st->ops->problem(st->impl, buf, size);
+}
+
+int store_checkpoint(struct store *st)
+{
+	return st->ops->checkpoint(st->impl);
+}
+
+void store_on_wal_growth(struct store *st, void (*fn)(void *arg), void *arg)
+{
+	st->ops->on_wal_growth(st->impl, fn, arg);
+}
+
+int store_begin(struct store *st, bool write)
+{
+	return st->ops->begin(st->impl, write);
+}
+
+int store_commit(struct store *st)
+{
+	return st->ops->commit(st->impl);
+}
+
+void store_rollback(struct store *st)
+{
+	st->ops->rollback(st->impl);
+}
+
+int store_next_generation(struct store *st, int64_t *out)
+{
+	return st->ops->next_generation(st->impl, out);
+}
+
+int store_wf_by_name(struct store *st, const char *name, size_t len,
+		     struct wf_row *out)
+{
+	return st->ops->wf_by_name(st->impl, name, len, out);
+}
+
+int store_wf_by_id(struct store *st, int64_t id, struct wf_row *out)
+{
+	return st->ops->wf_by_id(st->impl, id, out);
+}
+
+int store_wf_insert(struct store *st, struct wf_row *row)
+{
+	return st->ops->wf_insert(st->impl, row);
+}
+
+int store_wf_update(struct store *st, const struct wf_row *row)
+{
+	return st->ops->wf_update(st->impl, row);
+}
+
+int store_wf_delete(struct store *st, int64_t id)
+{
+	return st->ops->wf_delete(st->impl, id);
+}
+
+int store_wf_list(struct store *st, int64_t after, struct wf_row *rows, int max,
+		  int *n)
+{
+	return st->ops->wf_list(st->impl, after, rows, max, n);
+}
+
+int store_key_get(struct store *st, int64_t wf, const char *name, size_t len,
+		  struct key_row *out)
+{
+	return st->ops->key_get(st->impl, wf, name, len, out);
+}
+
+int store_key_by_generation(struct store *st, int64_t generation,
+			    struct key_row *out)
+{
+	return st->ops->key_by_generation(st->impl, generation, out);
+}
+
+int store_key_result(struct store *st, const struct key_row *k, char **buf,
+		     size_t *len)
+{
+	return st->ops->key_result(st->impl, k, buf, len);
+}
+
+int store_key_insert(struct store *st, struct key_row *row)
+{
+	return st->ops->key_insert(st->impl, row);
+}
+
+int store_key_update(struct store *st, const struct key_row *row)
+{
+	return st->ops->key_update(st->impl, row);
+}
+
+int store_key_set_result(struct store *st, struct key_row *k, const char *buf,
+			 size_t len)
+{
+	return st->ops->key_set_result(st->impl, k, buf, len);
+}
+
+int store_key_delete(struct store *st, int64_t id)
+{
+	return st->ops->key_delete(st->impl, id);
+}
+
+int store_key_note(struct store *st, int64_t id, enum key_note which, char *buf,
+		   size_t *len)
+{
+	return st->ops->key_note(st->impl, id, which, buf, len);
+}
+
+int store_key_set_note(struct store *st, int64_t id, enum key_note which,
+		       const char *buf, size_t len)
+{
+	return st->ops->key_set_note(st->impl, id, which, buf, len);
+}
+
+int store_key_clear_notes(struct store *st, int64_t id)
+{
+	return st->ops->key_clear_notes(st->impl, id);
+}
+
+int store_key_list(struct store *st, int64_t wf, int64_t after, int64_t now_ms,
+		   struct key_row *rows, int max, int *n)
+{
+	return st->ops->key_list(st->impl, wf, after, now_ms, rows, max, n);
+}
+
+int store_key_any(struct store *st, int64_t wf, int64_t now_ms, bool *any)
+{
+	return st->ops->key_any(st->impl, wf, now_ms, any);
+}
+
+int store_step_get(struct store *st, int64_t wf, int64_t epoch,
+		   const char *name, size_t len, struct step_row *out)
+{
+	return st->ops->step_get(st->impl, wf, epoch, name, len, out);
+}
+
+int store_step_by_id(struct store *st, int64_t id, struct step_row *out)
+{
+	return st->ops->step_by_id(st->impl, id, out);
+}
+
+int store_step_any(struct store *st, int64_t wf, int64_t epoch, bool *any)
+{
+	return st->ops->step_any(st->impl, wf, epoch, any);
+}
+
+int store_step_list(struct store *st, int64_t wf, int64_t epoch, int64_t after,
+		    struct step_row *rows, int max, int *n)
+{
+	return st->ops->step_list(st->impl, wf, epoch, after, rows, max, n);
+}
+
+int store_step_insert(struct store *st, struct step_row *row)
+{
+	return st->ops->step_insert(st->impl, row);
+}
+
+int store_step_update(struct store *st, const struct step_row *row)
+{
+	return st->ops->step_update(st->impl, row);
+}
+
+int store_step_delete(struct store *st, int64_t id)
+{
+	return st->ops->step_delete(st->impl, id);
+}
+
+int store_step_set_content(struct store *st, struct step_row *r,
+			   int64_t content, int64_t size, int64_t mtime_ns)
+{
+	return st->ops->step_set_content(st->impl, r, content, size, mtime_ns);
+}
+
+int store_pin(struct store *st, int64_t content, int64_t now_ms)
+{
+	return st->ops->pin(st->impl, content, now_ms);
+}
+
+void store_unpin(struct store *st, int64_t content)
+{
+	st->ops->unpin(st->impl, content);
+}
+
+int store_pins_renew(struct store *st, int64_t now_ms)
+{
+	return st->ops->pins_renew(st->impl, now_ms);
+}
+
+int store_content_read(struct store *st, int64_t content, int64_t size,
+		       int64_t off, char *buf, size_t len, size_t *got)
+{
+	return st->ops->content_read(st->impl, content, size, off, buf, len,
+				     got);
+}
+
+int store_content_stage(struct store *st, int fd, int64_t size, int64_t now_ms,
+			int64_t *content)
+{
+	return st->ops->content_stage(st->impl, fd, size, now_ms, content);
+}
+
+int store_purge(struct store *st, int64_t now_ms, int max, int64_t *n)
+{
+	return st->ops->purge(st->impl, now_ms, max, n);
+}
+
+int store_hold(struct store *st, int64_t wf, int64_t expires_ms, int64_t *id)
+{
+	return st->ops->hold(st->impl, wf, expires_ms, id);
+}
+
+int store_unhold(struct store *st, int64_t id)
+{
+	return st->ops->unhold(st->impl, id);
+}
+
+int store_hold_any(struct store *st, int64_t wf, int64_t now_ms, bool *any)
+{
+	return st->ops->hold_any(st->impl, wf, now_ms, any);
+}
+
+int store_holds_renew(struct store *st, int64_t now_ms, int64_t lease_ms)
+{
+	return st->ops->holds_renew(st->impl, now_ms, lease_ms);
+}
+
+int store_event_append(struct store *st, int64_t wf, const struct event *ev)
+{
+	return st->ops->event_append(st->impl, wf, ev);
+}
+
+int store_event_read(struct store *st, int64_t wf, int64_t offset, char *buf,
+		     size_t size, size_t *got)
+{
+	return st->ops->event_read(st->impl, wf, offset, buf, size, got);
+}
+
+int store_event_list(struct store *st, int64_t wf, int64_t since_ms,
+		     int (*fn)(void *arg, const struct event_view *ev),
+		     void *arg)
+{
+	return st->ops->event_list(st->impl, wf, since_ms, fn, arg);
+}
+
+int store_check(struct store *st, const struct store_check_calls *calls,
+		int64_t *problems)
+{
+	return st->ops->check(st->impl, calls, problems);
+}
+
+int store_key_expired(struct store *st, int64_t now_ms, struct key_row *rows,
+		      int max, int *n)
+{
+	return st->ops->key_expired(st->impl, now_ms, rows, max, n);
+}
+
+int store_key_retired(struct store *st, int64_t now_ms, struct key_row *rows,
+		      int max, int *n, bool *more)
+{
+	return st->ops->key_retired(st->impl, now_ms, rows, max, n, more);
+}
+
+int store_event_trim(struct store *st, int64_t now_ms, int max, int64_t *n,
+		     bool *more)
+{
+	return st->ops->event_trim(st->impl, now_ms, max, n, more);
 }

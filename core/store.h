@@ -19,9 +19,10 @@
  * transaction is durable when store_commit() returns, as far as the
  * store's sync level promises.
  *
- * The only implementation is SQLite (store_sqlite.c).  A PostgreSQL one is
- * planned: it will implement this header, and store_open() will pick the
- * backend by the URL's scheme.
+ * Behind this header, a table of backends (store_backend.h): store.c
+ * picks one by the store's name (store_scheme) and forwards each call to
+ * it.  SQLite (store_sqlite.c) is the one there is; a PostgreSQL backend
+ * is to implement the same table.
  */
 #ifndef ONCE_STORE_H
 #define ONCE_STORE_H

@@ -1,5 +1,6 @@
 /*
- * store_sqlite.c - the store (store.h) on an embedded SQLite database.
+ * store_sqlite.c - the SQLite backend of the store (store_backend.h): the
+ * store on an embedded SQLite database.
  *
  * Transactions go through one connection, serialized by st->lock: SQLite
  * allows one writer at a time anyway, and BEGIN IMMEDIATE takes the write
@@ -35,7 +36,7 @@
 #include <sqlite3.h>
 
 #include "event.h"
-#include "store.h"
+#include "store_backend.h"
 
 #define ONCE_APPLICATION_ID 0x6f6e6365	/* "once" */
 
@@ -372,17 +373,17 @@ struct conn {
 	struct timespec began;	/* when the write transaction began */
 };
 
-struct store {
+struct store_impl {
 	struct conn main;	/* every write, under st->lock */
 	char *path;
 	int busy_timeout_ms;
 	pthread_mutex_t lock;
 	pthread_mutex_t pool_lock;
 	struct reader_conn idle_readers[16];	/* kept for content reads */
-	sqlite3 *checkpointer;			/* store_checkpoint()'s own */
+	sqlite3 *checkpointer;			/* sq_checkpoint()'s own */
 	uint64_t checkpoint_commits;		/* ->committed at its last run */
 	int64_t checkpoint_dv;			/* and data_version (any mount) */
-	void (*wal_grew)(void *arg);		/* store_on_wal_growth() */
+	void (*wal_grew)(void *arg);		/* sq_on_wal_growth() */
 	void *wal_grew_arg;
 	int n_idle_readers;
 
@@ -413,7 +414,7 @@ struct store {
 	 * writer drops st->lock and waits until an fdatasync() of the WAL that
 	 * began after its commit has returned; the first waiter runs it for
 	 * everyone whose commit came before.  So concurrent commits share one
-	 * sync, and each is durable before store_commit() returns: its frames
+	 * sync, and each is durable before sq_commit() returns: its frames
 	 * are either still in the WAL, which the sync covered, or were copied
 	 * by a checkpoint, which synced them.
 	 */
@@ -442,7 +443,7 @@ struct store {
 	int64_t data_version;		/* under st->lock */
 
 	pthread_mutex_t problem_lock;
-	char problem[256];		/* the last bad row, for store_problem() */
+	char problem[256];		/* the last bad row, for sq_problem() */
 
 	/*
 	 * A read-only open that creates nothing (see open_untouched()): the
@@ -454,8 +455,95 @@ struct store {
 };
 
 
+/* The operations of the table at the end of this file (store.h says what
+ * each does). */
+static int sq_open(const char *path, const struct store_options *opt,
+		   struct store_impl **out, char *err, size_t errlen);
+static void sq_close(struct store_impl *st);
+static int sq_changed(struct store_impl *st, int64_t *seen);
+static void sq_get_stats(struct store_impl *st, struct store_stats *out);
+static const char *sq_problem(struct store_impl *st, char *buf, size_t size);
+static int sq_checkpoint(struct store_impl *st);
+static void sq_on_wal_growth(struct store_impl *st, void (*fn)(void *arg),
+			     void *arg);
+static int sq_begin(struct store_impl *st, bool write);
+static int sq_commit(struct store_impl *st);
+static void sq_rollback(struct store_impl *st);
+static int sq_next_generation(struct store_impl *st, int64_t *out);
+static int sq_wf_by_name(struct store_impl *st, const char *name, size_t len,
+			 struct wf_row *out);
+static int sq_wf_by_id(struct store_impl *st, int64_t id, struct wf_row *out);
+static int sq_wf_insert(struct store_impl *st, struct wf_row *row);
+static int sq_wf_update(struct store_impl *st, const struct wf_row *row);
+static int sq_wf_delete(struct store_impl *st, int64_t id);
+static int sq_wf_list(struct store_impl *st, int64_t after, struct wf_row *rows,
+		      int max, int *n);
+static int sq_key_get(struct store_impl *st, int64_t wf, const char *name,
+		      size_t len, struct key_row *out);
+static int sq_key_by_generation(struct store_impl *st, int64_t generation,
+				struct key_row *out);
+static int sq_key_result(struct store_impl *st, const struct key_row *k,
+			 char **buf, size_t *len);
+static int sq_key_insert(struct store_impl *st, struct key_row *row);
+static int sq_key_update(struct store_impl *st, const struct key_row *row);
+static int sq_key_set_result(struct store_impl *st, struct key_row *k,
+			     const char *buf, size_t len);
+static int sq_key_delete(struct store_impl *st, int64_t id);
+static int sq_key_note(struct store_impl *st, int64_t id, enum key_note which,
+		       char *buf, size_t *len);
+static int sq_key_set_note(struct store_impl *st, int64_t id,
+			   enum key_note which, const char *buf, size_t len);
+static int sq_key_clear_notes(struct store_impl *st, int64_t id);
+static int sq_key_list(struct store_impl *st, int64_t wf, int64_t after,
+		       int64_t now_ms, struct key_row *rows, int max, int *n);
+static int sq_key_any(struct store_impl *st, int64_t wf, int64_t now_ms,
+		      bool *any);
+static int sq_step_get(struct store_impl *st, int64_t wf, int64_t epoch,
+		       const char *name, size_t len, struct step_row *out);
+static int sq_step_by_id(struct store_impl *st, int64_t id,
+			 struct step_row *out);
+static int sq_step_any(struct store_impl *st, int64_t wf, int64_t epoch,
+		       bool *any);
+static int sq_step_list(struct store_impl *st, int64_t wf, int64_t epoch,
+			int64_t after, struct step_row *rows, int max, int *n);
+static int sq_step_insert(struct store_impl *st, struct step_row *row);
+static int sq_step_update(struct store_impl *st, const struct step_row *row);
+static int sq_step_delete(struct store_impl *st, int64_t id);
+static int sq_step_set_content(struct store_impl *st, struct step_row *r,
+			       int64_t content, int64_t size, int64_t mtime_ns);
+static int sq_pin(struct store_impl *st, int64_t content, int64_t now_ms);
+static void sq_unpin(struct store_impl *st, int64_t content);
+static int sq_pins_renew(struct store_impl *st, int64_t now_ms);
+static int sq_content_read(struct store_impl *st, int64_t content, int64_t size,
+			   int64_t off, char *buf, size_t len, size_t *got);
+static int sq_content_stage(struct store_impl *st, int fd, int64_t size,
+			    int64_t now_ms, int64_t *content);
+static int sq_purge(struct store_impl *st, int64_t now_ms, int max, int64_t *n);
+static int sq_hold(struct store_impl *st, int64_t wf, int64_t expires_ms,
+		   int64_t *id);
+static int sq_unhold(struct store_impl *st, int64_t id);
+static int sq_hold_any(struct store_impl *st, int64_t wf, int64_t now_ms,
+		       bool *any);
+static int sq_holds_renew(struct store_impl *st, int64_t now_ms,
+			  int64_t lease_ms);
+static int sq_event_append(struct store_impl *st, int64_t wf,
+			   const struct event *ev);
+static int sq_event_read(struct store_impl *st, int64_t wf, int64_t offset,
+			 char *buf, size_t size, size_t *got);
+static int sq_event_list(struct store_impl *st, int64_t wf, int64_t since_ms,
+			 int (*fn)(void *arg, const struct event_view *ev),
+			 void *arg);
+static int sq_check(struct store_impl *st,
+		    const struct store_check_calls *calls, int64_t *problems);
+static int sq_key_expired(struct store_impl *st, int64_t now_ms,
+			  struct key_row *rows, int max, int *n);
+static int sq_key_retired(struct store_impl *st, int64_t now_ms,
+			  struct key_row *rows, int max, int *n, bool *more);
+static int sq_event_trim(struct store_impl *st, int64_t now_ms, int max,
+			 int64_t *n, bool *more);
+
 /* Map a SQLite result code to -errno, logging what is not the user's. */
-static int sql_error(struct store *st, int rc, const char *what)
+static int sql_error(struct store_impl *st, int rc, const char *what)
 {
 	switch (rc & 0xff) {
 	case SQLITE_BUSY:
@@ -474,7 +562,7 @@ static int sql_error(struct store *st, int rc, const char *what)
 }
 
 /* The prepared statement for id, reset and with bindings cleared. */
-static sqlite3_stmt *stmt(struct store *st, enum stmt_id id)
+static sqlite3_stmt *stmt(struct store_impl *st, enum stmt_id id)
 {
 	struct conn *c = &st->main;
 	sqlite3_stmt *s = c->stmts[id];
@@ -498,7 +586,7 @@ static void done(sqlite3_stmt *s)
 }
 
 /* Step a statement that returns no row; reset it. */
-static int exec_stmt(struct store *st, sqlite3_stmt *s, const char *what)
+static int exec_stmt(struct store_impl *st, sqlite3_stmt *s, const char *what)
 {
 	int rc = sqlite3_step(s);
 
@@ -508,14 +596,15 @@ static int exec_stmt(struct store *st, sqlite3_stmt *s, const char *what)
 	return sql_error(st, rc, what);
 }
 
-static int by_id(struct store *st, enum stmt_id id, int64_t value,
+static int by_id(struct store_impl *st, enum stmt_id id, int64_t value,
 		 const char *what);
-static int commit_lazy(struct store *st);
-static int new_content(struct store *st, int64_t size, bool dead, int64_t *id);
-static int put_chunks(struct store *st, int64_t content, int64_t first_seq,
+static int commit_lazy(struct store_impl *st);
+static int new_content(struct store_impl *st, int64_t size, bool dead,
+		       int64_t *id);
+static int put_chunks(struct store_impl *st, int64_t content, int64_t first_seq,
 		      const char *buf, size_t len);
 static void reader_conn_close(struct reader_conn *rc);
-static int exists(struct store *st, sqlite3_stmt *s, bool *any);
+static int exists(struct store_impl *st, sqlite3_stmt *s, bool *any);
 
 static void bind_blob(sqlite3_stmt *s, int i, const void *p, size_t len)
 {
@@ -525,9 +614,9 @@ static void bind_blob(sqlite3_stmt *s, int i, const void *p, size_t len)
 /*
  * Nothing read from the file is trusted: a store may have been edited by
  * hand or by another program.  A value out of its range makes the row
- * unusable (-EIO), with the reason logged and kept for store_problem().
+ * unusable (-EIO), with the reason logged and kept for sq_problem().
  */
-static int bad_row(struct store *st, const char *table, int64_t id,
+static int bad_row(struct store_impl *st, const char *table, int64_t id,
 		   const char *what, int64_t value)
 {
 	pthread_mutex_lock(&st->problem_lock);
@@ -539,7 +628,7 @@ static int bad_row(struct store *st, const char *table, int64_t id,
 	return -EIO;
 }
 
-const char *store_problem(struct store *st, char *buf, size_t size)
+static const char *sq_problem(struct store_impl *st, char *buf, size_t size)
 {
 	pthread_mutex_lock(&st->problem_lock);
 	snprintf(buf, size, "%s", st->problem);
@@ -548,7 +637,7 @@ const char *store_problem(struct store *st, char *buf, size_t size)
 }
 
 /* A name column: 1..NAME_MAX_LEN bytes, no '/' and no NUL. */
-static int copy_name(struct store *st, const char *table, int64_t id,
+static int copy_name(struct store_impl *st, const char *table, int64_t id,
 		     sqlite3_stmt *s, int col, char *dst, size_t *len)
 {
 	size_t n = (size_t)sqlite3_column_bytes(s, col);
@@ -566,7 +655,7 @@ static int copy_name(struct store *st, const char *table, int64_t id,
 }
 
 /* An integer column that must lie in [lo, hi]. */
-static int column_in(struct store *st, const char *table, int64_t id,
+static int column_in(struct store_impl *st, const char *table, int64_t id,
 		     sqlite3_stmt *s, int col, const char *what, int64_t lo,
 		     int64_t hi, int64_t *out)
 {
@@ -801,7 +890,7 @@ static void configure_sqlite(void)
  */
 static int busy_wait(void *arg, int tries)
 {
-	struct store *st = arg;
+	struct store_impl *st = arg;
 	struct timespec now;
 	int64_t ms;
 
@@ -849,7 +938,7 @@ static bool exists_beside(const char *path, const char *suffix)
  * end of a read" proves that nobody wrote the file during it
  * (read_still_valid()).  Creates nothing, writes nothing.
  */
-static int open_untouched(struct store *st, char *err, size_t errlen)
+static int open_untouched(struct store_impl *st, char *err, size_t errlen)
 {
 	struct flock fl = { .l_type = F_RDLCK, .l_whence = SEEK_SET,
 			    .l_start = SQLITE_SHARED_FIRST,
@@ -889,7 +978,7 @@ static int open_untouched(struct store *st, char *err, size_t errlen)
 }
 
 /* After a read of an untouched store: did a writer begin meanwhile? */
-static bool read_still_valid(struct store *st)
+static bool read_still_valid(struct store_impl *st)
 {
 	return st->shared_fd < 0 || !exists_beside(st->path, "-wal");
 }
@@ -900,7 +989,7 @@ static bool read_still_valid(struct store *st)
  * directory, so after a power cut the WAL, and every commit in it, could
  * be gone although each was synced.
  */
-static int open_wal(struct store *st, char *err, size_t errlen)
+static int open_wal(struct store_impl *st, char *err, size_t errlen)
 {
 	char path[PATH_MAX];
 	const char *slash = strrchr(st->path, '/');
@@ -943,7 +1032,7 @@ static int open_wal(struct store *st, char *err, size_t errlen)
  * become the version of the same id, each result a version of its own.
  * One transaction: a crash leaves schema 1 as it was.
  */
-static int upgrade_v1(struct store *st, char *err, size_t errlen)
+static int upgrade_v1(struct store_impl *st, char *err, size_t errlen)
 {
 	static const char ddl[] =
 		"ALTER TABLE workflows ADD COLUMN purged_epoch INTEGER NOT NULL "
@@ -977,7 +1066,7 @@ static int upgrade_v1(struct store *st, char *err, size_t errlen)
 		const char *res = sqlite3_column_blob(sel, 1);
 		size_t len = (size_t)sqlite3_column_bytes(sel, 1);
 
-		rc = store_key_set_result(st, &k, res, len) ? SQLITE_ERROR
+		rc = sq_key_set_result(st, &k, res, len) ? SQLITE_ERROR
 							    : SQLITE_OK;
 	}
 	sqlite3_finalize(sel);
@@ -992,7 +1081,7 @@ static int upgrade_v1(struct store *st, char *err, size_t errlen)
  * Schema 3 keeps with a key the generation it took over (previous) and
  * what its claimant noted (request, original), and the holds of inputs.
  */
-static int upgrade_v2(struct store *st, char *err, size_t errlen)
+static int upgrade_v2(struct store_impl *st, char *err, size_t errlen)
 {
 	static const char ddl[] =
 		"ALTER TABLE keys ADD COLUMN previous INTEGER NOT NULL DEFAULT 0;"
@@ -1009,7 +1098,8 @@ static int upgrade_v2(struct store *st, char *err, size_t errlen)
 }
 
 /* Each step in a transaction of its own: a crash leaves a usable schema. */
-static int upgrade(struct store *st, int64_t from, char *err, size_t errlen)
+static int upgrade(struct store_impl *st, int64_t from, char *err,
+		   size_t errlen)
 {
 	int rc = 0;
 
@@ -1024,21 +1114,21 @@ static int upgrade(struct store *st, int64_t from, char *err, size_t errlen)
  * A mount refuses a store with a workflow it cannot trust, rather than
  * failing on it later (keys and checkpoints are checked as they are read).
  */
-static int check_workflows(struct store *st, char *err, size_t errlen)
+static int check_workflows(struct store_impl *st, char *err, size_t errlen)
 {
 	struct wf_row rows[16];
 	int64_t after = 0;
 	int n, rc;
 
 	do {
-		rc = store_begin(st, false);
+		rc = sq_begin(st, false);
 		if (rc == 0) {
-			rc = store_wf_list(st, after, rows, 16, &n);
-			store_rollback(st);
+			rc = sq_wf_list(st, after, rows, 16, &n);
+			sq_rollback(st);
 		}
 		if (rc == -EIO) {
 			snprintf(err, errlen, "the store is corrupt: %s",
-				 store_problem(st, (char[256]){ 0 }, 256));
+				 sq_problem(st, (char[256]){ 0 }, 256));
 			return rc;
 		}
 		if (rc) {
@@ -1054,17 +1144,17 @@ static int check_workflows(struct store *st, char *err, size_t errlen)
 
 /* SQLite's own syncs, for every connection that writes the store. */
 static const char *const sync_pragma[] = {
-	/* FULL's WAL fsyncs are ours: group commit, see store_commit(). */
+	/* FULL's WAL fsyncs are ours: group commit, see sq_commit(). */
 	[STORE_SYNC_FULL] = "PRAGMA synchronous = NORMAL",
 	[STORE_SYNC_NORMAL] = "PRAGMA synchronous = NORMAL",
 	[STORE_SYNC_OFF] = "PRAGMA synchronous = OFF",
 };
 
-int store_open(const char *path, const struct store_options *opt,
-	       struct store **out, char *err, size_t errlen)
+static int sq_open(const char *path, const struct store_options *opt,
+		   struct store_impl **out, char *err, size_t errlen)
 {
 	static pthread_once_t once = PTHREAD_ONCE_INIT;
-	struct store *st = NULL;
+	struct store_impl *st = NULL;
 	struct stat sb;
 	bool exists, empty = false, old_version = false;
 	int64_t from_version = STORE_SCHEMA_VERSION;
@@ -1072,11 +1162,6 @@ int store_open(const char *path, const struct store_options *opt,
 
 	*out = NULL;
 	pthread_once(&once, configure_sqlite);
-	if (store_scheme(path) == STORE_SCHEME_POSTGRES) {
-		snprintf(err, errlen, "PostgreSQL stores are planned but not "
-			 "supported yet: use a SQLite file");
-		return -EPROTONOSUPPORT;
-	}
 	exists = stat(path, &sb) == 0;
 	if (!exists && !opt->create) {
 		snprintf(err, errlen, "no store at %s (mount with -o create, or "
@@ -1185,7 +1270,7 @@ int store_open(const char *path, const struct store_options *opt,
 			/*
 			 * No checkpoint inside a commit: it would hold the
 			 * store's lock while it copies the WAL.  The background
-			 * runs store_checkpoint() on a connection of its own.
+			 * runs sq_checkpoint() on a connection of its own.
 			 */
 			rc = pragma_int(st->main.db, "PRAGMA wal_autocheckpoint = 0",
 					&dummy);
@@ -1201,7 +1286,7 @@ int store_open(const char *path, const struct store_options *opt,
 		 * A commit never shrinks the WAL: freeing a file's blocks can
 		 * wait for the file system's journal (measured at 40-120 ms
 		 * on ext4), and a commit holds the store's lock.  The WAL is
-		 * given back when the mount is idle: see store_checkpoint().
+		 * given back when the mount is idle: see sq_checkpoint().
 		 */
 		if (rc == SQLITE_OK)
 			rc = pragma_int(st->main.db, "PRAGMA journal_size_limit = -1",
@@ -1243,17 +1328,17 @@ out_close:
 	return rc;
 }
 
-void store_close(struct store *st)
+static void sq_close(struct store_impl *st)
 {
 	if (!st)
 		return;
 	/* A clean unmount leaves no pins behind for others to wait out. */
-	if ((st->npins || st->nholds) && store_begin(st, true) == 0) {
+	if ((st->npins || st->nholds) && sq_begin(st, true) == 0) {
 		if (by_id(st, S_PIN_DROP_MOUNT, st->mount_id, "unpin") == 0 &&
 		    by_id(st, S_HOLD_DROP_MOUNT, st->mount_id, "unhold") == 0)
 			commit_lazy(st);
 		else
-			store_rollback(st);
+			sq_rollback(st);
 	}
 	sqlite3_close(st->checkpointer);
 	/* Readers first: the last connection to close removes the WAL. */
@@ -1278,12 +1363,12 @@ void store_close(struct store *st)
 
 /* SQLite's WAL hook, after each commit: pages now in the log. */
 #define WAL_CHECKPOINT_PAGES 1000
-/* The WAL an idle mount keeps, in bytes (see store_checkpoint()). */
+/* The WAL an idle mount keeps, in bytes (see sq_checkpoint()). */
 #define WAL_KEEP_BYTES (16 << 20)
 
 static int wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
 {
-	struct store *st = arg;
+	struct store_impl *st = arg;
 
 	(void)db;
 	(void)name;
@@ -1292,7 +1377,8 @@ static int wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
 	return SQLITE_OK;
 }
 
-void store_on_wal_growth(struct store *st, void (*fn)(void *arg), void *arg)
+static void sq_on_wal_growth(struct store_impl *st, void (*fn)(void *arg),
+			     void *arg)
 {
 	pthread_mutex_lock(&st->lock);
 	st->wal_grew = fn;
@@ -1302,7 +1388,7 @@ void store_on_wal_growth(struct store *st, void (*fn)(void *arg), void *arg)
 }
 
 /* The store's change counter seen from the checkpointer: any commit. */
-static int64_t checkpointer_data_version(struct store *st)
+static int64_t checkpointer_data_version(struct store_impl *st)
 {
 	sqlite3_stmt *s = NULL;
 	int64_t dv = -1;
@@ -1314,7 +1400,7 @@ static int64_t checkpointer_data_version(struct store *st)
 	return dv;
 }
 
-int store_checkpoint(struct store *st)
+static int sq_checkpoint(struct store_impl *st)
 {
 	int log = 0, done = 0, rc;
 	uint64_t commits;
@@ -1369,7 +1455,7 @@ int store_checkpoint(struct store *st)
 	return 0;
 }
 
-int store_changed(struct store *st, int64_t *seen)
+static int sq_changed(struct store_impl *st, int64_t *seen)
 {
 	sqlite3_stmt *s;
 	int64_t dv = 0;
@@ -1391,7 +1477,7 @@ int store_changed(struct store *st, int64_t *seen)
 	return 1;
 }
 
-void store_get_stats(struct store *st, struct store_stats *out)
+static void sq_get_stats(struct store_impl *st, struct store_stats *out)
 {
 	pthread_mutex_lock(&st->lock);
 	out->commits = st->stats.commits;
@@ -1408,9 +1494,9 @@ void store_get_stats(struct store *st, struct store_stats *out)
 
 /*
  * Inside a transaction under sync=full: note what it can see, so that its
- * end waits until that is durable (see struct store).
+ * end waits until that is durable (see struct store_impl).
  */
-static int note_visible(struct store *st)
+static int note_visible(struct store_impl *st)
 {
 	sqlite3_stmt *s = stmt(st, S_DATA_VERSION);
 	int64_t dv;
@@ -1436,7 +1522,7 @@ static int note_visible(struct store *st)
  * Begin a transaction; with wait false, a write lock another process
  * holds is -EAGAIN at once instead of after the busy timeout.
  */
-static int begin(struct store *st, bool write, bool wait)
+static int begin(struct store_impl *st, bool write, bool wait)
 {
 	struct conn *c = &st->main;
 	sqlite3_stmt *s;
@@ -1466,21 +1552,14 @@ static int begin(struct store *st, bool write, bool wait)
 	return 0;
 }
 
-int store_begin(struct store *st, bool write)
+static int sq_begin(struct store_impl *st, bool write)
 {
 	return begin(st, write, true);
 }
 
-/* store_mark_maintenance(): this thread's transactions are maintenance. */
-static _Thread_local bool maintenance_thread;
-
-void store_mark_maintenance(void)
-{
-	maintenance_thread = true;
-}
 
 /* The end of a write transaction: how long it held the lock. */
-static void note_hold(struct store *st, struct conn *c)
+static void note_hold(struct store_impl *st, struct conn *c)
 {
 	struct timespec now;
 	int64_t us;
@@ -1493,13 +1572,13 @@ static void note_hold(struct store *st, struct conn *c)
 	     (now.tv_nsec - c->began.tv_nsec) / 1000;
 	if (us > 0 && (uint64_t)us > st->stats.max_write_us)
 		st->stats.max_write_us = (uint64_t)us;
-	if (maintenance_thread && us > 0 &&
+	if (store_in_maintenance() && us > 0 &&
 	    (uint64_t)us > st->stats.max_maintenance_us)
 		st->stats.max_maintenance_us = (uint64_t)us;
 }
 
-/* Wait until commit number seq is on disk (see struct store). */
-static int wait_durable(struct store *st, uint64_t seq)
+/* Wait until commit number seq is on disk (see struct store_impl). */
+static int wait_durable(struct store_impl *st, uint64_t seq)
 {
 	int rc = 0;
 
@@ -1546,7 +1625,7 @@ static int wait_durable(struct store *st, uint64_t seq)
  * after a failed sync the store still answers reads from what it has,
  * and refuses writes (see sync_failed).
  */
-static int end(struct store *st, struct conn *c, uint64_t seq)
+static int end(struct store_impl *st, struct conn *c, uint64_t seq)
 {
 	uint64_t seen = st->txn_seen;
 	int rc;
@@ -1559,7 +1638,7 @@ static int end(struct store *st, struct conn *c, uint64_t seq)
 	return seq ? rc : 0;
 }
 
-int store_commit(struct store *st)
+static int sq_commit(struct store_impl *st)
 {
 	struct conn *c = &st->main;
 	sqlite3_stmt *s = stmt(st, S_COMMIT);
@@ -1583,7 +1662,7 @@ int store_commit(struct store *st)
 	return rc ? rc : durable;
 }
 
-void store_rollback(struct store *st)
+static void sq_rollback(struct store_impl *st)
 {
 	struct conn *c = &st->main;
 
@@ -1601,7 +1680,7 @@ void store_rollback(struct store *st)
 	end(st, c, 0);
 }
 
-int store_next_generation(struct store *st, int64_t *out)
+static int sq_next_generation(struct store_impl *st, int64_t *out)
 {
 	sqlite3_stmt *s = stmt(st, S_NEXT_GEN);
 	int rc;
@@ -1620,14 +1699,14 @@ int store_next_generation(struct store *st, int64_t *out)
 
 /* ---- rows ------------------------------------------------------------- */
 
-typedef int row_reader(struct store *st, sqlite3_stmt *s, void *row);
+typedef int row_reader(struct store_impl *st, sqlite3_stmt *s, void *row);
 
 /*
  * Step s for up to max rows, reading each with fn into rows (of size
  * bytes each); *n gets the count.  A row that fails its checks ends the
  * list with its error.
  */
-static int read_rows(struct store *st, sqlite3_stmt *s, row_reader *fn,
+static int read_rows(struct store_impl *st, sqlite3_stmt *s, row_reader *fn,
 		     void *rows, size_t size, int max, int *n, const char *what)
 {
 	int rc = SQLITE_DONE;
@@ -1646,13 +1725,13 @@ static int read_rows(struct store *st, sqlite3_stmt *s, row_reader *fn,
 	return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : sql_error(st, rc, what);
 }
 
-static int wf_reader(struct store *st, sqlite3_stmt *s, void *row);
-static int key_reader(struct store *st, sqlite3_stmt *s, void *row);
-static int step_reader(struct store *st, sqlite3_stmt *s, void *row);
+static int wf_reader(struct store_impl *st, sqlite3_stmt *s, void *row);
+static int key_reader(struct store_impl *st, sqlite3_stmt *s, void *row);
+static int step_reader(struct store_impl *st, sqlite3_stmt *s, void *row);
 
 /* ---- workflows -------------------------------------------------------- */
 
-static int read_wf(struct store *st, sqlite3_stmt *s, struct wf_row *w)
+static int read_wf(struct store_impl *st, sqlite3_stmt *s, struct wf_row *w)
 {
 	static const char t[] = "workflows";
 	const void *fp;
@@ -1709,7 +1788,7 @@ static int read_wf(struct store *st, sqlite3_stmt *s, struct wf_row *w)
 	return 0;
 }
 
-static int wf_reader(struct store *st, sqlite3_stmt *s, void *row)
+static int wf_reader(struct store_impl *st, sqlite3_stmt *s, void *row)
 {
 	return read_wf(st, s, row);
 }
@@ -1735,7 +1814,8 @@ static void bind_wf(sqlite3_stmt *s, const struct wf_row *w)
 	sqlite3_bind_int64(s, 14, w->events_size);
 }
 
-static int get_one_wf(struct store *st, sqlite3_stmt *s, struct wf_row *out)
+static int get_one_wf(struct store_impl *st, sqlite3_stmt *s,
+		      struct wf_row *out)
 {
 	int rc = sqlite3_step(s);
 
@@ -1748,8 +1828,8 @@ static int get_one_wf(struct store *st, sqlite3_stmt *s, struct wf_row *out)
 	return rc == SQLITE_DONE ? -ENOENT : sql_error(st, rc, "workflow");
 }
 
-int store_wf_by_name(struct store *st, const char *name, size_t len,
-		     struct wf_row *out)
+static int sq_wf_by_name(struct store_impl *st, const char *name, size_t len,
+			 struct wf_row *out)
 {
 	sqlite3_stmt *s = stmt(st, S_WF_BY_NAME);
 
@@ -1759,7 +1839,7 @@ int store_wf_by_name(struct store *st, const char *name, size_t len,
 	return get_one_wf(st, s, out);
 }
 
-int store_wf_by_id(struct store *st, int64_t id, struct wf_row *out)
+static int sq_wf_by_id(struct store_impl *st, int64_t id, struct wf_row *out)
 {
 	sqlite3_stmt *s = stmt(st, S_WF_BY_ID);
 
@@ -1769,7 +1849,7 @@ int store_wf_by_id(struct store *st, int64_t id, struct wf_row *out)
 	return get_one_wf(st, s, out);
 }
 
-int store_wf_insert(struct store *st, struct wf_row *row)
+static int sq_wf_insert(struct store_impl *st, struct wf_row *row)
 {
 	sqlite3_stmt *s = stmt(st, S_WF_INSERT);
 	int rc;
@@ -1789,7 +1869,7 @@ int store_wf_insert(struct store *st, struct wf_row *row)
 	return sql_error(st, rc, "insert workflow");
 }
 
-int store_wf_update(struct store *st, const struct wf_row *row)
+static int sq_wf_update(struct store_impl *st, const struct wf_row *row)
 {
 	sqlite3_stmt *s = stmt(st, S_WF_UPDATE);
 	int rc;
@@ -1806,7 +1886,7 @@ int store_wf_update(struct store *st, const struct wf_row *row)
 	return sql_error(st, rc, "update workflow");
 }
 
-int store_wf_delete(struct store *st, int64_t id)
+static int sq_wf_delete(struct store_impl *st, int64_t id)
 {
 	static const enum stmt_id order[] = {
 		S_WF_KILL_CONTENT, S_WF_DELETE_KEYS, S_WF_DELETE_STEPS,
@@ -1828,8 +1908,8 @@ int store_wf_delete(struct store *st, int64_t id)
 	return 0;
 }
 
-int store_wf_list(struct store *st, int64_t after, struct wf_row *rows,
-		  int max, int *n)
+static int sq_wf_list(struct store_impl *st, int64_t after, struct wf_row *rows,
+		      int max, int *n)
 {
 	sqlite3_stmt *s = stmt(st, S_WF_LIST);
 
@@ -1844,7 +1924,7 @@ int store_wf_list(struct store *st, int64_t after, struct wf_row *rows,
 
 /* ---- keys ------------------------------------------------------------- */
 
-static int read_key(struct store *st, sqlite3_stmt *s, struct key_row *k)
+static int read_key(struct store_impl *st, sqlite3_stmt *s, struct key_row *k)
 {
 	static const char t[] = "keys";
 	int64_t status = 0, pid = 0, uid = 0;
@@ -1886,7 +1966,7 @@ static int read_key(struct store *st, sqlite3_stmt *s, struct key_row *k)
 	return 0;
 }
 
-static int key_reader(struct store *st, sqlite3_stmt *s, void *row)
+static int key_reader(struct store_impl *st, sqlite3_stmt *s, void *row)
 {
 	return read_key(st, s, row);
 }
@@ -1906,7 +1986,8 @@ static void bind_key(sqlite3_stmt *s, const struct key_row *k)
 	sqlite3_bind_int64(s, 11, k->previous);
 }
 
-static int get_one_key(struct store *st, sqlite3_stmt *s, struct key_row *out)
+static int get_one_key(struct store_impl *st, sqlite3_stmt *s,
+		       struct key_row *out)
 {
 	int rc = sqlite3_step(s);
 
@@ -1919,8 +2000,8 @@ static int get_one_key(struct store *st, sqlite3_stmt *s, struct key_row *out)
 	return rc == SQLITE_DONE ? -ENOENT : sql_error(st, rc, "key");
 }
 
-int store_key_get(struct store *st, int64_t wf, const char *name,
-		  size_t len, struct key_row *out)
+static int sq_key_get(struct store_impl *st, int64_t wf, const char *name,
+		      size_t len, struct key_row *out)
 {
 	sqlite3_stmt *s = stmt(st, S_KEY_GET);
 
@@ -1931,8 +2012,8 @@ int store_key_get(struct store *st, int64_t wf, const char *name,
 	return get_one_key(st, s, out);
 }
 
-int store_key_by_generation(struct store *st, int64_t generation,
-			    struct key_row *out)
+static int sq_key_by_generation(struct store_impl *st, int64_t generation,
+				struct key_row *out)
 {
 	sqlite3_stmt *s = stmt(st, S_KEY_BY_GEN);
 
@@ -1942,8 +2023,8 @@ int store_key_by_generation(struct store *st, int64_t generation,
 	return get_one_key(st, s, out);
 }
 
-int store_key_result(struct store *st, const struct key_row *k, char **buf,
-		     size_t *len)
+static int sq_key_result(struct store_impl *st, const struct key_row *k,
+			 char **buf, size_t *len)
 {
 	size_t got = 0;
 	int rc;
@@ -1952,7 +2033,7 @@ int store_key_result(struct store *st, const struct key_row *k, char **buf,
 	*buf = malloc(k->result_len ? (size_t)k->result_len : 1);
 	if (!*buf)
 		return -ENOMEM;
-	rc = store_content_read(st, k->content, k->result_len, 0, *buf,
+	rc = sq_content_read(st, k->content, k->result_len, 0, *buf,
 				(size_t)k->result_len, &got);
 	if (rc == 0 && got != (size_t)k->result_len)
 		rc = -EIO;
@@ -1965,7 +2046,7 @@ int store_key_result(struct store *st, const struct key_row *k, char **buf,
 	return 0;
 }
 
-int store_key_insert(struct store *st, struct key_row *row)
+static int sq_key_insert(struct store_impl *st, struct key_row *row)
 {
 	sqlite3_stmt *s = stmt(st, S_KEY_INSERT);
 	int rc;
@@ -1985,7 +2066,7 @@ int store_key_insert(struct store *st, struct key_row *row)
 	return sql_error(st, rc, "insert key");
 }
 
-int store_key_update(struct store *st, const struct key_row *row)
+static int sq_key_update(struct store_impl *st, const struct key_row *row)
 {
 	sqlite3_stmt *s = stmt(st, S_KEY_UPDATE);
 
@@ -1995,8 +2076,8 @@ int store_key_update(struct store *st, const struct key_row *row)
 	return exec_stmt(st, s, "update key");
 }
 
-int store_key_set_result(struct store *st, struct key_row *k, const char *buf,
-			 size_t len)
+static int sq_key_set_result(struct store_impl *st, struct key_row *k,
+			     const char *buf, size_t len)
 {
 	sqlite3_stmt *s = stmt(st, S_KEY_SET_CONTENT);
 	int64_t content = 0;
@@ -2022,7 +2103,7 @@ int store_key_set_result(struct store *st, struct key_row *k, const char *buf,
 	return rc;
 }
 
-int store_key_delete(struct store *st, int64_t id)
+static int sq_key_delete(struct store_impl *st, int64_t id)
 {
 	sqlite3_stmt *s = stmt(st, S_KEY_DELETE);
 	int rc = by_id(st, S_KEY_KILL_CONTENT, id, "key result");
@@ -2048,8 +2129,8 @@ static const struct {
 				KEY_ORIGINAL_MAX, "original name" },
 };
 
-int store_key_note(struct store *st, int64_t id, enum key_note which,
-		   char *buf, size_t *len)
+static int sq_key_note(struct store_impl *st, int64_t id, enum key_note which,
+		       char *buf, size_t *len)
 {
 	sqlite3_stmt *s = stmt(st, notes[which].get);
 	const void *p;
@@ -2077,8 +2158,8 @@ int store_key_note(struct store *st, int64_t id, enum key_note which,
 	return n ? 0 : -ENODATA;
 }
 
-int store_key_set_note(struct store *st, int64_t id, enum key_note which,
-		       const char *buf, size_t len)
+static int sq_key_set_note(struct store_impl *st, int64_t id,
+			   enum key_note which, const char *buf, size_t len)
 {
 	sqlite3_stmt *s = stmt(st, notes[which].set);
 
@@ -2092,7 +2173,7 @@ int store_key_set_note(struct store *st, int64_t id, enum key_note which,
 	return exec_stmt(st, s, "key note");
 }
 
-int store_key_clear_notes(struct store *st, int64_t id)
+static int sq_key_clear_notes(struct store_impl *st, int64_t id)
 {
 	return by_id(st, S_KEY_CLEAR_NOTES, id, "key notes");
 }
@@ -2102,7 +2183,8 @@ int store_key_clear_notes(struct store *st, int64_t id)
 /* How often a mount drops the holds that every mount let lapse. */
 #define HOLDS_SWEEP_MS (60 * 1000)
 
-int store_hold(struct store *st, int64_t wf, int64_t expires_ms, int64_t *id)
+static int sq_hold(struct store_impl *st, int64_t wf, int64_t expires_ms,
+		   int64_t *id)
 {
 	sqlite3_stmt *s = stmt(st, S_HOLD_INSERT);
 	int rc;
@@ -2123,7 +2205,7 @@ int store_hold(struct store *st, int64_t wf, int64_t expires_ms, int64_t *id)
 	return sql_error(st, rc, "hold input");
 }
 
-int store_unhold(struct store *st, int64_t id)
+static int sq_unhold(struct store_impl *st, int64_t id)
 {
 	int rc = by_id(st, S_HOLD_DELETE, id, "release input");
 
@@ -2133,7 +2215,8 @@ int store_unhold(struct store *st, int64_t id)
 	return rc;
 }
 
-int store_hold_any(struct store *st, int64_t wf, int64_t now_ms, bool *any)
+static int sq_hold_any(struct store_impl *st, int64_t wf, int64_t now_ms,
+		       bool *any)
 {
 	sqlite3_stmt *s = stmt(st, S_HOLD_ANY);
 
@@ -2144,7 +2227,8 @@ int store_hold_any(struct store *st, int64_t wf, int64_t now_ms, bool *any)
 	return exists(st, s, any);
 }
 
-int store_holds_renew(struct store *st, int64_t now_ms, int64_t lease_ms)
+static int sq_holds_renew(struct store_impl *st, int64_t now_ms,
+			  int64_t lease_ms)
 {
 	sqlite3_stmt *renew, *lapsed;
 	bool due = __atomic_load_n(&st->nholds, __ATOMIC_RELAXED) > 0 &&
@@ -2153,7 +2237,7 @@ int store_holds_renew(struct store *st, int64_t now_ms, int64_t lease_ms)
 
 	if (!due && now_ms < st->holds_swept_ms)
 		return 0;	/* nothing to renew, nothing due: no transaction */
-	rc = store_begin(st, true);
+	rc = sq_begin(st, true);
 	if (rc)
 		return rc;
 	renew = stmt(st, S_HOLD_RENEW);
@@ -2171,7 +2255,7 @@ int store_holds_renew(struct store *st, int64_t now_ms, int64_t lease_ms)
 		rc = exec_stmt(st, lapsed, "lapsed holds");
 	}
 	if (rc) {
-		store_rollback(st);
+		sq_rollback(st);
 		return rc;
 	}
 	rc = commit_lazy(st);
@@ -2182,8 +2266,8 @@ int store_holds_renew(struct store *st, int64_t now_ms, int64_t lease_ms)
 	return rc;
 }
 
-int store_key_list(struct store *st, int64_t wf, int64_t after,
-		   int64_t now_ms, struct key_row *rows, int max, int *n)
+static int sq_key_list(struct store_impl *st, int64_t wf, int64_t after,
+		       int64_t now_ms, struct key_row *rows, int max, int *n)
 {
 	sqlite3_stmt *s = stmt(st, S_KEY_LIST);
 
@@ -2198,7 +2282,7 @@ int store_key_list(struct store *st, int64_t wf, int64_t after,
 			 "list keys");
 }
 
-static int exists(struct store *st, sqlite3_stmt *s, bool *any)
+static int exists(struct store_impl *st, sqlite3_stmt *s, bool *any)
 {
 	int rc = sqlite3_step(s);
 
@@ -2207,7 +2291,8 @@ static int exists(struct store *st, sqlite3_stmt *s, bool *any)
 	return rc == SQLITE_ROW ? 0 : sql_error(st, rc, "exists");
 }
 
-int store_key_any(struct store *st, int64_t wf, int64_t now_ms, bool *any)
+static int sq_key_any(struct store_impl *st, int64_t wf, int64_t now_ms,
+		      bool *any)
 {
 	sqlite3_stmt *s = stmt(st, S_KEY_ANY);
 
@@ -2220,7 +2305,7 @@ int store_key_any(struct store *st, int64_t wf, int64_t now_ms, bool *any)
 
 /* ---- checkpoints ------------------------------------------------------ */
 
-static int read_step(struct store *st, sqlite3_stmt *s, struct step_row *r)
+static int read_step(struct store_impl *st, sqlite3_stmt *s, struct step_row *r)
 {
 	static const char t[] = "steps";
 	int rc;
@@ -2242,12 +2327,13 @@ static int read_step(struct store *st, sqlite3_stmt *s, struct step_row *r)
 	return rc;
 }
 
-static int step_reader(struct store *st, sqlite3_stmt *s, void *row)
+static int step_reader(struct store_impl *st, sqlite3_stmt *s, void *row)
 {
 	return read_step(st, s, row);
 }
 
-static int get_one_step(struct store *st, sqlite3_stmt *s, struct step_row *out)
+static int get_one_step(struct store_impl *st, sqlite3_stmt *s,
+			struct step_row *out)
 {
 	int rc = sqlite3_step(s);
 
@@ -2260,8 +2346,8 @@ static int get_one_step(struct store *st, sqlite3_stmt *s, struct step_row *out)
 	return rc == SQLITE_DONE ? -ENOENT : sql_error(st, rc, "step");
 }
 
-int store_step_get(struct store *st, int64_t wf, int64_t epoch,
-		   const char *name, size_t len, struct step_row *out)
+static int sq_step_get(struct store_impl *st, int64_t wf, int64_t epoch,
+		       const char *name, size_t len, struct step_row *out)
 {
 	sqlite3_stmt *s = stmt(st, S_STEP_GET);
 
@@ -2273,7 +2359,8 @@ int store_step_get(struct store *st, int64_t wf, int64_t epoch,
 	return get_one_step(st, s, out);
 }
 
-int store_step_by_id(struct store *st, int64_t id, struct step_row *out)
+static int sq_step_by_id(struct store_impl *st, int64_t id,
+			 struct step_row *out)
 {
 	sqlite3_stmt *s = stmt(st, S_STEP_BY_ID);
 
@@ -2283,7 +2370,8 @@ int store_step_by_id(struct store *st, int64_t id, struct step_row *out)
 	return get_one_step(st, s, out);
 }
 
-int store_step_any(struct store *st, int64_t wf, int64_t epoch, bool *any)
+static int sq_step_any(struct store_impl *st, int64_t wf, int64_t epoch,
+		       bool *any)
 {
 	sqlite3_stmt *s = stmt(st, S_STEP_ANY);
 
@@ -2296,7 +2384,8 @@ int store_step_any(struct store *st, int64_t wf, int64_t epoch, bool *any)
 
 /* ---- events ----------------------------------------------------------- */
 
-int store_event_append(struct store *st, int64_t wf, const struct event *ev)
+static int sq_event_append(struct store_impl *st, int64_t wf,
+			   const struct event *ev)
 {
 	char line[EVENT_LINE_MAX + 1];
 	sqlite3_stmt *ins = stmt(st, S_EVENT_INSERT);
@@ -2319,8 +2408,8 @@ int store_event_append(struct store *st, int64_t wf, const struct event *ev)
 	return exec_stmt(st, grow, "grow events");
 }
 
-int store_event_read(struct store *st, int64_t wf, int64_t offset,
-		     char *buf, size_t size, size_t *got)
+static int sq_event_read(struct store_impl *st, int64_t wf, int64_t offset,
+			 char *buf, size_t size, size_t *got)
 {
 	sqlite3_stmt *s = stmt(st, S_EVENT_READ);
 	int rc = SQLITE_DONE;
@@ -2375,8 +2464,8 @@ static void bind_step(sqlite3_stmt *s, const struct step_row *r)
 	sqlite3_bind_int64(s, 7, r->atime_ns);
 }
 
-int store_step_list(struct store *st, int64_t wf, int64_t epoch,
-		    int64_t after, struct step_row *rows, int max, int *n)
+static int sq_step_list(struct store_impl *st, int64_t wf, int64_t epoch,
+			int64_t after, struct step_row *rows, int max, int *n)
 {
 	sqlite3_stmt *s = stmt(st, S_STEP_LIST);
 
@@ -2391,7 +2480,7 @@ int store_step_list(struct store *st, int64_t wf, int64_t epoch,
 			 "list steps");
 }
 
-int store_step_insert(struct store *st, struct step_row *row)
+static int sq_step_insert(struct store_impl *st, struct step_row *row)
 {
 	sqlite3_stmt *s = stmt(st, S_STEP_INSERT);
 	int rc;
@@ -2412,7 +2501,7 @@ int store_step_insert(struct store *st, struct step_row *row)
 	return sql_error(st, rc, "insert step");
 }
 
-int store_step_update(struct store *st, const struct step_row *row)
+static int sq_step_update(struct store_impl *st, const struct step_row *row)
 {
 	sqlite3_stmt *s = stmt(st, S_STEP_UPDATE);
 	int rc;
@@ -2452,7 +2541,8 @@ struct pin {
 	int64_t idle_since_ms;	/* when a renewal first saw count 0 (0: not yet) */
 };
 
-static int64_t pin_find(const struct store *st, int64_t content, bool *found)
+static int64_t pin_find(const struct store_impl *st, int64_t content,
+			bool *found)
 {
 	size_t lo = 0, hi = st->npins;
 
@@ -2468,7 +2558,8 @@ static int64_t pin_find(const struct store *st, int64_t content, bool *found)
 	return (int64_t)lo;
 }
 
-static int pin_add(struct store *st, size_t at, int64_t content, bool in_store)
+static int pin_add(struct store_impl *st, size_t at, int64_t content,
+		   bool in_store)
 {
 	if (st->npins == st->pins_cap) {
 		size_t cap = st->pins_cap ? st->pins_cap * 2 : 64;
@@ -2492,7 +2583,7 @@ static int pin_add(struct store *st, size_t at, int64_t content, bool in_store)
  * anyway) and staged content (which the commit that names it makes
  * durable, the WAL being written in order).
  */
-static int commit_lazy(struct store *st)
+static int commit_lazy(struct store_impl *st)
 {
 	struct conn *c = &st->main;
 	sqlite3_stmt *s = stmt(st, S_COMMIT);
@@ -2508,7 +2599,7 @@ static int commit_lazy(struct store *st)
 	return rc;
 }
 
-static int pin_row(struct store *st, int64_t content, int64_t now_ms)
+static int pin_row(struct store_impl *st, int64_t content, int64_t now_ms)
 {
 	sqlite3_stmt *s = stmt(st, S_PIN_INSERT);
 	int rc;
@@ -2525,7 +2616,7 @@ static int pin_row(struct store *st, int64_t content, int64_t now_ms)
 }
 
 /* Under pin_lock: one more file reads content (in_store: its row is in). */
-static int pin_hold(struct store *st, int64_t content, bool in_store)
+static int pin_hold(struct store_impl *st, int64_t content, bool in_store)
 {
 	bool found;
 	int64_t at = pin_find(st, content, &found);
@@ -2538,7 +2629,7 @@ static int pin_hold(struct store *st, int64_t content, bool in_store)
 	return 0;
 }
 
-int store_pin(struct store *st, int64_t content, int64_t now_ms)
+static int sq_pin(struct store_impl *st, int64_t content, int64_t now_ms)
 {
 	bool found;
 	int rc;
@@ -2561,12 +2652,12 @@ int store_pin(struct store *st, int64_t content, int64_t now_ms)
 		if (rc == 0)
 			rc = commit_lazy(st);
 		else
-			store_rollback(st);
+			sq_rollback(st);
 	}
 	/*
 	 * A store that takes no write now (another process holds its lock,
 	 * the disk is full, a sync failed) must not fail a read: the pin
-	 * lives in memory, and store_pins_renew() writes its row later.  A
+	 * lives in memory, and sq_pins_renew() writes its row later.  A
 	 * purge needs that same lock or room, so the window is narrow, and
 	 * a version purged in it reads as EIO, never as other bytes (ids are
 	 * never reused).
@@ -2579,7 +2670,7 @@ int store_pin(struct store *st, int64_t content, int64_t now_ms)
 	return rc;
 }
 
-void store_unpin(struct store *st, int64_t content)
+static void sq_unpin(struct store_impl *st, int64_t content)
 {
 	bool found;
 	int64_t at;
@@ -2601,7 +2692,7 @@ static bool pin_idle(const struct pin *p, int64_t now_ms)
 }
 
 /* One statement for a pin row of this mount: drop or (re)write it. */
-static int pin_row_change(struct store *st, int64_t content, bool drop,
+static int pin_row_change(struct store_impl *st, int64_t content, bool drop,
 			  int64_t now_ms)
 {
 	sqlite3_stmt *s;
@@ -2619,7 +2710,7 @@ static int pin_row_change(struct store *st, int64_t content, bool drop,
 	return exec_stmt(st, s, "unpin");
 }
 
-int store_pins_renew(struct store *st, int64_t now_ms)
+static int sq_pins_renew(struct store_impl *st, int64_t now_ms)
 {
 	int64_t ids[PIN_DROP_BATCH];
 	bool drop[PIN_DROP_BATCH], renew;
@@ -2653,7 +2744,7 @@ int store_pins_renew(struct store *st, int64_t now_ms)
 		return 0;	/* nothing due: no transaction at all */
 
 	/* ...done with pin_lock free, so that opens and closes never wait... */
-	rc = store_begin(st, true);
+	rc = sq_begin(st, true);
 	if (rc)
 		return rc;
 	if (renew) {
@@ -2669,7 +2760,7 @@ int store_pins_renew(struct store *st, int64_t now_ms)
 	for (size_t i = 0; i < n && rc == 0; i++)
 		rc = pin_row_change(st, ids[i], drop[i], now_ms);
 	if (rc) {
-		store_rollback(st);
+		sq_rollback(st);
 		return rc;
 	}
 	rc = commit_lazy(st);
@@ -2702,7 +2793,7 @@ int store_pins_renew(struct store *st, int64_t now_ms)
 }
 
 /* A content version's bytes, written as chunks of content from buf. */
-static int put_chunks(struct store *st, int64_t content, int64_t first_seq,
+static int put_chunks(struct store_impl *st, int64_t content, int64_t first_seq,
 		      const char *buf, size_t len)
 {
 	sqlite3_stmt *ins = stmt(st, S_CHUNK_INSERT);
@@ -2722,7 +2813,8 @@ static int put_chunks(struct store *st, int64_t content, int64_t first_seq,
 	return rc;
 }
 
-static int new_content(struct store *st, int64_t size, bool dead, int64_t *id)
+static int new_content(struct store_impl *st, int64_t size, bool dead,
+		       int64_t *id)
 {
 	sqlite3_stmt *s = stmt(st, S_CONTENT_NEW);
 	int rc;
@@ -2738,7 +2830,7 @@ static int new_content(struct store *st, int64_t size, bool dead, int64_t *id)
 	return rc == SQLITE_ROW ? 0 : sql_error(st, rc, "new content");
 }
 
-static int by_id(struct store *st, enum stmt_id id, int64_t value,
+static int by_id(struct store_impl *st, enum stmt_id id, int64_t value,
 		 const char *what)
 {
 	sqlite3_stmt *s = stmt(st, id);
@@ -2749,8 +2841,8 @@ static int by_id(struct store *st, enum stmt_id id, int64_t value,
 	return exec_stmt(st, s, what);
 }
 
-int store_content_stage(struct store *st, int fd, int64_t size,
-			int64_t now_ms, int64_t *content)
+static int sq_content_stage(struct store_impl *st, int fd, int64_t size,
+			    int64_t now_ms, int64_t *content)
 {
 	char *chunk = NULL;
 	bool found;
@@ -2765,7 +2857,7 @@ int store_content_stage(struct store *st, int fd, int64_t size,
 		return -ENOMEM;
 	/* Born dead and pinned: a crash leaves it for the purge. */
 	pthread_mutex_lock(&st->pin_lock);
-	rc = store_begin(st, true);
+	rc = sq_begin(st, true);
 	if (rc == 0) {
 		rc = new_content(st, size, true, &id);
 		if (rc == 0)
@@ -2773,7 +2865,7 @@ int store_content_stage(struct store *st, int fd, int64_t size,
 		if (rc == 0)
 			rc = commit_lazy(st);
 		else
-			store_rollback(st);
+			sq_rollback(st);
 	}
 	if (rc == 0) {
 		at = pin_find(st, id, &found);
@@ -2797,18 +2889,18 @@ int store_content_stage(struct store *st, int fd, int64_t size,
 				got += (size_t)n;
 		}
 		if (rc == 0)
-			rc = store_begin(st, true);
+			rc = sq_begin(st, true);
 		if (rc)
 			break;
 		rc = put_chunks(st, id, off / STORE_CHUNK, chunk, want);
 		if (rc == 0)
 			rc = commit_lazy(st);
 		else
-			store_rollback(st);
+			sq_rollback(st);
 	}
 	free(chunk);
 	if (rc) {
-		store_unpin(st, id);
+		sq_unpin(st, id);
 		return rc;
 	}
 	*content = id;
@@ -2828,7 +2920,7 @@ static void reader_conn_close(struct reader_conn *rc)
 	sqlite3_close(rc->db);
 }
 
-static int reader_conn_get(struct store *st, struct reader_conn *out)
+static int reader_conn_get(struct store_impl *st, struct reader_conn *out)
 {
 	bool got = false;
 
@@ -2855,7 +2947,7 @@ static int reader_conn_get(struct store *st, struct reader_conn *out)
 	return 0;
 }
 
-static void reader_conn_put(struct store *st, struct reader_conn *c)
+static void reader_conn_put(struct store_impl *st, struct reader_conn *c)
 {
 	bool kept = false;
 
@@ -2870,8 +2962,8 @@ static void reader_conn_put(struct store *st, struct reader_conn *c)
 		reader_conn_close(c);
 }
 
-int store_content_read(struct store *st, int64_t content, int64_t size,
-		       int64_t off, char *buf, size_t len, size_t *got)
+static int sq_content_read(struct store_impl *st, int64_t content, int64_t size,
+			   int64_t off, char *buf, size_t len, size_t *got)
 {
 	struct reader_conn c;
 	sqlite3_blob *blob = NULL;
@@ -2928,8 +3020,8 @@ int store_content_read(struct store *st, int64_t content, int64_t size,
 
 /* ---- rows that name content ------------------------------------------- */
 
-int store_step_set_content(struct store *st, struct step_row *r,
-			   int64_t content, int64_t size, int64_t mtime_ns)
+static int sq_step_set_content(struct store_impl *st, struct step_row *r,
+			       int64_t content, int64_t size, int64_t mtime_ns)
 {
 	sqlite3_stmt *s = stmt(st, S_STEP_SET_CONTENT);
 	sqlite3_stmt *live = stmt(st, S_CONTENT_LIVE);
@@ -2960,7 +3052,7 @@ int store_step_set_content(struct store *st, struct step_row *r,
 	return rc;
 }
 
-int store_step_delete(struct store *st, int64_t id)
+static int sq_step_delete(struct store_impl *st, int64_t id)
 {
 	int rc = by_id(st, S_STEP_KILL_CONTENT, id, "step content");
 
@@ -2972,7 +3064,8 @@ int store_step_delete(struct store *st, int64_t id)
  * epochs (found through workflows_to_purge, never a scan), then up to
  * max chunks of one dead version that no live pin holds.
  */
-int store_purge(struct store *st, int64_t now_ms, int max, int64_t *purged)
+static int sq_purge(struct store_impl *st, int64_t now_ms, int max,
+		    int64_t *purged)
 {
 	sqlite3_stmt *s = stmt(st, S_PURGE_WF);
 	int64_t wf = 0, epoch = 0, content = 0;
@@ -3004,7 +3097,7 @@ int store_purge(struct store *st, int64_t now_ms, int max, int64_t *purged)
 		done(s);
 		rc = 0;
 		for (int i = 0; i < n && rc == 0; i++)
-			rc = store_step_delete(st, ids[i]);
+			rc = sq_step_delete(st, ids[i]);
 		if (rc == 0 && n < want) {
 			s = stmt(st, S_PURGE_WF_DONE);
 			rc = s ? 0 : -EIO;
@@ -3060,8 +3153,8 @@ int store_purge(struct store *st, int64_t now_ms, int max, int64_t *purged)
 
 /* ---- sweeping --------------------------------------------------------- */
 
-int store_key_expired(struct store *st, int64_t now_ms, struct key_row *rows,
-		      int max, int *n)
+static int sq_key_expired(struct store_impl *st, int64_t now_ms,
+			  struct key_row *rows, int max, int *n)
 {
 	sqlite3_stmt *s = stmt(st, S_KEY_EXPIRED);
 
@@ -3080,7 +3173,7 @@ int store_key_expired(struct store *st, int64_t now_ms, struct key_row *rows,
  */
 #define SWEEP_WFS 64
 
-static int sweep_wfs(struct store *st, int64_t *cursor, int64_t *ids,
+static int sweep_wfs(struct store_impl *st, int64_t *cursor, int64_t *ids,
 		     int64_t *retention_ms, int *n)
 {
 	sqlite3_stmt *s = stmt(st, S_SWEEP_WFS);
@@ -3103,8 +3196,8 @@ static int sweep_wfs(struct store *st, int64_t *cursor, int64_t *ids,
 	return 0;
 }
 
-int store_key_retired(struct store *st, int64_t now_ms, struct key_row *rows,
-		      int max, int *n, bool *more)
+static int sq_key_retired(struct store_impl *st, int64_t now_ms,
+			  struct key_row *rows, int max, int *n, bool *more)
 {
 	int64_t ids[SWEEP_WFS], keep[SWEEP_WFS];
 	int nwf, rc;
@@ -3138,8 +3231,8 @@ int store_key_retired(struct store *st, int64_t now_ms, struct key_row *rows,
  * that the file keeps its shape; each workflow's oldest lines are read in
  * order, and the cut is one range delete on the primary key.
  */
-int store_event_trim(struct store *st, int64_t now_ms, int max, int64_t *n,
-		     bool *more)
+static int sq_event_trim(struct store_impl *st, int64_t now_ms, int max,
+			 int64_t *n, bool *more)
 {
 	int64_t ids[SWEEP_WFS], keep[SWEEP_WFS];
 	int nwf, rc;
@@ -3187,9 +3280,9 @@ int store_event_trim(struct store *st, int64_t now_ms, int max, int64_t *n,
 	return rc;
 }
 
-int store_event_list(struct store *st, int64_t wf, int64_t since_ms,
-		     int (*fn)(void *arg, const struct event_view *ev),
-		     void *arg)
+static int sq_event_list(struct store_impl *st, int64_t wf, int64_t since_ms,
+			 int (*fn)(void *arg, const struct event_view *ev),
+			 void *arg)
 {
 	sqlite3_stmt *s = stmt(st, S_EVENT_LIST);
 	int rc, stop = 0;
@@ -3295,8 +3388,8 @@ static int check_ticks(void *arg)
 	return 0;
 }
 
-int store_check(struct store *st, const struct store_check_calls *calls,
-		int64_t *problems)
+static int sq_check(struct store_impl *st,
+		    const struct store_check_calls *calls, int64_t *problems)
 {
 	int steps = (int)(sizeof(invariants) / sizeof(invariants[0])) + 1;
 	sqlite3 *db = st->main.db;
@@ -3340,3 +3433,61 @@ int store_check(struct store *st, const struct store_check_calls *calls,
 	}
 	return 0;
 }
+
+const struct store_ops store_sqlite_ops = {
+	.name = "sqlite",
+	.open = sq_open,
+	.close = sq_close,
+	.changed = sq_changed,
+	.get_stats = sq_get_stats,
+	.problem = sq_problem,
+	.checkpoint = sq_checkpoint,
+	.on_wal_growth = sq_on_wal_growth,
+	.begin = sq_begin,
+	.commit = sq_commit,
+	.rollback = sq_rollback,
+	.next_generation = sq_next_generation,
+	.wf_by_name = sq_wf_by_name,
+	.wf_by_id = sq_wf_by_id,
+	.wf_insert = sq_wf_insert,
+	.wf_update = sq_wf_update,
+	.wf_delete = sq_wf_delete,
+	.wf_list = sq_wf_list,
+	.key_get = sq_key_get,
+	.key_by_generation = sq_key_by_generation,
+	.key_result = sq_key_result,
+	.key_insert = sq_key_insert,
+	.key_update = sq_key_update,
+	.key_set_result = sq_key_set_result,
+	.key_delete = sq_key_delete,
+	.key_note = sq_key_note,
+	.key_set_note = sq_key_set_note,
+	.key_clear_notes = sq_key_clear_notes,
+	.key_list = sq_key_list,
+	.key_any = sq_key_any,
+	.step_get = sq_step_get,
+	.step_by_id = sq_step_by_id,
+	.step_any = sq_step_any,
+	.step_list = sq_step_list,
+	.step_insert = sq_step_insert,
+	.step_update = sq_step_update,
+	.step_delete = sq_step_delete,
+	.step_set_content = sq_step_set_content,
+	.pin = sq_pin,
+	.unpin = sq_unpin,
+	.pins_renew = sq_pins_renew,
+	.content_read = sq_content_read,
+	.content_stage = sq_content_stage,
+	.purge = sq_purge,
+	.hold = sq_hold,
+	.unhold = sq_unhold,
+	.hold_any = sq_hold_any,
+	.holds_renew = sq_holds_renew,
+	.event_append = sq_event_append,
+	.event_read = sq_event_read,
+	.event_list = sq_event_list,
+	.check = sq_check,
+	.key_expired = sq_key_expired,
+	.key_retired = sq_key_retired,
+	.event_trim = sq_event_trim,
+};
