@@ -31,4 +31,16 @@
 /* Render ev into buf (EVENT_LINE_MAX + 1 bytes); *len gets its length. */
 int event_render(const struct event *ev, char *buf, size_t size, size_t *len);
 
+/*
+ * Read back what oncectl shows of a line: its event type, subject (key,
+ * step or policy, or their _hex form), generation, detail (status, value
+ * or from), pid and uid, into out (whose time_ms and line the caller
+ * set).  The strings are decoded into scratch (at least the line's length
+ * plus one); a member absent, or not of its type, is "" or 0.  -EINVAL
+ * when the line is not one flat JSON object of strings and integers (a
+ * store edited by hand): nothing read from a store is trusted.
+ */
+int event_parse(const char *line, size_t len, struct event_view *out,
+		char *scratch, size_t cap);
+
 #endif

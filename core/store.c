@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "event.h"
 #include "store_backend.h"
 
 struct store {
@@ -326,11 +327,45 @@ int store_event_read(struct store *st, int64_t wf, int64_t offset, char *buf,
 	return st->ops->event_read(st->impl, wf, offset, buf, size, got);
 }
 
+/* store_event_list(): what oncectl shows, read from each line here. */
+struct event_reading {
+	int (*fn)(void *arg, const struct event_view *ev);
+	void *arg;
+	char *scratch;
+	size_t cap;
+};
+
+static int read_then(void *arg, const struct event_view *raw)
+{
+	struct event_reading *r = arg;
+	struct event_view ev = *raw;
+	size_t len = strlen(raw->line);
+
+	if (len + 1 > r->cap) {
+		char *p = realloc(r->scratch, len + 1);
+
+		if (!p)
+			return -ENOMEM;
+		r->scratch = p;
+		r->cap = len + 1;
+	}
+	/* A line that is no event of ours still shows, as it is. */
+	if (event_parse(raw->line, len, &ev, r->scratch, r->cap)) {
+		ev.type = ev.subject = ev.detail = "";
+		ev.generation = ev.pid = ev.uid = 0;
+	}
+	return r->fn(r->arg, &ev);
+}
+
 int store_event_list(struct store *st, int64_t wf, int64_t since_ms,
 		     int (*fn)(void *arg, const struct event_view *ev),
 		     void *arg)
 {
-	return st->ops->event_list(st->impl, wf, since_ms, fn, arg);
+	struct event_reading r = { fn, arg, NULL, 0 };
+	int rc = st->ops->event_list(st->impl, wf, since_ms, read_then, &r);
+
+	free(r.scratch);
+	return rc;
 }
 
 int store_check(struct store *st, const struct store_check_calls *calls,

@@ -343,7 +343,9 @@ struct event_view {
 
 /*
  * Call fn for each event of workflow wf at or after since_ms, oldest
- * first, until it returns non-zero (which is returned).
+ * first, until it returns non-zero (which is returned).  A backend gives
+ * the time and the line; store.c reads the rest from the line (event.c),
+ * the same way whichever backend keeps it.
  */
 int store_event_list(struct store *st, int64_t wf, int64_t since_ms,
 		     int (*fn)(void *arg, const struct event_view *ev),

@@ -244,13 +244,8 @@ static const char *const sql[S_NSTMTS] = {
 	[S_EVENT_OLDEST] = "SELECT off, time_ms FROM events WHERE wf = ?1 "
 		"ORDER BY off LIMIT ?2",
 	[S_EVENT_CUT] = "DELETE FROM events WHERE wf = ?1 AND off < ?2",
-	[S_EVENT_LIST] = "SELECT time_ms, line, line ->> '$.event', "
-		"coalesce(line ->> '$.key', line ->> '$.step', line ->> '$.policy', "
-		"line ->> '$.key_hex', line ->> '$.step_hex', ''), "
-		"coalesce(line ->> '$.generation', 0), "
-		"coalesce(line ->> '$.status', line ->> '$.value', "
-		"line ->> '$.from', ''), line ->> '$.pid', line ->> '$.uid' "
-		"FROM events WHERE wf = ?1 AND time_ms >= ?2 ORDER BY off",
+	[S_EVENT_LIST] = "SELECT time_ms, line FROM events WHERE wf = ?1 AND "
+		"time_ms >= ?2 ORDER BY off",
 	[S_EVENT_READ] = "SELECT off, line FROM events WHERE wf = ?1 AND off >= "
 		"coalesce((SELECT max(off) FROM events WHERE wf = ?1 AND off <= ?2), 0) "
 		"ORDER BY off",
@@ -3295,16 +3290,10 @@ static int sq_event_list(struct store_impl *st, int64_t wf, int64_t since_ms,
 		struct event_view ev = {
 			.time_ms = sqlite3_column_int64(s, 0),
 			.line = (const char *)sqlite3_column_text(s, 1),
-			.type = (const char *)sqlite3_column_text(s, 2),
-			.subject = (const char *)sqlite3_column_text(s, 3),
-			.generation = sqlite3_column_int64(s, 4),
-			.detail = (const char *)sqlite3_column_text(s, 5),
-			.pid = sqlite3_column_int64(s, 6),
-			.uid = sqlite3_column_int64(s, 7),
 		};
 
-		if (!ev.type)
-			ev.type = "";
+		if (!ev.line)
+			ev.line = "";
 		stop = fn(arg, &ev);
 	}
 	done(s);
