@@ -187,6 +187,26 @@ class DocsTest(unittest.TestCase):
         return [json.loads(line) for line in r.stdout.splitlines()]
 
 
+def wait_no_daemon_on(store, limit=20):
+    """Until no oncefs process has store on its command line (an unmounted
+    daemon closes its store, then exits)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        busy = False
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open("/proc/%s/cmdline" % pid, "rb") as f:
+                    argv = f.read().split(b"\0")
+            except OSError:
+                continue
+            if argv and os.path.basename(argv[0]) == b"oncefs" and store.encode() in argv:
+                busy = True
+                break
+        if not busy:
+            return
+        time.sleep(0.02)
+
+
 def the_block(blocks, needle):
     found = [b for b in blocks if needle in b]
     assert len(found) == 1, "one example with %r, found %d" % (needle, len(found))
@@ -376,9 +396,14 @@ class ManPages(DocsTest):
         for shell in SHELLS:
             with self.subTest(shell=shell):
                 script, _ = self.oncefs8()
+                # The last subtest's daemon may still be closing the store
+                # (it removes its -wal as it goes): wait for it to exit.
+                wait_no_daemon_on(self.store)
                 for f in (self.store, self.store + "-wal", self.store + "-shm"):
-                    if os.path.exists(f):
+                    try:
                         os.unlink(f)
+                    except FileNotFoundError:
+                        pass
                 open(self.runs_file, "w").close()
                 r = self.sh(shell, script)
                 self.assertEqual((r.returncode, r.stderr), (0, ""), r)
