@@ -15,13 +15,32 @@ struct store {
 	struct store_impl *impl;
 };
 
+/*
+ * PostgreSQL: a URL, or a libpq connection string ("host=db dbname=jobs",
+ * "service=jobs"), which begins with one of libpq's keywords and '='.
+ * Anything else is a SQLite file, even a path with '=' in it later on.
+ */
 enum store_scheme store_scheme(const char *name)
 {
-	static const char *const postgres[] = { "postgresql://", "postgres://" };
+	static const char *const urls[] = { "postgresql://", "postgres://" };
+	static const char *const keywords[] = {
+		"host", "hostaddr", "port", "dbname", "user", "service",
+		"sslmode", "options", "application_name", "connect_timeout",
+		"target_session_attrs", "passfile",
+	};
 
-	for (size_t i = 0; i < sizeof(postgres) / sizeof(postgres[0]); i++)
-		if (strncmp(name, postgres[i], strlen(postgres[i])) == 0)
+	for (size_t i = 0; i < sizeof(urls) / sizeof(urls[0]); i++)
+		if (strncmp(name, urls[i], strlen(urls[i])) == 0)
 			return STORE_SCHEME_POSTGRES;
+	while (*name == ' ')
+		name++;
+	for (size_t i = 0; i < sizeof(keywords) / sizeof(keywords[0]); i++) {
+		size_t n = strlen(keywords[i]);
+
+		if (strncmp(name, keywords[i], n) == 0 &&
+		    name[n + strspn(name + n, " ")] == '=')
+			return STORE_SCHEME_POSTGRES;
+	}
 	return STORE_SCHEME_SQLITE;
 }
 
@@ -33,11 +52,8 @@ int store_open(const char *path, const struct store_options *opt,
 	int rc;
 
 	*out = NULL;
-	if (store_scheme(path) == STORE_SCHEME_POSTGRES) {
-		snprintf(err, errlen, "PostgreSQL stores are planned but not "
-			 "supported yet: use a SQLite file");
-		return -EPROTONOSUPPORT;
-	}
+	if (store_scheme(path) == STORE_SCHEME_POSTGRES)
+		return store_pg_refuse(path, opt, err, errlen);
 	st = calloc(1, sizeof(*st));
 	if (!st) {
 		snprintf(err, errlen, "out of memory");

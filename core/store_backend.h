@@ -110,6 +110,14 @@ struct store_ops {
 /* The backends. */
 extern const struct store_ops store_sqlite_ops;
 
+/*
+ * A PostgreSQL store, until its backend exists (store_pg.c): connect and
+ * check it, so that each way it is wrong gets a clear message in err, and
+ * refuse it (always -errno).
+ */
+int store_pg_refuse(const char *name, const struct store_options *opt,
+		    char *err, size_t errlen);
+
 /* Did store_mark_maintenance() mark the calling thread? */
 bool store_in_maintenance(void);
 

@@ -323,19 +323,28 @@ static void test_refuse_newer_schema_in_wal(void **state)
 	}
 }
 
+/*
+ * A PostgreSQL name goes to libpq, never to a file: nobody listens on
+ * port 1 of loopback, so the open fails there, saying so (the server-side
+ * refusals are tests/integration/test_postgres.py's, on a real server).
+ */
 static void test_refuse_postgresql(void **state)
 {
 	struct tmp *t = *state;
 
 	(void)t;
-	open_refused("postgresql://user@db.example/oncefs", &plain,
-		     -EPROTONOSUPPORT, "PostgreSQL");
-	open_refused("postgresql://user@db.example/oncefs", &creating,
-		     -EPROTONOSUPPORT, NULL);
-	open_refused("postgres://db/oncefs", &creating, -EPROTONOSUPPORT, NULL);
+	open_refused("postgresql://user@127.0.0.1:1/oncefs", &plain,
+		     -ECONNREFUSED, "cannot connect to PostgreSQL");
+	open_refused("postgres://127.0.0.1:1/oncefs", &creating, -ECONNREFUSED,
+		     NULL);
+	open_refused("host=127.0.0.1 port=1 dbname=oncefs", &creating,
+		     -ECONNREFUSED, NULL);
+	open_refused("postgresql://u:secret@127.0.0.1:1/oncefs", &plain, -EINVAL,
+		     "password");
 	/* Nothing named like the URL appears in the working directory. */
 	assert_false(path_exists("postgresql:"));
 	assert_false(path_exists("postgres:"));
+	assert_false(path_exists("host=127.0.0.1 port=1 dbname=oncefs"));
 }
 
 /* A store file's name is never mistaken for a URL, nor a URL for a file. */
@@ -348,6 +357,13 @@ static void test_scheme(void **state)
 	assert_int_equal(store_scheme("postgresql.db"), STORE_SCHEME_SQLITE);
 	assert_int_equal(store_scheme("/var/lib/postgres://x"), STORE_SCHEME_SQLITE);
 	assert_int_equal(store_scheme(""), STORE_SCHEME_SQLITE);
+	/* libpq connection strings and services. */
+	assert_int_equal(store_scheme("host=db dbname=jobs"), STORE_SCHEME_POSTGRES);
+	assert_int_equal(store_scheme(" service = jobs"), STORE_SCHEME_POSTGRES);
+	assert_int_equal(store_scheme("dbname=x"), STORE_SCHEME_POSTGRES);
+	assert_int_equal(store_scheme("hosts=x.db"), STORE_SCHEME_SQLITE);
+	assert_int_equal(store_scheme("./host=x.db"), STORE_SCHEME_SQLITE);
+	assert_int_equal(store_scheme("service.db"), STORE_SCHEME_SQLITE);
 }
 
 /*
