@@ -1,11 +1,7 @@
 /*
- * handle.h - an open file of the mount.
- *
- * A handle holds what its reader sees (a small snapshot taken at open,
- * then a pinned content version read on demand) and what its writer has
- * written since the last commit (the buffer).  Writes are
- * checked as they arrive and land in the buffer; the buffer is committed
- * at the first flush or fsync after new data (dirty), never at release.
+ * handle.h - an open file of the mount, as FUSE sees it: the domain's open
+ * file (core/file.h: buffers, checks, commits) and what the adapter keeps
+ * beside it (its inode, the lists of open and of renewing handles).
  */
 #ifndef ONCE_HANDLE_H
 #define ONCE_HANDLE_H
@@ -17,102 +13,21 @@
 #include <sys/stat.h>
 
 #include "fs.h"
-#include "../core/holder.h"
-#include "../core/name.h"
-
-enum handle_kind {
-	HANDLE_KEY,
-	HANDLE_POLICY,
-	HANDLE_FINGERPRINT,
-	HANDLE_EVENTS,
-	HANDLE_STATS,
-	HANDLE_STEP,
-	HANDLE_WAIT,	/* wait/K while the claim is in flight; a HANDLE_KEY
-			 * reader once it ended terminal */
-};
-
-struct step_writer;
-struct store;
+#include "../core/file.h"
 
 struct handle {
-	enum handle_kind kind;
+	struct file f;		/* what it is to the domain (core/file.h) */
 	uint64_t ino;
-	int64_t wf;
-	int64_t generation;	/* HANDLE_KEY */
-	int field;		/* HANDLE_POLICY: enum policy_field */
-	bool writable;
-	bool append;
 	bool renews;		/* on fs->renewing */
-	bool truncated;		/* HANDLE_STEP opened with O_TRUNC, not yet committed */
-	bool create_at_flush;	/* a new checkpoint opened without O_TRUNC
-				 * (touch, >>): its first flush creates it */
-	int poison;		/* a write was refused half way: commit nothing */
-	char name[NAME_MAX_LEN + 1];	/* HANDLE_KEY: the key's name */
-	size_t name_len;
-	bool claimed;		/* HANDLE_KEY: this open made the claim */
-	bool settled;		/* HANDLE_KEY: a finalize or detach committed
-				 * through it: its close abandons nothing */
-	bool fate_known;	/* HANDLE_KEY: its holder was exiting at a flush */
-	struct holder_fate fate;	/* ... and how (read then: once the
-					 * holder is reaped, /proc says nothing) */
-	pid_t opener;		/* the process (thread group) that opened it */
-	uid_t opener_uid;	/* HANDLE_KEY claimed: the claimant's uid */
-	struct stat claim_attr;	/* ... and the key's attributes then */
-	struct step_writer *writer;	/* HANDLE_STEP opened for writing */
-	int64_t input_hold;	/* HANDLE_FINGERPRINT: the hold of the value
-				 * it set (step_set_fingerprint), until RELEASE */
-	/*
-	 * What a reader sees after snap: a content version (a checkpoint's
-	 * content, a key's result), pinned in `pinned` until the handle is
-	 * freed.  The handle holds no copy of it, no fd and no connection.
-	 */
-	struct store *pinned;
-	int64_t content;
-	int64_t content_size;
-
-	pthread_mutex_t lock;
-	bool dirty;		/* written since the last commit */
-	char *buf;		/* what was written */
-	size_t len, cap;
-	size_t undo_len;	/* h->len before the last put */
-	size_t undo_at;		/* where the last put wrote */
-	char *undo;		/* the bytes it overwrote */
-	size_t undo_size;
-	char *snap;		/* what a reader sees */
-	size_t snap_len;
-
+	struct stat claim_attr;	/* FILE_KEY claimed: the key's attributes
+				 * as the claiming open saw them */
 	struct handle *next_renewing;
 	struct handle *prev_open, *next_open;	/* fs->open */
 };
 
-struct handle *handle_new(enum handle_kind kind, uint64_t ino, int64_t wf,
+struct handle *handle_new(enum file_kind kind, uint64_t ino, int64_t wf,
 			  int flags);
 void handle_free(struct handle *h);
-
-/*
- * Place size bytes at off in the buffer (at its end for O_APPEND), growing
- * it up to max.  Remembers what it replaced, so that a write the checks
- * refuse can be taken back with handle_undo().  -EFBIG past max, -EINVAL
- * for a write that would leave a hole, -ENOMEM.
- */
-int handle_put(struct handle *h, const char *data, size_t size, int64_t off,
-	       size_t max);
-/* Take back the last handle_put(). */
-void handle_undo(struct handle *h);
-
-/* Take ownership of a malloc'd snapshot. */
-void handle_set_snapshot(struct handle *h, char *snap, size_t len);
-
-/* Take over a pin of content (size bytes) in st: released when h is freed. */
-void handle_set_content(struct handle *h, struct store *st, int64_t content,
-			int64_t size);
-
-/*
- * What a reader of h reads at off: the snapshot, then the content.
- * Up to size bytes into buf; *got gets the count.
- */
-int handle_read(struct handle *h, int64_t off, char *buf, size_t size,
-		size_t *got);
 
 /*
  * The attributes of generation `generation` as the open that claimed it

@@ -494,10 +494,10 @@ static int stat_open(struct fs *fs, uint64_t ino, struct handle *h,
 
 	if (rc || ino_kind(ino) != INO_KIND_STEP)
 		return rc;
-	if (h && h->kind == HANDLE_STEP && h->writer) {
-		pthread_mutex_lock(&h->lock);
-		set_size(st, step_writer_size(h->writer));
-		pthread_mutex_unlock(&h->lock);
+	if (h && h->f.kind == FILE_STEP && h->f.writer) {
+		pthread_mutex_lock(&h->f.lock);
+		set_size(st, step_writer_size(h->f.writer));
+		pthread_mutex_unlock(&h->f.lock);
 	} else if (!h && handle_written(fs, ino) &&
 		   handle_writer_size(fs, ino, holder_tgid(caller), &size)) {
 		/* fstat() and stat() come without a file handle. */
@@ -568,11 +568,11 @@ static int setattr_key(struct fs *fs, fuse_ino_t ino, int to_set,
 		return key_refuse_write(who);
 	if (to_set & FUSE_SET_ATTR_SIZE) {
 		/* ftruncate on a finalizer's handle cuts what it wrote. */
-		if (h && h->kind == HANDLE_KEY) {
-			pthread_mutex_lock(&h->lock);
-			if ((size_t)attr->st_size < h->len)
-				h->len = (size_t)attr->st_size;
-			pthread_mutex_unlock(&h->lock);
+		if (h && h->f.kind == FILE_KEY) {
+			pthread_mutex_lock(&h->f.lock);
+			if ((size_t)attr->st_size < h->f.len)
+				h->f.len = (size_t)attr->st_size;
+			pthread_mutex_unlock(&h->f.lock);
 		}
 	}
 	if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME |
@@ -602,13 +602,13 @@ static int setattr_step(struct fs *fs, fuse_ino_t ino, struct stat *attr,
 	else if ((to_set & FUSE_SET_ATTR_ATIME) && (rc = ns_of(&attr->st_atim, &atime)))
 		return rc;
 	if (to_set & FUSE_SET_ATTR_SIZE) {
-		if (h && h->kind == HANDLE_STEP && h->writer) {
-			pthread_mutex_lock(&h->lock);
-			rc = step_writer_truncate(&fs->core, h->writer,
+		if (h && h->f.kind == FILE_STEP && h->f.writer) {
+			pthread_mutex_lock(&h->f.lock);
+			rc = step_writer_truncate(&fs->core, h->f.writer,
 						  attr->st_size);
 			if (rc == 0)
-				h->dirty = true;
-			pthread_mutex_unlock(&h->lock);
+				h->f.dirty = true;
+			pthread_mutex_unlock(&h->f.lock);
 		} else if (id) {
 			rc = step_truncate(&fs->core, id, attr->st_size, who);
 		}
@@ -630,11 +630,11 @@ static int setattr_value_file(int to_set, struct handle *h, struct stat *attr)
 	if (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID))
 		return -EPERM;
 	if ((to_set & FUSE_SET_ATTR_SIZE) && h &&
-	    (h->kind == HANDLE_POLICY || h->kind == HANDLE_FINGERPRINT)) {
-		pthread_mutex_lock(&h->lock);
-		if ((size_t)attr->st_size < h->len)
-			h->len = (size_t)attr->st_size;
-		pthread_mutex_unlock(&h->lock);
+	    (h->f.kind == FILE_POLICY || h->f.kind == FILE_FINGERPRINT)) {
+		pthread_mutex_lock(&h->f.lock);
+		if ((size_t)attr->st_size < h->f.len)
+			h->f.len = (size_t)attr->st_size;
+		pthread_mutex_unlock(&h->f.lock);
 	}
 	return 0;
 }
@@ -1117,22 +1117,22 @@ static int key_handle(struct fs *fs, const struct key_row *k, char *snap,
 		      size_t len, int flags, bool claimed,
 		      const struct caller *who, struct handle **out)
 {
-	struct handle *h = handle_new(HANDLE_KEY, ino_make(INO_KIND_KEY,
+	struct handle *h = handle_new(FILE_KEY, ino_make(INO_KIND_KEY,
 				      (uint64_t)k->generation), k->wf, flags);
 
 	if (!h) {
 		free(snap);
 		return -ENOMEM;
 	}
-	handle_set_snapshot(h, snap, len);
-	h->generation = k->generation;
-	memcpy(h->name, k->name, k->name_len + 1);
-	h->name_len = k->name_len;
-	if (h->writable && k->status != KEY_IN_FLIGHT) {
+	file_set_snapshot(&h->f, snap, len);
+	h->f.generation = k->generation;
+	memcpy(h->f.name, k->name, k->name_len + 1);
+	h->f.name_len = k->name_len;
+	if (h->f.writable && k->status != KEY_IN_FLIGHT) {
 		handle_free(h);
 		return key_refuse_write(who);
 	}
-	if (h->writable || claimed)
+	if (h->f.writable || claimed)
 		handle_renew_add(fs, h);
 	*out = h;
 	return 0;
@@ -1162,7 +1162,7 @@ static int open_key(struct fs *fs, uint64_t ino, int flags,
 		store_unpin(fs->core.store, k.content);
 		return rc;
 	}
-	handle_set_content(*out, fs->core.store, k.content, k.result_len);
+	file_set_content(&(*out)->f, fs->core.store, k.content, k.result_len);
 	return 0;
 }
 
@@ -1187,10 +1187,10 @@ static int open_wait(struct fs *fs, uint64_t ino, int flags,
 	if (k.status != KEY_IN_FLIGHT)
 		return open_key(fs, ino_make(INO_KIND_KEY, (uint64_t)k.generation),
 				flags, who, out);
-	*out = handle_new(HANDLE_WAIT, ino, k.wf, flags);
+	*out = handle_new(FILE_WAIT, ino, k.wf, flags);
 	if (!*out)
 		return -ENOMEM;
-	(*out)->generation = k.generation;
+	(*out)->f.generation = k.generation;
 	return 0;
 }
 
@@ -1206,7 +1206,7 @@ static int open_step(struct fs *fs, uint64_t ino, int flags, bool created,
 
 	if (rc)
 		return rc;
-	h = handle_new(HANDLE_STEP, ino, r.wf, flags);
+	h = handle_new(FILE_STEP, ino, r.wf, flags);
 	if (!h) {
 		if (!writable)
 			store_unpin(fs->core.store, r.content);
@@ -1215,11 +1215,11 @@ static int open_step(struct fs *fs, uint64_t ino, int flags, bool created,
 	if (writable) {
 		bool trunc = created || (flags & O_TRUNC);
 
-		rc = step_writer_open(&fs->core, &r, trunc, &h->writer);
-		h->truncated = !created && (flags & O_TRUNC);
-		h->opener = holder_tgid(opener);
+		rc = step_writer_open(&fs->core, &r, trunc, &h->f.writer);
+		h->f.truncated = !created && (flags & O_TRUNC);
+		h->f.opener = holder_tgid(opener);
 	} else {
-		handle_set_content(h, fs->core.store, r.content, r.size);
+		file_set_content(&h->f, fs->core.store, r.content, r.size);
 	}
 	if (rc) {
 		handle_free(h);
@@ -1245,7 +1245,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 			return;
 		}
 		rc = format_root_file(fs, root_file_of(ino), &snap, &len);
-		h = rc ? NULL : handle_new(HANDLE_STATS, ino, 0, fi->flags);
+		h = rc ? NULL : handle_new(FILE_STATS, ino, 0, fi->flags);
 		goto out;
 	}
 	switch (ino_kind(ino)) {
@@ -1290,7 +1290,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 			reply_rc(req, -EPERM);
 			return;
 		}
-		h = handle_new(HANDLE_EVENTS, ino, w.id, fi->flags);
+		h = handle_new(FILE_EVENTS, ino, w.id, fi->flags);
 	} else if (slot == SLOT_FINGERPRINT) {
 		len = w.fingerprint_len ? w.fingerprint_len + 1 : 0;
 		snap = malloc(len + 1);
@@ -1298,20 +1298,20 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 			memcpy(snap, w.fingerprint, w.fingerprint_len);
 			snap[w.fingerprint_len] = '\n';
 		}
-		h = handle_new(HANDLE_FINGERPRINT, ino, w.id, fi->flags);
+		h = handle_new(FILE_FINGERPRINT, ino, w.id, fi->flags);
 	} else if (slot >= SLOT_POLICY_FIELD) {
 		snap = malloc(32);
 		if (snap)
 			len = policy_format(slot - SLOT_POLICY_FIELD, &w.policy,
 					    snap, 32);
-		h = handle_new(HANDLE_POLICY, ino, w.id, fi->flags);
+		h = handle_new(FILE_POLICY, ino, w.id, fi->flags);
 		if (h)
-			h->field = slot - SLOT_POLICY_FIELD;
+			h->f.field = slot - SLOT_POLICY_FIELD;
 	} else {
 		reply_rc(req, -EISDIR);
 		return;
 	}
-	if (!snap && h && h->kind != HANDLE_EVENTS)
+	if (!snap && h && h->f.kind != FILE_EVENTS)
 		rc = -ENOMEM;
 out:
 	if (!rc && !h)
@@ -1322,7 +1322,7 @@ out:
 		reply_rc(req, rc);
 		return;
 	}
-	handle_set_snapshot(h, snap, len);
+	file_set_snapshot(&h->f, snap, len);
 	reply_open(req, fi, h);
 }
 
@@ -1335,25 +1335,25 @@ static int open_new_step(struct fs *fs, const struct step_row *r, int flags,
 			 struct handle **out)
 {
 	uint64_t n = __atomic_add_fetch(&fs->next_pending, 1, __ATOMIC_RELAXED);
-	struct handle *h = handle_new(HANDLE_STEP, ino_make(INO_KIND_PENDING, n),
+	struct handle *h = handle_new(FILE_STEP, ino_make(INO_KIND_PENDING, n),
 				      r->wf, flags);
 	int rc;
 
 	if (!h)
 		return -ENOMEM;
-	rc = step_writer_open(&fs->core, r, true, &h->writer);
+	rc = step_writer_open(&fs->core, r, true, &h->f.writer);
 	if (rc) {
 		handle_free(h);
 		return rc;
 	}
-	h->truncated = true;
+	h->f.truncated = true;
 	/*
 	 * touch opens without O_TRUNC and writes nothing: its close must
 	 * create the file (RELEASE comes after close() has returned).  An
 	 * open with O_TRUNC means content is coming (> redirections, "w"):
 	 * that one exists from its first commit of data.
 	 */
-	h->create_at_flush = !(flags & O_TRUNC);
+	h->f.create_at_flush = !(flags & O_TRUNC);
 	*out = h;
 	return 0;
 }
@@ -1442,9 +1442,9 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		if (rc == 0) {
 			pthread_mutex_lock(&fs->renew_lock);
 			fill_key(&w, &k, &h->claim_attr);
-			h->claimed = true;
-			h->opener = holder_tgid(who.pid);
-			h->opener_uid = who.uid;
+			h->f.claimed = true;
+			h->f.opener = holder_tgid(who.pid);
+			h->f.opener_uid = who.uid;
 			pthread_mutex_unlock(&fs->renew_lock);
 		}
 	}
@@ -1464,8 +1464,8 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		 * while the claim was made.  No RELEASE will come, and the
 		 * claim has no holder: free the key now, not at the lease's end.
 		 */
-		if (h->claimed)
-			key_abandon(&fs->core, h->generation, &who, NULL,
+		if (h->f.claimed)
+			key_abandon(&fs->core, h->f.generation, &who, NULL,
 				    "the open that claimed it did not return");
 		handle_close(fs, h);
 	}
@@ -1487,7 +1487,7 @@ static void reply_read(fuse_req_t req, struct handle *h, size_t size,
 {
 	char *buf = malloc(size ? size : 1);
 	size_t got = 0;
-	int rc = buf ? handle_read(h, off, buf, size, &got) : -ENOMEM;
+	int rc = buf ? file_read(&h->f, off, buf, size, &got) : -ENOMEM;
 
 	if (rc)
 		reply_rc(req, rc);
@@ -1508,11 +1508,11 @@ static int wait_ended(struct fs *fs, struct handle *h)
 	size_t len;
 	int rc = 0;
 
-	pthread_mutex_lock(&h->lock);
-	if (h->kind != HANDLE_WAIT)
+	pthread_mutex_lock(&h->f.lock);
+	if (h->f.kind != FILE_WAIT)
 		goto out;
 	pthread_mutex_lock(&fs->ended.lock);
-	if (fs->ended.generation == h->generation &&
+	if (fs->ended.generation == h->f.generation &&
 	    store_pin(fs->core.store, fs->ended.content,
 		      once_now_ms(&fs->core)) == 0) {
 		/* Pinned by an earlier waiter's handle: memory only. */
@@ -1523,7 +1523,7 @@ static int wait_ended(struct fs *fs, struct handle *h)
 		pthread_mutex_unlock(&fs->ended.lock);
 	} else {
 		pthread_mutex_unlock(&fs->ended.lock);
-		rc = key_open_content(&fs->core, h->generation, &k, line,
+		rc = key_open_content(&fs->core, h->f.generation, &k, line,
 				      sizeof(line), &len);
 		if (rc == -ESTALE)
 			rc = -ENOENT;
@@ -1531,7 +1531,7 @@ static int wait_ended(struct fs *fs, struct handle *h)
 			goto out;
 		pthread_mutex_lock(&fs->ended.lock);
 		if (len <= sizeof(fs->ended.line)) {
-			fs->ended.generation = h->generation;
+			fs->ended.generation = h->f.generation;
 			memcpy(fs->ended.line, line, len);
 			fs->ended.len = len;
 			fs->ended.content = k.content;
@@ -1546,13 +1546,13 @@ static int wait_ended(struct fs *fs, struct handle *h)
 		goto out;
 	}
 	memcpy(snap, line, len);
-	free(h->snap);
-	h->snap = snap;
-	h->snap_len = len;
-	handle_set_content(h, fs->core.store, k.content, k.result_len);
-	h->kind = HANDLE_KEY;
+	free(h->f.snap);
+	h->f.snap = snap;
+	h->f.snap_len = len;
+	file_set_content(&h->f, fs->core.store, k.content, k.result_len);
+	h->f.kind = FILE_KEY;
 out:
-	pthread_mutex_unlock(&h->lock);
+	pthread_mutex_unlock(&h->f.lock);
 	return rc;
 }
 
@@ -1625,7 +1625,7 @@ static void read_wait(fuse_req_t req, struct handle *h, size_t size,
 	fuse_req_interrupt_func(req, parked_interrupted,
 				(void *)(uintptr_t)p->w.id);
 	rc = fuse_req_interrupted(req) ? -EINTR
-				       : wait_park(fs->waits, &p->w, h->generation);
+				       : wait_park(fs->waits, &p->w, h->f.generation);
 	if (rc) {
 		free(p);
 		reply_rc(req, rc);
@@ -1642,11 +1642,11 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	int rc = 0;
 
 	(void)ino;
-	if (h->kind == HANDLE_WAIT) {
+	if (h->f.kind == FILE_WAIT) {
 		read_wait(req, h, size, off);
 		return;
 	}
-	if (h->kind == HANDLE_EVENTS) {
+	if (h->f.kind == FILE_EVENTS) {
 		buf = malloc(size ? size : 1);
 		if (!buf) {
 			reply_rc(req, -ENOMEM);
@@ -1654,7 +1654,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		}
 		rc = store_begin(fs->core.store, false);
 		if (rc == 0) {
-			rc = store_event_read(fs->core.store, h->wf, off, buf,
+			rc = store_event_read(fs->core.store, h->f.wf, off, buf,
 					      size, &got);
 			rc = once_end(&fs->core, rc);
 		}
@@ -1665,18 +1665,18 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		free(buf);
 		return;
 	}
-	if (h->kind == HANDLE_STEP) {
+	if (h->f.kind == FILE_STEP) {
 		buf = malloc(size ? size : 1);
 		if (!buf) {
 			reply_rc(req, -ENOMEM);
 			return;
 		}
-		if (h->writer) {
-			pthread_mutex_lock(&h->lock);
-			rc = step_writer_read(h->writer, off, buf, size, &got);
-			pthread_mutex_unlock(&h->lock);
+		if (h->f.writer) {
+			pthread_mutex_lock(&h->f.lock);
+			rc = step_writer_read(h->f.writer, off, buf, size, &got);
+			pthread_mutex_unlock(&h->f.lock);
 		} else {
-			rc = handle_read(h, off, buf, size, &got);
+			rc = file_read(&h->f, off, buf, size, &got);
 		}
 		if (rc)
 			reply_rc(req, rc);
@@ -1686,41 +1686,12 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		return;
 	}
 	buf = malloc(size ? size : 1);
-	rc = buf ? handle_read(h, off, buf, size, &got) : -ENOMEM;
+	rc = buf ? file_read(&h->f, off, buf, size, &got) : -ENOMEM;
 	if (rc)
 		reply_rc(req, rc);
 	else
 		fuse_reply_buf(req, buf, got);
 	free(buf);
-}
-
-/* The checks of write(): they run on the buffer as it would become. */
-static int check_write(struct fs *fs, struct handle *h,
-		       const struct caller *who)
-{
-	switch (h->kind) {
-	case HANDLE_KEY:
-		return key_check_write(&fs->core, h->generation, h->buf, h->len,
-				       who);
-	case HANDLE_POLICY:
-		return workflow_check_policy(h->field, h->buf, h->len);
-	case HANDLE_FINGERPRINT:
-		return step_check_fingerprint(&fs->core, h->wf, h->buf, h->len);
-	default:
-		return -EBADF;
-	}
-}
-
-static size_t write_limit(struct fs *fs, struct handle *h)
-{
-	switch (h->kind) {
-	case HANDLE_KEY:
-		return fs->core.config.max_result + KEY_STATUS_LINE_MAX + 1;
-	case HANDLE_FINGERPRINT:
-		return FINGERPRINT_MAX + 1;
-	default:
-		return 64;
-	}
 }
 
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *data,
@@ -1732,144 +1703,20 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *data,
 	int rc;
 
 	(void)ino;
-	if (!h->writable || h->kind == HANDLE_EVENTS || h->kind == HANDLE_STATS) {
-		reply_rc(req, -EBADF);
-		return;
-	}
-	pthread_mutex_lock(&h->lock);
-	if (h->kind == HANDLE_STEP) {
-		rc = step_writer_write(&fs->core, h->writer, off, data, size,
-				       h->append);
-		if (rc == 0)
-			h->dirty = true;
-		else if (rc == -EFBIG)
-			h->poison = rc;
-		pthread_mutex_unlock(&h->lock);
-		if (rc)
-			reply_rc(req, rc);
-		else
-			fuse_reply_write(req, size);
-		return;
-	}
-	rc = handle_put(h, data, size, off, write_limit(fs, h));
-	/*
-	 * Too much for a key: the kernel may have split one write(2) and
-	 * passed us its first pieces; none of it may be committed.
-	 */
-	if (rc == -EFBIG && h->kind == HANDLE_KEY)
-		h->poison = rc;
-	if (rc == -EFBIG && h->kind != HANDLE_KEY)
-		rc = -EINVAL;	/* no valid value is that long */
-	if (rc == 0 && h->kind == HANDLE_FINGERPRINT && h->len &&
-	    h->buf[h->len - 1] == '\n') {
-		/*
-		 * A whole value (a line) is set at once, and held while the
-		 * file stays open: a run holds its input this way.
-		 */
-		rc = step_set_fingerprint(&fs->core, h->wf, h->buf, h->len, &who,
-					  &h->input_hold);
-		if (rc)
-			handle_undo(h);
-		else
-			h->dirty = false;
-	} else if (rc == 0) {
-		rc = check_write(fs, h, &who);
-		if (rc == -EAGAIN)
-			rc = 0;	/* a value not finished yet */
-		if (rc)
-			handle_undo(h);
-		else
-			h->dirty = true;
-		if (rc == -EFBIG && h->kind == HANDLE_KEY)
-			h->poison = rc;
-	}
-	pthread_mutex_unlock(&h->lock);
-	if (rc == -ESTALE && h->kind == HANDLE_KEY)
-		key_fenced(&fs->core, h->wf, h->name, h->name_len, h->generation,
-			   &who);
+	rc = file_write(&fs->core, &h->f, data, size, off, &who);
 	if (rc)
 		reply_rc(req, rc);
 	else
 		fuse_reply_write(req, size);
 }
 
-/*
- * Is the process closing this file dying of a signal?  The kernel closes
- * a killed process's files too, and a FLUSH looks the same either way; but
- * by then do_exit() has marked the task PF_EXITING and stored its exit
- * code (/proc/PID/stat fields 9 and 52), and a signal death shows in the
- * code's low seven bits.  A process that exits, even with a failure
- * status, is not dying of a signal: what it wrote is committed.
- */
-/* The thread group of a thread (FUSE names the calling thread). */
-
-/*
- * A flush from the writer's own process while a signal kills it commits
- * nothing.  A flush from another process that holds a copy of the file (a
- * child that inherited it) is not the writer's: it commits as any close.
- */
-static bool dying_by_signal(const struct handle *h, pid_t pid)
-{
-	struct holder_fate f;
-
-	if (h->opener && holder_tgid(pid) != h->opener)
-		return false;
-	holder_fate_now(pid, &f);
-	return f.state == HOLDER_KILLED;
-}
-
 /* Commit what a handle wrote since its last commit. */
 static int commit(struct fs *fs, struct handle *h, const struct caller *who)
 {
-	int rc = 0;
+	int rc = file_commit(&fs->core, &h->f, who);
 
-	pthread_mutex_lock(&h->lock);
-	if (h->poison) {
-		rc = h->poison;
-		goto out;
-	}
-	if (!h->dirty && !h->create_at_flush)
-		goto out;
-	if ((h->kind == HANDLE_STEP || h->kind == HANDLE_KEY) &&
-	    dying_by_signal(h, who->pid)) {
-		/* Killed half way: keep the old checkpoint, leave the claim. */
-		h->dirty = false;
-		h->truncated = false;
-		h->create_at_flush = false;
-		goto out;
-	}
-	switch (h->kind) {
-	case HANDLE_KEY:
-		rc = key_finalize(&fs->core, h->generation, h->buf, h->len, who);
-		if (rc == 0) {
-			h->settled = true;
-			handle_renew_remove(fs, h);
-		}
-		break;
-	case HANDLE_POLICY:
-		rc = workflow_set_policy(&fs->core, h->wf, h->field, h->buf,
-					 h->len, who);
-		break;
-	case HANDLE_FINGERPRINT:
-		rc = step_set_fingerprint(&fs->core, h->wf, h->buf, h->len, who,
-					  &h->input_hold);
-		break;
-	case HANDLE_STEP:
-		rc = step_writer_commit(&fs->core, h->writer, who);
-		break;
-	default:
-		break;
-	}
-	if (rc == 0) {
-		h->dirty = false;
-		h->truncated = false;
-		h->create_at_flush = false;
-	}
-out:
-	pthread_mutex_unlock(&h->lock);
-	if (rc == -ESTALE && h->kind == HANDLE_KEY)
-		key_fenced(&fs->core, h->wf, h->name, h->name_len, h->generation,
-			   who);
+	if (h->f.settled)
+		handle_renew_remove(fs, h);	/* finalized or detached */
 	return rc;
 }
 
@@ -1881,21 +1728,7 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
 	(void)ino;
 	rc = commit(fs_of(req), h, &who);
-	/*
-	 * A claim still unsettled, flushed by a process that is exiting (the
-	 * kernel closes its files, and waits for this reply, before anyone
-	 * can reap it): note how it ends, for the abandon at release.
-	 */
-	if (h->kind == HANDLE_KEY && h->claimed && !h->settled &&
-	    holder_tgid(who.pid) == h->opener) {
-		struct holder_fate f;
-
-		holder_fate_now(who.pid, &f);
-		if (f.state == HOLDER_EXITED || f.state == HOLDER_KILLED) {
-			h->fate = f;
-			h->fate_known = true;
-		}
-	}
+	file_flushed(&h->f, &who);
 	reply_rc(req, rc);
 }
 
@@ -1917,29 +1750,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino,
 	struct caller who = caller_of(req);
 
 	(void)ino;
-	/*
-	 * The one exception to "release never commits": a checkpoint opened
-	 * with O_TRUNC and closed without a write (": > steps/x") is emptied
-	 * now, since no flush could tell that nothing more was coming.
-	 */
-	if (h->kind == HANDLE_STEP && h->truncated && h->writer && !h->poison) {
-		h->dirty = true;
-		commit(fs_of(req), h, &who);
-	}
-	/*
-	 * The last handle of a claim closed, and its holder neither finalized
-	 * nor detached it: the holder crashed, was killed, raised or exited.
-	 * The key is free now, not at the end of a lease.
-	 */
-	if (h->kind == HANDLE_KEY && h->claimed && !h->settled) {
-		struct caller holder = { .pid = h->opener,
-					 .uid = h->opener_uid };
-		struct holder_fate fate = h->fate;
-
-		if (!h->fate_known)
-			holder_fate_now(h->opener, &fate);
-		key_abandon(&fs_of(req)->core, h->generation, &holder, &fate, NULL);
-	}
+	file_release(&fs_of(req)->core, &h->f, &who);
 	handle_close(fs_of(req), h);
 	fuse_reply_err(req, 0);
 }
