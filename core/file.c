@@ -10,6 +10,7 @@
 #include "file.h"
 #include "fingerprint.h"
 #include "key.h"
+#include "policy.h"
 #include "step.h"
 #include "workflow.h"
 
@@ -19,6 +20,7 @@ void file_init(struct file *f, enum file_kind kind, int64_t wf, int flags)
 	f->wf = wf;
 	f->writable = (flags & O_ACCMODE) != O_RDONLY;
 	f->append = (flags & O_APPEND) != 0;
+	f->truncate_on_open = (flags & O_TRUNC) != 0;
 	pthread_mutex_init(&f->lock, NULL);
 }
 
@@ -31,6 +33,148 @@ void file_fini(struct file *f)
 	free(f->buf);
 	free(f->undo);
 	free(f->snap);
+}
+
+/* ---- opening ------------------------------------------------------------ */
+
+/* A snapshot of len bytes copied from p. */
+static int snapshot_of(struct file *f, const char *p, size_t len)
+{
+	char *snap = malloc(len ? len : 1);
+
+	if (!snap)
+		return -ENOMEM;
+	memcpy(snap, p, len);
+	file_set_snapshot(f, snap, len);
+	return 0;
+}
+
+/* The key a file is of: its generation, its name, whether it may write. */
+static int key_of(struct file *f, const struct key_row *k,
+		  const struct caller *who)
+{
+	f->generation = k->generation;
+	memcpy(f->name, k->name, k->name_len + 1);
+	f->name_len = k->name_len;
+	if (f->writable && k->status != KEY_IN_FLIGHT)
+		return key_refuse_write(who);
+	return 0;
+}
+
+int file_open_key(struct once *o, struct file *f, int64_t generation,
+		  const struct caller *who)
+{
+	char line[KEY_STATUS_LINE_MAX + 32];
+	struct key_row k;
+	size_t len;
+	int rc = key_open_content(o, generation, &k, line, sizeof(line), &len);
+
+	if (rc)
+		return rc;
+	rc = key_of(f, &k, who);
+	if (rc == 0)
+		rc = snapshot_of(f, line, len);
+	if (rc) {
+		store_unpin(o->store, k.content);
+		return rc;
+	}
+	file_set_content(f, o->store, k.content, k.result_len);
+	return 0;
+}
+
+int file_claim(struct once *o, struct file *f, int64_t wf, const char *name,
+	       size_t len, const struct caller *who, struct key_row *k,
+	       struct wf_row *w)
+{
+	char line[KEY_STATUS_LINE_MAX + 32];
+	int rc = key_claim(o, wf, name, len, who, k, w);
+
+	if (rc)
+		return rc;
+	f->claimed = true;
+	f->opener = holder_tgid(who->pid);
+	f->opener_uid = who->uid;
+	rc = key_of(f, k, who);
+	if (rc == 0)
+		rc = snapshot_of(f, line, key_status_line(k, line, sizeof(line)));
+	if (rc)
+		key_abandon(o, k->generation, who, NULL,
+			    "the open that claimed it failed");
+	return rc;
+}
+
+int file_open_wait(struct once *o, struct file *f, int64_t generation,
+		   const struct caller *who)
+{
+	struct key_row k;
+	int rc;
+
+	if (f->writable)
+		return key_refuse_write(who);
+	rc = key_get(o, generation, &k);
+	if (rc == -ESTALE)
+		return -ENOENT;
+	if (rc)
+		return rc;
+	if (k.status != KEY_IN_FLIGHT) {
+		f->kind = FILE_KEY;
+		return file_open_key(o, f, k.generation, who);
+	}
+	f->kind = FILE_WAIT;
+	f->generation = k.generation;
+	return 0;
+}
+
+int file_open_step(struct once *o, struct file *f, int64_t id, bool created,
+		   const struct caller *who)
+{
+	struct step_row r;
+	int rc = f->writable ? step_get(o, id, &r) : step_get_pinned(o, id, &r);
+
+	if (rc)
+		return rc;
+	f->wf = r.wf;
+	if (!f->writable) {
+		file_set_content(f, o->store, r.content, r.size);
+		return 0;
+	}
+	f->truncated = !created && f->truncate_on_open;
+	f->opener = holder_tgid(who->pid);
+	return step_writer_open(o, &r, created || f->truncate_on_open,
+				&f->writer);
+}
+
+int file_open_new_step(struct once *o, struct file *f,
+		       const struct step_row *r, int flags)
+{
+	int rc = step_writer_open(o, r, true, &f->writer);
+
+	if (rc)
+		return rc;
+	f->truncated = true;
+	/*
+	 * touch opens without O_TRUNC and writes nothing: its close must
+	 * create the file (RELEASE comes after close() has returned).  An
+	 * open with O_TRUNC means content is coming (> redirections, "w"):
+	 * that one exists from its first commit of data.
+	 */
+	f->create_at_flush = !(flags & O_TRUNC);
+	return 0;
+}
+
+int file_open_value(struct file *f, const struct wf_row *w)
+{
+	char text[FINGERPRINT_MAX + 2];
+	size_t len = 0;
+
+	if (f->kind == FILE_FINGERPRINT) {
+		len = w->fingerprint_len ? w->fingerprint_len + 1 : 0;
+		memcpy(text, w->fingerprint, w->fingerprint_len);
+		text[w->fingerprint_len] = '\n';
+	} else {
+		len = policy_format(f->field, &w->policy, text, sizeof(text));
+	}
+	return snapshot_of(f, text, len);
 }
 
 /* ---- the buffer --------------------------------------------------------- */

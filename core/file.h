@@ -47,6 +47,7 @@ struct file {
 	int field;		/* FILE_POLICY: enum policy_field */
 	bool writable;
 	bool append;
+	bool truncate_on_open;	/* opened with O_TRUNC */
 	bool truncated;		/* FILE_STEP opened with O_TRUNC, not yet committed */
 	bool create_at_flush;	/* a new checkpoint opened without O_TRUNC
 				 * (touch, >>): its first flush creates it */
@@ -89,6 +90,37 @@ struct file {
 void file_init(struct file *f, enum file_kind kind, int64_t wf, int flags);
 /* Drop what f holds: its writer's copy, its pin, its buffers. */
 void file_fini(struct file *f);
+
+/*
+ * Opening.  Each fills f, set up by file_init() with the open's flags, or
+ * fails with -errno and leaves it holding nothing (file_fini() frees it).
+ *
+ * file_open_key: an existing key of that generation: its status line and
+ * its pinned result for readers; writers only while it is in flight (else
+ * key_refuse_write()).  file_claim: the exclusive create of a key (see
+ * key_claim(); *k and *w get the claim and its workflow): the claim is
+ * the file's, and its reader sees the new status line with no store read.
+ * file_open_wait: wait/K, whose kind follows the claim: still in flight, a
+ * FILE_WAIT whose reads wait; ended terminal, a reader of the key; ended
+ * free, -ENOENT (claim it).  file_open_step: checkpoint id, a pinned
+ * version for readers, a private copy for writers (empty when created or
+ * opened with O_TRUNC).  file_open_new_step: a checkpoint that does not
+ * exist yet (r from step_create), which its writer's first commit makes.
+ * file_open_value: a policy file (f->field set) or input.fingerprint of
+ * workflow w: its value, and its checks for writers.
+ */
+int file_open_key(struct once *o, struct file *f, int64_t generation,
+		  const struct caller *who);
+int file_claim(struct once *o, struct file *f, int64_t wf, const char *name,
+	       size_t len, const struct caller *who, struct key_row *k,
+	       struct wf_row *w);
+int file_open_wait(struct once *o, struct file *f, int64_t generation,
+		   const struct caller *who);
+int file_open_step(struct once *o, struct file *f, int64_t id, bool created,
+		   const struct caller *who);
+int file_open_new_step(struct once *o, struct file *f,
+		       const struct step_row *r, int flags);
+int file_open_value(struct file *f, const struct wf_row *w);
 
 /* Take ownership of a malloc'd snapshot. */
 void file_set_snapshot(struct file *f, char *snap, size_t len);

@@ -1108,125 +1108,63 @@ static int format_root_file(struct fs *fs, const struct root_file *rf,
 	return 0;
 }
 
-/*
- * A handle on key k whose readers see snap (taken over).  Writers need an
- * in_flight key; their handles renew the claim's lease, and so does the
- * handle that made the claim (claimed), whatever its access mode.
- */
-static int key_handle(struct fs *fs, const struct key_row *k, char *snap,
-		      size_t len, int flags, bool claimed,
-		      const struct caller *who, struct handle **out)
+/* A handle for an open of ino, before its file_open_* (core/file.h). */
+static int new_handle(enum file_kind kind, uint64_t ino, int64_t wf, int flags,
+		      struct handle **out)
 {
-	struct handle *h = handle_new(FILE_KEY, ino_make(INO_KIND_KEY,
-				      (uint64_t)k->generation), k->wf, flags);
-
-	if (!h) {
-		free(snap);
-		return -ENOMEM;
-	}
-	file_set_snapshot(&h->f, snap, len);
-	h->f.generation = k->generation;
-	memcpy(h->f.name, k->name, k->name_len + 1);
-	h->f.name_len = k->name_len;
-	if (h->f.writable && k->status != KEY_IN_FLIGHT) {
-		handle_free(h);
-		return key_refuse_write(who);
-	}
-	if (h->f.writable || claimed)
-		handle_renew_add(fs, h);
-	*out = h;
-	return 0;
+	*out = handle_new(kind, ino, wf, flags);
+	return *out ? 0 : -ENOMEM;
 }
 
 /*
- * Open an existing key: its status line and its pinned result for
- * readers, checks for writers.
+ * Writers of a key renew its claim's lease, and so does the handle that
+ * made the claim, whatever its access mode.
  */
+static void renew_if_writer(struct fs *fs, struct handle *h)
+{
+	if (h->f.kind == FILE_KEY && (h->f.writable || h->f.claimed))
+		handle_renew_add(fs, h);
+}
+
+/* Open an existing key, or wait/K, or a checkpoint. */
 static int open_key(struct fs *fs, uint64_t ino, int flags,
 		    const struct caller *who, struct handle **out)
 {
-	struct key_row k;
-	char line[KEY_STATUS_LINE_MAX + 32], *snap;
-	size_t len;
-	int rc = key_open_content(&fs->core, ino_value(ino), &k, line,
-				  sizeof(line), &len);
+	int rc = new_handle(FILE_KEY, ino, 0, flags, out);
 
-	if (rc)
-		return rc;
-	snap = malloc(len);
-	if (snap)
-		memcpy(snap, line, len);
-	rc = snap ? key_handle(fs, &k, snap, len, flags, false, who, out)
-		  : -ENOMEM;
-	if (rc) {
-		store_unpin(fs->core.store, k.content);
-		return rc;
-	}
-	file_set_content(&(*out)->f, fs->core.store, k.content, k.result_len);
-	return 0;
+	if (rc == 0)
+		rc = file_open_key(&fs->core, &(*out)->f, ino_value(ino), who);
+	if (rc == 0)
+		renew_if_writer(fs, *out);
+	return rc;
 }
 
-/*
- * Open wait/K: once the claim ended terminal, a reader of the key; while
- * it is in flight, a handle whose reads wait (op_read); when it ended
- * free, -ENOENT: claim it.
- */
 static int open_wait(struct fs *fs, uint64_t ino, int flags,
 		     const struct caller *who, struct handle **out)
 {
-	struct key_row k;
-	int rc;
+	int rc = new_handle(FILE_WAIT, ino, 0, flags, out);
 
-	if ((flags & O_ACCMODE) != O_RDONLY)
-		return key_refuse_write(who);
-	rc = key_get(&fs->core, ino_value(ino), &k);
-	if (rc == -ESTALE)
-		return -ENOENT;
-	if (rc)
-		return rc;
-	if (k.status != KEY_IN_FLIGHT)
-		return open_key(fs, ino_make(INO_KIND_KEY, (uint64_t)k.generation),
-				flags, who, out);
-	*out = handle_new(FILE_WAIT, ino, k.wf, flags);
-	if (!*out)
-		return -ENOMEM;
-	(*out)->f.generation = k.generation;
-	return 0;
+	return rc ? rc : file_open_wait(&fs->core, &(*out)->f, ino_value(ino),
+					who);
 }
 
-/* Open a checkpoint: a snapshot for readers, a private copy for writers. */
 static int open_step(struct fs *fs, uint64_t ino, int flags, bool created,
-		     pid_t opener, struct handle **out)
+		     const struct caller *who, struct handle **out)
 {
-	struct handle *h;
-	struct step_row r;
-	bool writable = (flags & O_ACCMODE) != O_RDONLY;
-	int rc = writable ? step_get(&fs->core, ino_value(ino), &r)
-			  : step_get_pinned(&fs->core, ino_value(ino), &r);
+	int rc = new_handle(FILE_STEP, ino, 0, flags, out);
 
-	if (rc)
-		return rc;
-	h = handle_new(FILE_STEP, ino, r.wf, flags);
-	if (!h) {
-		if (!writable)
-			store_unpin(fs->core.store, r.content);
-		return -ENOMEM;
-	}
-	if (writable) {
-		bool trunc = created || (flags & O_TRUNC);
+	return rc ? rc : file_open_step(&fs->core, &(*out)->f, ino_value(ino),
+					created, who);
+}
 
-		rc = step_writer_open(&fs->core, &r, trunc, &h->f.writer);
-		h->f.truncated = !created && (flags & O_TRUNC);
-		h->f.opener = holder_tgid(opener);
-	} else {
-		file_set_content(&h->f, fs->core.store, r.content, r.size);
-	}
+/* A handle whose open failed: nothing of it is tracked yet. */
+static int opened(struct handle **h, int rc)
+{
 	if (rc) {
-		handle_free(h);
-		return rc;
+		handle_free(*h);
+		*h = NULL;
 	}
-	*out = h;
-	return 0;
+	return rc;
 }
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -1250,33 +1188,25 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	switch (ino_kind(ino)) {
 	case INO_KIND_KEY:
-		rc = open_key(fs, ino, fi->flags, &who, &h);
-		if (rc == 0) {
-			reply_open(req, fi, h);
-			return;
-		}
-		reply_rc(req, rc);
-		return;
+		rc = opened(&h, open_key(fs, ino, fi->flags, &who, &h));
+		break;
 	case INO_KIND_WAIT:
-		rc = open_wait(fs, ino, fi->flags, &who, &h);
-		if (rc == 0) {
-			reply_open(req, fi, h);
-			return;
-		}
-		reply_rc(req, rc);
-		return;
+		rc = opened(&h, open_wait(fs, ino, fi->flags, &who, &h));
+		break;
 	case INO_KIND_STEP:
-		rc = open_step(fs, ino, fi->flags, false, who.pid, &h);
-		if (rc == 0) {
-			reply_open(req, fi, h);
-			return;
-		}
-		reply_rc(req, rc);
-		return;
+		rc = opened(&h, open_step(fs, ino, fi->flags, false, &who, &h));
+		break;
 	case INO_KIND_WORKFLOW:
 		break;
 	default:
 		reply_rc(req, -ENOENT);
+		return;
+	}
+	if (ino_kind(ino) != INO_KIND_WORKFLOW) {
+		if (rc)
+			reply_rc(req, rc);
+		else
+			reply_open(req, fi, h);
 		return;
 	}
 	rc = workflow_get(&fs->core, ino_wf_id(ino), &w);
@@ -1291,28 +1221,21 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 			return;
 		}
 		h = handle_new(FILE_EVENTS, ino, w.id, fi->flags);
-	} else if (slot == SLOT_FINGERPRINT) {
-		len = w.fingerprint_len ? w.fingerprint_len + 1 : 0;
-		snap = malloc(len + 1);
-		if (snap) {
-			memcpy(snap, w.fingerprint, w.fingerprint_len);
-			snap[w.fingerprint_len] = '\n';
-		}
-		h = handle_new(FILE_FINGERPRINT, ino, w.id, fi->flags);
-	} else if (slot >= SLOT_POLICY_FIELD) {
-		snap = malloc(32);
-		if (snap)
-			len = policy_format(slot - SLOT_POLICY_FIELD, &w.policy,
-					    snap, 32);
-		h = handle_new(FILE_POLICY, ino, w.id, fi->flags);
-		if (h)
+	} else if (slot == SLOT_FINGERPRINT || slot >= SLOT_POLICY_FIELD) {
+		rc = new_handle(slot == SLOT_FINGERPRINT ? FILE_FINGERPRINT
+				: FILE_POLICY, ino, w.id, fi->flags, &h);
+		if (rc == 0 && slot >= SLOT_POLICY_FIELD)
 			h->f.field = slot - SLOT_POLICY_FIELD;
+		if (rc == 0)
+			rc = opened(&h, file_open_value(&h->f, &w));
+		if (rc == 0) {
+			reply_open(req, fi, h);
+			return;
+		}
 	} else {
 		reply_rc(req, -EISDIR);
 		return;
 	}
-	if (!snap && h && h->f.kind != FILE_EVENTS)
-		rc = -ENOMEM;
 out:
 	if (!rc && !h)
 		rc = -ENOMEM;
@@ -1328,34 +1251,16 @@ out:
 
 /*
  * A new checkpoint: a writer on an inode of its own (INO_KIND_PENDING) and
- * no row until it commits.  Its last close commits it even if nothing was
- * written (touch, ": > steps/x"), unless its process was killed.
+ * no row until it commits (file_open_new_step).
  */
 static int open_new_step(struct fs *fs, const struct step_row *r, int flags,
 			 struct handle **out)
 {
 	uint64_t n = __atomic_add_fetch(&fs->next_pending, 1, __ATOMIC_RELAXED);
-	struct handle *h = handle_new(FILE_STEP, ino_make(INO_KIND_PENDING, n),
-				      r->wf, flags);
-	int rc;
+	int rc = new_handle(FILE_STEP, ino_make(INO_KIND_PENDING, n), r->wf,
+			    flags, out);
 
-	if (!h)
-		return -ENOMEM;
-	rc = step_writer_open(&fs->core, r, true, &h->f.writer);
-	if (rc) {
-		handle_free(h);
-		return rc;
-	}
-	h->f.truncated = true;
-	/*
-	 * touch opens without O_TRUNC and writes nothing: its close must
-	 * create the file (RELEASE comes after close() has returned).  An
-	 * open with O_TRUNC means content is coming (> redirections, "w"):
-	 * that one exists from its first commit of data.
-	 */
-	h->f.create_at_flush = !(flags & O_TRUNC);
-	*out = h;
-	return 0;
+	return rc ? rc : file_open_new_step(&fs->core, &(*out)->f, r, flags);
 }
 
 static void create_step(fuse_req_t req, struct fs *fs, const struct wf_row *w,
@@ -1372,10 +1277,11 @@ static void create_step(fuse_req_t req, struct fs *fs, const struct wf_row *w,
 	if (rc == -EINVAL && len > NAME_MAX_LEN)
 		rc = -ENAMETOOLONG;
 	if (rc == 0 && r.id == 0)
-		rc = open_new_step(fs, &r, fi->flags, &h);
+		rc = opened(&h, open_new_step(fs, &r, fi->flags, &h));
 	else if (rc == 0)
-		rc = open_step(fs, ino_make(INO_KIND_STEP, (uint64_t)r.id),
-			       fi->flags, r.size == 0, who.pid, &h);
+		rc = opened(&h, open_step(fs, ino_make(INO_KIND_STEP,
+						       (uint64_t)r.id),
+					  fi->flags, r.size == 0, &who, &h));
 	if (rc) {
 		reply_rc(req, rc);
 		return;
@@ -1424,28 +1330,21 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		if (rc == -EINVAL)
 			rc = -ENOENT;
 		if (rc == 0)
-			rc = open_key(fs, ino_make(INO_KIND_KEY,
-						   (uint64_t)k.generation),
-				      fi->flags, &who, &h);
+			rc = opened(&h, open_key(fs, ino_make(INO_KIND_KEY,
+							      (uint64_t)k.generation),
+						 fi->flags, &who, &h));
 	} else {
-		rc = key_claim(&fs->core, ino_wf_id(parent), name, len, &who, &k,
-			       &w);
+		/* The claim: what a reader of it sees needs no store read. */
+		rc = new_handle(FILE_KEY, 0, ino_wf_id(parent), fi->flags,
+				&h);
+		if (rc == 0)
+			rc = opened(&h, file_claim(&fs->core, &h->f,
+						   ino_wf_id(parent), name, len,
+						   &who, &k, &w));
 		if (rc == 0) {
-			/* What a reader of the new claim sees: no store read. */
-			char *snap = malloc(64);
-
-			rc = snap ? key_handle(fs, &k, snap,
-					       key_status_line(&k, snap, 64),
-					       fi->flags, true, &who, &h)
-				  : -ENOMEM;
-		}
-		if (rc == 0) {
-			pthread_mutex_lock(&fs->renew_lock);
+			h->ino = ino_make(INO_KIND_KEY, (uint64_t)k.generation);
 			fill_key(&w, &k, &h->claim_attr);
-			h->f.claimed = true;
-			h->f.opener = holder_tgid(who.pid);
-			h->f.opener_uid = who.uid;
-			pthread_mutex_unlock(&fs->renew_lock);
+			renew_if_writer(fs, h);
 		}
 	}
 	if (rc) {

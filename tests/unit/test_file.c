@@ -208,6 +208,57 @@ static void test_read_snapshot(void **state)
 	file_fini(&f);
 }
 
+static void test_opens(void **state)
+{
+	struct fixture *fx = *state;
+	struct wf_row w = make_wf(fx), w2;
+	struct file c = { 0 }, r = { 0 }, wt = { 0 }, v = { 0 };
+	struct key_row k;
+	char buf[64];
+	size_t got;
+
+	file_init(&c, FILE_KEY, w.id, O_WRONLY | O_CREAT | O_EXCL);
+	assert_rc(file_claim(&fx->o, &c, w.id, S("k"), &user, &k, &w2), 0);
+	assert_true(c.claimed);
+	assert_rc(file_read(&c, 0, buf, sizeof(buf), &got), 0);
+	assert_memory_equal(buf, "in_flight ", 10);
+	/* wait/k while in flight: a file whose reads wait. */
+	file_init(&wt, FILE_WAIT, w.id, O_RDONLY);
+	assert_rc(file_open_wait(&fx->o, &wt, k.generation, &user), 0);
+	assert_int_equal(wt.kind, FILE_WAIT);
+	file_fini(&wt);
+	assert_rc(file_write(&fx->o, &c, S("succeeded\nok"), 0, &user), 0);
+	assert_rc(file_commit(&fx->o, &c, &user), 0);
+	file_release(&fx->o, &c, &user);
+	file_fini(&c);
+	/* Terminal: readers see the result; writers are refused. */
+	file_init(&r, FILE_KEY, 0, O_WRONLY);
+	assert_rc(file_open_key(&fx->o, &r, k.generation, &user), -EACCES);
+	file_fini(&r);
+	memset(&r, 0, sizeof(r));
+	file_init(&r, FILE_KEY, 0, O_RDONLY);
+	assert_rc(file_open_key(&fx->o, &r, k.generation, &user), 0);
+	assert_rc(file_read(&r, 0, buf, sizeof(buf), &got), 0);
+	assert_true(got > 3 && memcmp(buf + got - 3, "\nok", 3) == 0);
+	file_fini(&r);
+	memset(&wt, 0, sizeof(wt));
+	file_init(&wt, FILE_WAIT, w.id, O_RDONLY);
+	assert_rc(file_open_wait(&fx->o, &wt, k.generation, &user), 0);
+	assert_int_equal(wt.kind, FILE_KEY);		/* ended: the key's reader */
+	file_fini(&wt);
+	memset(&wt, 0, sizeof(wt));
+	file_init(&wt, FILE_WAIT, w.id, O_RDONLY);
+	assert_rc(file_open_wait(&fx->o, &wt, k.generation + 100, &user), -ENOENT);
+	file_fini(&wt);
+	/* A value file reads as its value. */
+	file_init(&v, FILE_POLICY, w.id, O_RDONLY);
+	v.field = POLICY_ON_INPUT_CHANGE;
+	assert_rc(file_open_value(&v, &w), 0);
+	assert_rc(file_read(&v, 0, buf, sizeof(buf), &got), 0);
+	assert_memory_equal(buf, "reset\n", 6);
+	file_fini(&v);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -218,6 +269,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_policy_value, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_fingerprint_line_is_set_and_held, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_read_snapshot, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_opens, fx_setup, fx_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
