@@ -216,9 +216,11 @@ static int read_scalar(struct reader *r, int64_t *v, bool *number)
 		r->p++;
 	}
 	while (r->p < r->end && *r->p >= '0' && *r->p <= '9') {
-		if (u > (UINT64_C(1) << 62))
-			return -EINVAL;
-		u = u * 10 + (uint64_t)(*r->p++ - '0');
+		uint64_t d = (uint64_t)(*r->p++ - '0');
+
+		if (u > ((uint64_t)INT64_MAX - d) / 10)
+			return -EINVAL;		/* past int64_t: no line of ours */
+		u = u * 10 + d;
 		digits++;
 	}
 	if (digits == 0)

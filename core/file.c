@@ -288,7 +288,8 @@ static int check_write(struct once *o, struct file *f, const struct caller *who)
 	case FILE_POLICY:
 		return workflow_check_policy(f->field, f->buf, f->len);
 	case FILE_FINGERPRINT:
-		return step_check_fingerprint(o, f->wf, f->buf, f->len);
+		return step_check_fingerprint(o, f->wf, f->buf, f->len,
+					      f->input_hold);
 	default:
 		return -EBADF;
 	}

@@ -130,8 +130,8 @@ void metrics_write_prometheus(const struct metrics_snapshot *m, FILE *f)
 	       "Claims that took over a key whose lease had expired.",
 	       m->adoptions);
 	metric(f, "conflicts_total", "counter",
-	       "Claims refused with EEXIST: the key was in flight or terminal.",
-	       m->conflicts);
+	       "Exclusive creates the daemon refused with EEXIST (the kernel "
+	       "refuses most duplicates itself, unseen).", m->conflicts);
 	metric(f, "finalizes_total", "counter",
 	       "Keys finalized succeeded or failed.", m->finalizes);
 	metric(f, "releases_total", "counter", "Keys released (rm).",
@@ -162,7 +162,8 @@ void metrics_write_prometheus(const struct metrics_snapshot *m, FILE *f)
 	       "1 after a failed fsync: the mount refuses every write (EROFS).",
 	       (uint64_t)m->sync_failed);
 	histogram(f, "claim_duration_seconds",
-		  "Time to answer an exclusive create of a key, won or refused.",
+		  "Time to answer an exclusive create of a key that reached the "
+		  "daemon, won or refused.",
 		  &m->latencies.claim);
 	histogram(f, "finalize_duration_seconds",
 		  "Time to commit a finalize, durable as the sync option says.",

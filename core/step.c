@@ -17,7 +17,8 @@
  * does the current epoch hold checkpoints (*steps)?  -EBUSY under raise.
  */
 static int decide(struct once *o, const struct wf_row *w, const char *value,
-		  size_t len, bool complete, bool *same, bool *steps)
+		  size_t len, bool complete, int64_t own_hold, bool *same,
+		  bool *steps)
 {
 	int rc;
 
@@ -30,8 +31,11 @@ static int decide(struct once *o, const struct wf_row *w, const char *value,
 		(len == 0 || memcmp(value, w->fingerprint, len) == 0);
 	if (*same)
 		return 0;
-	/* A run holds the input it started with (step_hold_input). */
-	rc = store_hold_any(o->store, w->id, once_now_ms(o), &held);
+	/*
+	 * A run holds the input it started with; the file that holds it may
+	 * set another (its own hold then holds the new one).
+	 */
+	rc = store_hold_any(o->store, w->id, once_now_ms(o), own_hold, &held);
 	if (rc == 0 && held)
 		return -EBUSY;
 	if (rc == 0)
@@ -42,7 +46,7 @@ static int decide(struct once *o, const struct wf_row *w, const char *value,
 }
 
 int step_check_fingerprint(struct once *o, int64_t wf, const char *buf,
-			   size_t len)
+			   size_t len, int64_t own_hold)
 {
 	struct wf_row w;
 	size_t vlen;
@@ -57,7 +61,7 @@ int step_check_fingerprint(struct once *o, int64_t wf, const char *buf,
 	rc = store_wf_by_id(o->store, wf, &w);
 	if (rc == 0)
 		rc = decide(o, &w, buf, vlen, len > 0 && buf[len - 1] == '\n',
-			    &same, &steps);
+			    own_hold, &same, &steps);
 	return once_end(o, rc);
 }
 
@@ -84,7 +88,8 @@ int step_set_fingerprint(struct once *o, int64_t wf, const char *buf,
 		return rc;
 	rc = store_wf_by_id(o->store, wf, &w);
 	if (rc == 0)
-		rc = decide(o, &w, buf, vlen, true, &same, &steps);
+		rc = decide(o, &w, buf, vlen, true, hold ? *hold : 0, &same,
+			    &steps);
 	if (rc)
 		goto out;
 	if (same)
@@ -128,14 +133,7 @@ out:
 
 int step_release_input(struct once *o, int64_t hold)
 {
-	int rc;
-
-	if (hold == 0)
-		return 0;
-	rc = store_begin(o->store, true);
-	if (rc == 0)
-		rc = once_end(o, store_unhold(o->store, hold));
-	return rc;
+	return hold ? store_unhold(o->store, hold) : 0;
 }
 
 int step_renew_holds(struct once *o)

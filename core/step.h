@@ -105,10 +105,11 @@ int step_purge(struct once *o, int max, int64_t *n);
  * The checks of write() for input.fingerprint: the value's syntax
  * (-EINVAL) and the raise rule (-EBUSY).  Bytes without their newline
  * may be an unfinished value: under raise they pass while they can still
- * become the current value.
+ * become the current value.  own_hold: the writing file's hold (0: none),
+ * which does not keep its own file from setting another value.
  */
 int step_check_fingerprint(struct once *o, int64_t wf, const char *buf,
-			   size_t len);
+			   size_t len, int64_t own_hold);
 
 /*
  * Set the fingerprint from the bytes written (buf NULL: unset, as by
@@ -119,9 +120,10 @@ int step_check_fingerprint(struct once *o, int64_t wf, const char *buf,
  * hold's id (unless it holds one already).  While a hold lives, setting
  * another value is -EBUSY, on every mount, whatever the policy; so a run
  * that holds its input can never commit a checkpoint under another.  A
- * hold lives until step_release_input(), or, when its mount dies, until
- * its lease (the mount's held-claim lease) runs out: the background
- * renews it with step_renew_holds().
+ * file that holds a value may set another through itself (its hold then
+ * holds that one).  A hold lives until step_release_input(), or, when its
+ * mount dies, until its lease (the mount's held-claim lease) runs out:
+ * the background renews it with step_renew_holds().
  */
 int step_set_fingerprint(struct once *o, int64_t wf, const char *buf,
 			 size_t len, const struct caller *who, int64_t *hold);

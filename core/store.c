@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <libpq-fe.h>
+
 #include "event.h"
 #include "store_backend.h"
 
@@ -17,31 +19,36 @@ struct store {
 
 /*
  * PostgreSQL: a URL, or a libpq connection string ("host=db dbname=jobs",
- * "service=jobs"), which begins with one of libpq's keywords and '='.
- * Anything else is a SQLite file, even a path with '=' in it later on.
+ * "service=jobs"), which begins with one of libpq's own keywords (as its
+ * PQconndefaults() lists them) and '='.  Anything else is a SQLite file,
+ * even a path with '=' in it later on.
  */
+static bool libpq_keyword(const char *name)
+{
+	PQconninfoOption *opts = PQconndefaults();
+	bool found = false;
+
+	if (!opts)
+		return strchr(name, '=') != NULL;	/* out of memory: not a file */
+	for (PQconninfoOption *o = opts; o->keyword && !found; o++) {
+		size_t n = strlen(o->keyword);
+
+		found = strncmp(name, o->keyword, n) == 0 &&
+			name[n + strspn(name + n, " \t")] == '=';
+	}
+	PQconninfoFree(opts);
+	return found;
+}
+
 enum store_scheme store_scheme(const char *name)
 {
 	static const char *const urls[] = { "postgresql://", "postgres://" };
-	static const char *const keywords[] = {
-		"host", "hostaddr", "port", "dbname", "user", "service",
-		"sslmode", "options", "application_name", "connect_timeout",
-		"target_session_attrs", "passfile",
-	};
 
 	for (size_t i = 0; i < sizeof(urls) / sizeof(urls[0]); i++)
 		if (strncmp(name, urls[i], strlen(urls[i])) == 0)
 			return STORE_SCHEME_POSTGRES;
-	while (*name == ' ')
-		name++;
-	for (size_t i = 0; i < sizeof(keywords) / sizeof(keywords[0]); i++) {
-		size_t n = strlen(keywords[i]);
-
-		if (strncmp(name, keywords[i], n) == 0 &&
-		    name[n + strspn(name + n, " ")] == '=')
-			return STORE_SCHEME_POSTGRES;
-	}
-	return STORE_SCHEME_SQLITE;
+	name += strspn(name, " \t");
+	return libpq_keyword(name) ? STORE_SCHEME_POSTGRES : STORE_SCHEME_SQLITE;
 }
 
 int store_open(const char *path, const struct store_options *opt,
@@ -322,9 +329,10 @@ int store_unhold(struct store *st, int64_t id)
 	return st->ops->unhold(st->impl, id);
 }
 
-int store_hold_any(struct store *st, int64_t wf, int64_t now_ms, bool *any)
+int store_hold_any(struct store *st, int64_t wf, int64_t now_ms,
+		   int64_t except, bool *any)
 {
-	return st->ops->hold_any(st->impl, wf, now_ms, any);
+	return st->ops->hold_any(st->impl, wf, now_ms, except, any);
 }
 
 int store_holds_renew(struct store *st, int64_t now_ms, int64_t lease_ms)

@@ -313,15 +313,19 @@ int store_content_stage(struct store *st, int fd, int64_t size,
 int store_purge(struct store *st, int64_t now_ms, int max, int64_t *n);
 
 /*
- * Holds of a workflow's input (see step_hold_input): rows leased by this
- * mount.  store_hold() and store_hold_any() inside a transaction;
- * store_unhold() too.  store_holds_renew() renews this mount's leases
- * to now + lease_ms once a third of a lease has passed, and drops the lapsed holds of every mount now and then, in
- * a transaction of its own (none when there is nothing to do).
+ * Holds of a workflow's input (see step_set_fingerprint): rows leased by
+ * this mount.  store_hold() and store_hold_any() inside a transaction;
+ * store_hold_any() does not count the hold `except` (0: none), the
+ * asker's own.  store_unhold() in a transaction of its own: when it
+ * fails, the store keeps the id and its next renewal deletes it.
+ * store_holds_renew() renews this mount's leases to now + lease_ms once a
+ * third of a lease has passed, and drops the lapsed holds of every mount
+ * now and then; it writes only when there is something to write.
  */
 int store_hold(struct store *st, int64_t wf, int64_t expires_ms, int64_t *id);
 int store_unhold(struct store *st, int64_t id);
-int store_hold_any(struct store *st, int64_t wf, int64_t now_ms, bool *any);
+int store_hold_any(struct store *st, int64_t wf, int64_t now_ms,
+		   int64_t except, bool *any);
 int store_holds_renew(struct store *st, int64_t now_ms, int64_t lease_ms);
 
 /* Events: append one, and read the rendered file of a workflow. */

@@ -88,7 +88,7 @@ struct store_ops {
 		int64_t *id);
 	int (*unhold)(struct store_impl *st, int64_t id);
 	int (*hold_any)(struct store_impl *st, int64_t wf, int64_t now_ms,
-		bool *any);
+			int64_t except, bool *any);
 	int (*holds_renew)(struct store_impl *st, int64_t now_ms,
 		int64_t lease_ms);
 	int (*event_append)(struct store_impl *st, int64_t wf,

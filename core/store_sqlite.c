@@ -143,10 +143,13 @@ static const char *const sql[S_NSTMTS] = {
 	[S_PIN_DROP_MOUNT] = "DELETE FROM pins WHERE mount = ?1",
 	[S_HOLD_INSERT] = "INSERT INTO holds(wf, mount, expires_ms) "
 		"VALUES(?1, ?2, ?3) RETURNING id",
-	[S_HOLD_DELETE] = "DELETE FROM holds WHERE id = ?1",
+	[S_HOLD_DELETE] = "DELETE FROM holds WHERE id = ?1 AND mount = ?2",
 	[S_HOLD_RENEW] = "UPDATE holds SET expires_ms = ?2 WHERE mount = ?1",
 	[S_HOLD_ANY] = "SELECT EXISTS(SELECT 1 FROM holds WHERE wf = ?1 "
-		"AND expires_ms > ?2)",
+		"AND expires_ms > ?2 AND id != ?3)",
+	[S_HOLD_MINE] = "SELECT EXISTS(SELECT 1 FROM holds WHERE mount = ?1)",
+	[S_HOLD_LAPSED] = "SELECT EXISTS(SELECT 1 FROM holds WHERE "
+		"expires_ms <= ?1)",
 	[S_HOLD_DROP_MOUNT] = "DELETE FROM holds WHERE mount = ?1",
 	[S_HOLD_EXPIRED] = "DELETE FROM holds WHERE expires_ms <= ?1",
 	[S_WF_KILL_CONTENT] = "UPDATE contents SET dead = 1 WHERE id IN "
@@ -198,7 +201,7 @@ static const char *const sql[S_NSTMTS] = {
  */
 #define HOLDS_TABLE \
 	"CREATE TABLE holds(" \
-	"  id INTEGER PRIMARY KEY," \
+	"  id INTEGER PRIMARY KEY AUTOINCREMENT," \
 	"  wf INTEGER NOT NULL," \
 	"  mount INTEGER NOT NULL," \
 	"  expires_ms INTEGER NOT NULL);" \
@@ -1058,7 +1061,7 @@ void sq_close(struct store_impl *st)
 	if (!st)
 		return;
 	/* A clean unmount leaves no pins behind for others to wait out. */
-	if ((st->npins || st->nholds) && sq_begin(st, true) == 0) {
+	if ((st->npins || sq_holds_mine(st)) && sq_begin(st, true) == 0) {
 		if (sq_by_id(st, S_PIN_DROP_MOUNT, st->mount_id, "unpin") == 0 &&
 		    sq_by_id(st, S_HOLD_DROP_MOUNT, st->mount_id, "unhold") == 0)
 			sq_commit_lazy(st);
@@ -1078,6 +1081,7 @@ void sq_close(struct store_impl *st)
 	pthread_mutex_destroy(&st->sync_lock);
 	pthread_cond_destroy(&st->sync_cond);
 	free(st->pins);
+	free(st->unheld);
 	pthread_mutex_destroy(&st->pin_lock);
 	pthread_mutex_destroy(&st->lock);
 	pthread_mutex_destroy(&st->pool_lock);

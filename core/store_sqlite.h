@@ -84,6 +84,8 @@ enum stmt_id {
 	S_HOLD_DELETE,
 	S_HOLD_RENEW,
 	S_HOLD_ANY,
+	S_HOLD_MINE,
+	S_HOLD_LAPSED,
 	S_HOLD_DROP_MOUNT,
 	S_HOLD_EXPIRED,
 	S_WF_KILL_CONTENT,
@@ -141,7 +143,8 @@ struct store_impl {
 	size_t npins, pins_cap;
 	int64_t pins_renew_ms;		/* when the pins' leases are renewed */
 	int64_t mount_id;
-	size_t nholds;			/* this mount's holds (store_hold) */
+	int64_t *unheld;		/* holds whose release failed, to retry */
+	size_t n_unheld, unheld_cap;
 	int64_t holds_renew_ms;		/* when this mount's are renewed next */
 	int64_t holds_swept_ms;		/* when lapsed holds are dropped next */
 	int64_t retire_cursor, trim_cursor;	/* the sweep's walks */
@@ -272,8 +275,9 @@ int sq_key_clear_notes(struct store_impl *st, int64_t id);
 int sq_hold(struct store_impl *st, int64_t wf, int64_t expires_ms,
 	    int64_t *id);
 int sq_unhold(struct store_impl *st, int64_t id);
+bool sq_holds_mine(struct store_impl *st);
 int sq_hold_any(struct store_impl *st, int64_t wf, int64_t now_ms,
-		bool *any);
+		int64_t except, bool *any);
 int sq_holds_renew(struct store_impl *st, int64_t now_ms,
 		   int64_t lease_ms);
 int sq_key_list(struct store_impl *st, int64_t wf, int64_t after,

@@ -522,25 +522,61 @@ int sq_hold(struct store_impl *st, int64_t wf, int64_t expires_ms,
 	if (rc == SQLITE_ROW) {
 		*id = sqlite3_column_int64(s, 0);
 		sq_done(s);
-		__atomic_add_fetch(&st->nholds, 1, __ATOMIC_RELAXED);
 		return 0;
 	}
 	sq_done(s);
 	return sq_error(st, rc, "hold input");
 }
 
+/* Delete this mount's hold id, inside a write transaction. */
+static int delete_hold(struct store_impl *st, int64_t id)
+{
+	sqlite3_stmt *s = sq_stmt(st, S_HOLD_DELETE);
+
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, id);
+	sqlite3_bind_int64(s, 2, st->mount_id);
+	return sq_exec(st, s, "release input");
+}
+
+/*
+ * Let go of a hold, in a transaction of its own.  When that fails (the
+ * store locked past the busy timeout, full), the id is kept and the
+ * renewer deletes it on its next round instead of renewing it: a hold
+ * never outlives its file by more than that.
+ */
 int sq_unhold(struct store_impl *st, int64_t id)
 {
-	int rc = sq_by_id(st, S_HOLD_DELETE, id, "release input");
+	int rc = sq_begin(st, true);
 
-	/* A workflow removed since took its holds with it. */
-	if (rc == 0 && sqlite3_changes(st->main.db) > 0)
-		__atomic_sub_fetch(&st->nholds, 1, __ATOMIC_RELAXED);
+	if (rc == 0) {
+		rc = delete_hold(st, id);
+		if (rc)
+			sq_rollback(st);
+		else
+			rc = sq_commit_lazy(st);
+	}
+	if (rc) {
+		pthread_mutex_lock(&st->pin_lock);
+		if (st->n_unheld == st->unheld_cap) {
+			size_t cap = st->unheld_cap ? st->unheld_cap * 2 : 16;
+			int64_t *p = realloc(st->unheld, cap * sizeof(*p));
+
+			if (p) {
+				st->unheld = p;
+				st->unheld_cap = cap;
+			}
+		}
+		if (st->n_unheld < st->unheld_cap)
+			st->unheld[st->n_unheld++] = id;
+		pthread_mutex_unlock(&st->pin_lock);
+	}
 	return rc;
 }
 
 int sq_hold_any(struct store_impl *st, int64_t wf, int64_t now_ms,
-		bool *any)
+		int64_t except, bool *any)
 {
 	sqlite3_stmt *s = sq_stmt(st, S_HOLD_ANY);
 
@@ -548,44 +584,96 @@ int sq_hold_any(struct store_impl *st, int64_t wf, int64_t now_ms,
 		return -EIO;
 	sqlite3_bind_int64(s, 1, wf);
 	sqlite3_bind_int64(s, 2, now_ms);
+	sqlite3_bind_int64(s, 3, except);
 	return sq_exists(st, s, any);
+}
+
+/* A read of one EXISTS statement with one integer, in a read transaction. */
+static bool exists_now(struct store_impl *st, enum stmt_id id, int64_t v)
+{
+	sqlite3_stmt *s;
+	bool any = false;
+
+	if (sq_begin(st, false))
+		return false;
+	s = sq_stmt(st, id);
+	if (s) {
+		sqlite3_bind_int64(s, 1, v);
+		if (sq_exists(st, s, &any))
+			any = false;
+	}
+	sq_commit(st);
+	return any;
+}
+
+bool sq_holds_mine(struct store_impl *st)
+{
+	return exists_now(st, S_HOLD_MINE, st->mount_id);
 }
 
 int sq_holds_renew(struct store_impl *st, int64_t now_ms,
 		   int64_t lease_ms)
 {
-	sqlite3_stmt *renew, *lapsed;
-	bool due = __atomic_load_n(&st->nholds, __ATOMIC_RELAXED) > 0 &&
-		   now_ms >= st->holds_renew_ms;
-	int rc;
+	bool renew_due = now_ms >= st->holds_renew_ms;
+	bool sweep_due = now_ms >= st->holds_swept_ms;
+	bool mine = false, lapsed = false;
+	int64_t unheld[64];
+	size_t n;
+	int rc = 0;
 
-	if (!due && now_ms < st->holds_swept_ms)
-		return 0;	/* nothing to renew, nothing due: no transaction */
-	rc = sq_begin(st, true);
-	if (rc)
-		return rc;
-	renew = sq_stmt(st, S_HOLD_RENEW);
-	lapsed = sq_stmt(st, S_HOLD_EXPIRED);
-	rc = renew && lapsed ? 0 : -EIO;
-	if (rc == 0) {
-		sqlite3_bind_int64(renew, 1, st->mount_id);
-		sqlite3_bind_int64(renew, 2, now_ms + lease_ms);
-		rc = due ? sq_exec(st, renew, "renew holds") : 0;
-		sq_done(renew);
+	pthread_mutex_lock(&st->pin_lock);
+	n = st->n_unheld < 64 ? st->n_unheld : 64;
+	memcpy(unheld, st->unheld, n * sizeof(*unheld));
+	pthread_mutex_unlock(&st->pin_lock);
+	if (!renew_due && !sweep_due && n == 0)
+		return 0;
+	/* Read first: a mount with nothing to do writes nothing. */
+	if (renew_due)
+		mine = sq_holds_mine(st);
+	if (sweep_due)
+		lapsed = exists_now(st, S_HOLD_LAPSED, now_ms);
+	if (n || mine || lapsed) {
+		sqlite3_stmt *s;
+
+		rc = sq_begin(st, true);
+		if (rc)
+			return rc;
+		for (size_t i = 0; i < n && rc == 0; i++)
+			rc = delete_hold(st, unheld[i]);
+		if (rc == 0 && mine) {
+			s = sq_stmt(st, S_HOLD_RENEW);
+			rc = s ? 0 : -EIO;
+			if (s) {
+				sqlite3_bind_int64(s, 1, st->mount_id);
+				sqlite3_bind_int64(s, 2, now_ms + lease_ms);
+				rc = sq_exec(st, s, "renew holds");
+			}
+		}
+		/* The holds of mounts that died: nobody renews them any more. */
+		if (rc == 0 && lapsed) {
+			s = sq_stmt(st, S_HOLD_EXPIRED);
+			rc = s ? 0 : -EIO;
+			if (s) {
+				sqlite3_bind_int64(s, 1, now_ms);
+				rc = sq_exec(st, s, "lapsed holds");
+			}
+		}
+		if (rc) {
+			sq_rollback(st);
+			return rc;
+		}
+		rc = sq_commit_lazy(st);
+		if (rc)
+			return rc;
+		pthread_mutex_lock(&st->pin_lock);
+		memmove(st->unheld, st->unheld + n,
+			(st->n_unheld - n) * sizeof(*st->unheld));
+		st->n_unheld -= n;
+		pthread_mutex_unlock(&st->pin_lock);
 	}
-	/* The holds of mounts that died: nobody renews them any more. */
-	if (rc == 0 && now_ms >= st->holds_swept_ms) {
-		sqlite3_bind_int64(lapsed, 1, now_ms);
-		rc = sq_exec(st, lapsed, "lapsed holds");
-	}
-	if (rc) {
-		sq_rollback(st);
-		return rc;
-	}
-	rc = sq_commit_lazy(st);
-	if (rc == 0 && due)
+	if (renew_due)
 		st->holds_renew_ms = now_ms + lease_ms / 3;
-	if (rc == 0 && now_ms >= st->holds_swept_ms)
+	if (sweep_due)
 		st->holds_swept_ms = now_ms + HOLDS_SWEEP_MS;
 	return rc;
 }

@@ -1806,8 +1806,8 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 	int x = xattr_of(name);
 	int rc;
 
-	if (ino_kind(ino) != INO_KIND_KEY)
-		rc = -ENOTSUP;
+	if (ino_kind(ino) != INO_KIND_KEY || x < 0)
+		rc = -ENOTSUP;	/* no other attributes (cp -a goes on) */
 	else if (x != XATTR_REQUEST && x != XATTR_ORIGINAL)
 		rc = -EPERM;	/* the row's own: read-only */
 	else
@@ -1821,8 +1821,8 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 
 static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
-	(void)name;
-	reply_rc(req, ino_kind(ino) == INO_KIND_KEY ? -EPERM : -ENOTSUP);
+	reply_rc(req, ino_kind(ino) == INO_KIND_KEY && xattr_of(name) >= 0
+		      ? -EPERM : -ENOTSUP);
 }
 
 /* ---- the file system -------------------------------------------------- */

@@ -1037,6 +1037,10 @@ static int run_key(const char *wf, const char *key, char **argv, bool wait,
 	int wfd, keysfd, fd, wstatus, rc, code;
 	int n;
 
+	if (original && !*original) {
+		fprintf(stderr, "once: key name '': must not be empty\n");
+		return ONCE_EXIT_USAGE;
+	}
 	if (original) {
 		hashed(HASHED_PREFIX, key, strlen(key), hashed_name,
 		       sizeof(hashed_name));

@@ -978,7 +978,7 @@ static void op_fingerprint(void)
 		       (!vlen || memcmp(v, m->fp, vlen) == 0);
 		want = !same && steps && m->pol.on_input_change == ON_INPUT_RAISE ? -EBUSY : 0;
 		if (v) {
-			rc = step_check_fingerprint(&F.o, wf_id(w), v, len);
+			rc = step_check_fingerprint(&F.o, wf_id(w), v, len, 0);
 			note("step_check_fingerprint(%s, \"%s\") = %s", wf_names[w], v, fuzz_errname(rc));
 			EXPECT("step_check_fingerprint", rc, want);
 		}

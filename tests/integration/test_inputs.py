@@ -40,6 +40,19 @@ def start_run(wf, fp, pause):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def write_when_free(path, data, limit=2.0):
+    """write, retrying EBUSY for a moment: a hold ends at the release the
+    kernel sends just after the holder's close() returned."""
+    deadline = time.monotonic() + limit
+    while True:
+        try:
+            return write(path, data)
+        except OSError as e:
+            if e.errno != errno.EBUSY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.002)
+
+
 class OneInput(MountedTest):
     def fp(self):
         return os.path.join(self.wf, "input.fingerprint")
@@ -75,7 +88,7 @@ class OneInput(MountedTest):
         h.close()
         self.assertErrno(errno.EBUSY, write, self.fp(), b"two\n")
         second.close()
-        write(self.fp(), b"two\n")
+        write_when_free(self.fp(), b"two\n")
         self.assertEqual(read(self.fp()), b"two\n")
         values = [e["value"] for e in self.events() if e["event"] == "fingerprint"]
         self.assertEqual(values, ["one", "two"])
@@ -116,6 +129,40 @@ class OneInput(MountedTest):
             os.close(f)
 
 
+class ReleaseRetried(MountedTest):
+    options = ("create", "busy_timeout=200")
+
+    def test_a_hold_whose_release_failed_is_released_later(self):
+        """The store is locked by another process when the holder closes:
+        the release fails there, and the renewer deletes the hold on its
+        next round instead of renewing it for ever."""
+        fp = os.path.join(self.wf, "input.fingerprint")
+        h = open(fp, "w", buffering=1)
+        h.write("A\n")
+        locker = subprocess.Popen([sys.executable, "-c",
+                                   "import sqlite3, sys, time; db = sqlite3.connect(sys.argv[1], "
+                                   "isolation_level=None); db.execute('BEGIN IMMEDIATE'); "
+                                   "print('locked', flush=True); time.sleep(1.5); db.execute('ROLLBACK')",
+                                   self.m.store], stdout=subprocess.PIPE, text=True)
+        self.assertEqual(locker.stdout.readline(), "locked\n")
+        h.close()                       # its release meets the lock
+        locker.wait()
+        write_when_free(fp, b"B\n", limit=5)
+        self.assertEqual(read(fp), b"B\n")
+
+    def test_the_holder_changes_its_own_input(self):
+        fp = os.path.join(self.wf, "input.fingerprint")
+        fd = os.open(fp, os.O_WRONLY | os.O_TRUNC)
+        try:
+            os.write(fd, b"first\n")
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, b"second\n", 0)          # through the holding file
+            self.assertEqual(read(fp), b"second\n")
+            self.assertEqual(errno_of(write, fp, b"third\n"), errno.EBUSY)
+        finally:
+            os.close(fd)
+
+
 class AcrossMounts(unittest.TestCase):
     def test_a_hold_holds_on_every_mount_and_lapses_with_its_mount(self):
         a = Mount(options=("create", "lease=2")).start()
@@ -128,7 +175,7 @@ class AcrossMounts(unittest.TestCase):
         h.write("on-a\n")
         self.assertEqual(errno_of(write, fb, b"on-b\n"), errno.EBUSY)
         h.close()
-        write(fb, b"on-b\n")
+        write_when_free(fb, b"on-b\n")
         self.assertEqual(read(fa), b"on-b\n")
         # Held from b, whose daemon then dies: a is free within the lease.
         h = open(fb, "w", buffering=1)

@@ -157,6 +157,11 @@ def test_request_mismatch(wf):
     with pytest.raises(oncefs.OtherRequest) as e:
         wf.claim("pay", request={"amount": 999})
     assert e.value.theirs == "sha256:" + oncefs.fingerprint({"amount": 100})
+    # A str is its UTF-8 bytes, as once --request would hash them.
+    with wf.claim("text", request="payload"):
+        pass
+    assert os.getxattr(wf.key_path("text"), "user.oncefs.request").decode() == \
+        "sha256:" + hashlib.sha256(b"payload").hexdigest()
     # The same fingerprint as once --request of the same bytes.
     with wf.claim("raw", request=b'{"a":1}'):
         pass
@@ -222,8 +227,21 @@ def test_set_input_is_canonical_and_held(wf, mount):
     assert e.value.errno == errno.EBUSY
     assert other.set_input({"a": "x", "b": [1, 2]}) == a     # the same input: a resume
     other.release_input()
+    # The holder may change its own input, through the file that holds it.
+    b = wf.set_input({"b": 1})
+    with open(os.path.join(wf.path, "input.fingerprint")) as f:
+        assert f.read() == b + "\n"
+    for i in range(200):            # never EBUSY from its own hold
+        wf.set_input({"i": i})
     wf.release_input()
-    other.set_input({"different": True})                    # free: reset
+    deadline = time.monotonic() + 2  # the hold ends just after the close
+    while True:
+        try:
+            other.set_input({"different": True})            # free: reset
+            break
+        except OSError as e:
+            assert e.errno == errno.EBUSY and time.monotonic() < deadline
+            time.sleep(0.005)
     assert os.listdir(os.path.join(wf.path, "steps")) == []
     other.close()
 

@@ -65,7 +65,7 @@ static int set_fp(struct fixture *fx, int64_t wf, const char *value)
 
 static int check_fp(struct fixture *fx, int64_t wf, const char *value)
 {
-	return step_check_fingerprint(&fx->o, wf, value, strlen(value));
+	return step_check_fingerprint(&fx->o, wf, value, strlen(value), 0);
 }
 
 static void assert_fp(struct fixture *fx, int64_t wf, const char *want)
@@ -181,7 +181,7 @@ static void test_fingerprint_bad_values(void **state)
 	assert_rc(set_fp(fx, w.id, "\xc3\xa9"), -EINVAL);
 	memset(long_value, 'f', sizeof(long_value));
 	assert_rc(step_check_fingerprint(&fx->o, w.id, long_value,
-					 FINGERPRINT_MAX + 1), -EINVAL);
+					 FINGERPRINT_MAX + 1, 0), -EINVAL);
 	assert_rc(step_set_fingerprint(&fx->o, w.id, long_value,
 				       FINGERPRINT_MAX + 1, &user, NULL), -EINVAL);
 	after = reread(fx, w.id);

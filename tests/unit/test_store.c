@@ -364,6 +364,9 @@ static void test_scheme(void **state)
 	assert_int_equal(store_scheme("hosts=x.db"), STORE_SCHEME_SQLITE);
 	assert_int_equal(store_scheme("./host=x.db"), STORE_SCHEME_SQLITE);
 	assert_int_equal(store_scheme("service.db"), STORE_SCHEME_SQLITE);
+	/* Any of libpq's keywords: a password is never taken for a file. */
+	assert_int_equal(store_scheme("password=secret host=h"), STORE_SCHEME_POSTGRES);
+	assert_int_equal(store_scheme("sslrootcert=/x dbname=y"), STORE_SCHEME_POSTGRES);
 }
 
 /*
@@ -578,7 +581,7 @@ static void test_upgrade_from_schema_2(void **state)
 	assert_rc(store_key_note(st, k.id, KEY_NOTE_REQUEST, buf, &len), -ENODATA);
 	assert_rc(store_key_set_note(st, k.id, KEY_NOTE_REQUEST, S("r")), 0);
 	assert_rc(store_hold(st, 1, T0_MS + 1000, &hold), 0);
-	assert_rc(store_hold_any(st, 1, T0_MS, &any), 0);
+	assert_rc(store_hold_any(st, 1, T0_MS, 0, &any), 0);
 	assert_true(any);
 	assert_rc(store_commit(st), 0);
 	store_close(st);

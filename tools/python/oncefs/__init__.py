@@ -101,7 +101,12 @@ def fingerprint(obj: Any) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _request_fingerprint(request: Union[bytes, Any]) -> str:
+def _request_fingerprint(request: Union[bytes, str, Any]) -> str:
+    """bytes and str (as UTF-8) by their bytes, as `once --request` hashes a
+    file, so the same payload reads as the same request from both; any
+    other value by its canonical JSON (fingerprint())."""
+    if isinstance(request, str):
+        request = request.encode("utf-8")
     if isinstance(request, (bytes, bytearray, memoryview)):
         return "sha256:" + hashlib.sha256(bytes(request)).hexdigest()
     return "sha256:" + fingerprint(request)
@@ -290,8 +295,9 @@ class Workflow:
     def claim(self, key: str, request: Optional[Any] = None, hash_key: bool = False) -> Claim:
         """Claim ``keys/KEY`` (O_EXCL).  Raises :class:`AlreadyDone` for a
         terminal key, :class:`InFlight` while another holder runs,
-        :class:`OtherRequest` when ``request`` (bytes, or JSON-like input)
-        differs from the one the key was claimed for.  ``hash_key`` names
+        :class:`OtherRequest` when ``request`` (bytes or str by their bytes,
+        as ``once --request``; other values by their canonical JSON) differs
+        from the one the key was claimed for.  ``hash_key`` names
         the key after the SHA-256 of ``key`` and notes ``key`` itself."""
         path = self.key_path(key, hash_key)
         ours = _request_fingerprint(request) if request is not None else None
@@ -385,11 +391,17 @@ class Workflow:
         OSError of the write: EBUSY while another run holds another input,
         or under on_input_change=raise."""
         value = fingerprint(obj)
-        self.release_input()
+        line = value.encode() + b"\n"
+        if self._input_fd >= 0:
+            # Through the file that holds the input: a new file would wait
+            # for this one's hold, which ends a moment after its close.
+            os.ftruncate(self._input_fd, 0)
+            os.pwrite(self._input_fd, line, 0)
+            return value
         fd = os.open(os.path.join(self.path, "input.fingerprint"),
                      os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
         try:
-            os.write(fd, value.encode() + b"\n")    # one line: set, and held
+            os.write(fd, line)                      # one line: set, and held
         except BaseException:
             os.close(fd)
             raise
