@@ -2,33 +2,20 @@
 python3-prometheus-client), and `oncectl stats --prometheus`."""
 import os
 import subprocess
-import sys
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "integration"))
-from harness import Mount, claim, fuse_available  # noqa: E402
+from harness import claim  # noqa: E402  (conftest.py put it on the path)
 
 ONCECTL = os.environ.get("ONCECTL", os.path.join(os.path.dirname(os.environ.get("ONCEFS", "build/oncefs")),
                                                  "oncectl"))
-pytestmark = pytest.mark.skipif(not fuse_available(), reason="FUSE is not available")
 
 COUNTERS = ["claims", "adoptions", "conflicts", "finalizes", "releases", "renewals", "fenced",
             "checkpoints", "store_commits", "store_fsyncs"]
 GAUGES = ["waiters", "store_max_write_seconds", "store_max_maintenance_seconds", "store_sync_failed"]
 HISTOGRAMS = ["claim_duration_seconds", "finalize_duration_seconds",
               "checkpoint_commit_duration_seconds"]
-
-
-@pytest.fixture
-def mount():
-    m = Mount().start()
-    try:
-        yield m
-    finally:
-        m.cleanup()
 
 
 def families(text):

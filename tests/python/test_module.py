@@ -15,22 +15,8 @@ import time
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "integration"))
-sys.path.insert(0, os.environ.get("ONCEFS_PYTHONPATH") or os.path.join(HERE, "..", "..", "tools", "python"))
 
-import oncefs  # noqa: E402
-from harness import Mount, fuse_available  # noqa: E402
-
-pytestmark = pytest.mark.skipif(not fuse_available(), reason="FUSE is not available")
-
-
-@pytest.fixture
-def mount():
-    m = Mount().start()
-    try:
-        yield m
-    finally:
-        m.cleanup()
+import oncefs  # noqa: E402  (conftest.py put it on the path)
 
 
 @pytest.fixture
