@@ -140,17 +140,21 @@ int file_open_step(struct once *o, struct file *f, int64_t id, bool created,
 	}
 	f->truncated = !created && f->truncate_on_open;
 	f->opener = holder_tgid(who->pid);
+	f->opener_uid = who->uid;
 	return step_writer_open(o, &r, created || f->truncate_on_open,
 				&f->writer);
 }
 
 int file_open_new_step(struct once *o, struct file *f,
-		       const struct step_row *r, int flags)
+		       const struct step_row *r, int flags,
+		       const struct caller *who)
 {
 	int rc = step_writer_open(o, r, true, &f->writer);
 
 	if (rc)
 		return rc;
+	f->opener = holder_tgid(who->pid);
+	f->opener_uid = who->uid;
 	f->truncated = true;
 	/*
 	 * touch opens without O_TRUNC and writes nothing: its close must
@@ -446,8 +450,10 @@ out:
 void file_flushed(struct file *f, const struct caller *who)
 {
 	struct holder_fate fate;
+	bool claim = f->kind == FILE_KEY && f->claimed && !f->settled;
+	bool writer = f->kind == FILE_STEP && f->writer;
 
-	if (f->kind != FILE_KEY || !f->claimed || f->settled ||
+	if (!(claim || writer) || f->opener == 0 ||
 	    holder_tgid(who->pid) != f->opener)
 		return;
 	holder_fate_now(who->pid, &fate);
@@ -461,9 +467,18 @@ void file_flushed(struct file *f, const struct caller *who)
 
 void file_release(struct once *o, struct file *f, const struct caller *who)
 {
-	if (f->kind == FILE_STEP && f->truncated && f->writer && !f->poison) {
+	/*
+	 * RELEASE comes from no process (pid 0): what it commits is the
+	 * opener's, and a writer killed before it wrote commits nothing.
+	 */
+	struct caller opener = { .pid = f->opener, .uid = f->opener_uid,
+				 .gid = who->gid };
+	bool killed = f->fate_known && f->fate.state == HOLDER_KILLED;
+
+	if (f->kind == FILE_STEP && f->truncated && f->writer && !f->poison &&
+	    !killed) {
 		f->dirty = true;
-		file_commit(o, f, who);
+		file_commit(o, f, f->opener ? &opener : who);
 	}
 	/*
 	 * The last handle of a claim closed, and its holder neither finalized

@@ -119,7 +119,8 @@ int file_open_wait(struct once *o, struct file *f, int64_t generation,
 int file_open_step(struct once *o, struct file *f, int64_t id, bool created,
 		   const struct caller *who);
 int file_open_new_step(struct once *o, struct file *f,
-		       const struct step_row *r, int flags);
+		       const struct step_row *r, int flags,
+		       const struct caller *who);
 int file_open_value(struct file *f, const struct wf_row *w);
 
 /* Take ownership of a malloc'd snapshot. */
@@ -154,10 +155,11 @@ int file_write(struct once *o, struct file *f, const char *data, size_t size,
 int file_commit(struct once *o, struct file *f, const struct caller *who);
 
 /*
- * After a FLUSH: a claim still unsettled, flushed by its holder's own
- * process while it exits (the kernel closes its files, and waits for the
- * reply, before anyone can reap it), notes how the holder ends, for the
- * abandon at release.
+ * After a FLUSH: a claim still unsettled, or a checkpoint's writer,
+ * flushed by its opener's own process while it exits (the kernel closes
+ * its files, and waits for the reply, before anyone can reap it), notes
+ * how that process ends, for the release: the abandon's event says it,
+ * and a writer killed before it wrote commits nothing.
  */
 void file_flushed(struct file *f, const struct caller *who);
 

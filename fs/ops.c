@@ -1254,13 +1254,14 @@ out:
  * no row until it commits (file_open_new_step).
  */
 static int open_new_step(struct fs *fs, const struct step_row *r, int flags,
-			 struct handle **out)
+			 const struct caller *who, struct handle **out)
 {
 	uint64_t n = __atomic_add_fetch(&fs->next_pending, 1, __ATOMIC_RELAXED);
 	int rc = new_handle(FILE_STEP, ino_make(INO_KIND_PENDING, n), r->wf,
 			    flags, out);
 
-	return rc ? rc : file_open_new_step(&fs->core, &(*out)->f, r, flags);
+	return rc ? rc : file_open_new_step(&fs->core, &(*out)->f, r, flags,
+					    who);
 }
 
 static void create_step(fuse_req_t req, struct fs *fs, const struct wf_row *w,
@@ -1277,7 +1278,7 @@ static void create_step(fuse_req_t req, struct fs *fs, const struct wf_row *w,
 	if (rc == -EINVAL && len > NAME_MAX_LEN)
 		rc = -ENAMETOOLONG;
 	if (rc == 0 && r.id == 0)
-		rc = opened(&h, open_new_step(fs, &r, fi->flags, &h));
+		rc = opened(&h, open_new_step(fs, &r, fi->flags, &who, &h));
 	else if (rc == 0)
 		rc = opened(&h, open_step(fs, ino_make(INO_KIND_STEP,
 						       (uint64_t)r.id),

@@ -94,6 +94,41 @@ class Files(MountedTest):
         self.assertFalse(os.path.exists(self.step("x")), "a killed writer left a checkpoint")
         self.assertEqual(os.listdir(os.path.join(self.wf, "steps")), [])
 
+    def test_a_killed_truncating_writer_leaves_nothing(self):
+        """`cmd > steps/x` whose cmd is killed before it writes: the open had
+        O_TRUNC and nothing was written, which a plain ": >" commits as an
+        empty checkpoint at its release; a killed process commits nothing,
+        so that [ -e steps/x ] never skips a step that has no data."""
+        for existing in (False, True):
+            if existing:
+                write(self.step("x"), b"old", os.O_WRONLY | os.O_CREAT)
+            r, w = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                os.close(r)
+                os.open(self.step("x"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                os.write(w, b"1")
+                time.sleep(60)
+                os._exit(0)
+            os.close(w)
+            self.assertEqual(os.read(r, 1), b"1")
+            os.close(r)
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            time.sleep(0.2)     # the release comes after the exit
+            if existing:
+                self.assertEqual(read(self.step("x")), b"old", "a killed writer emptied it")
+            else:
+                self.assertFalse(os.path.exists(self.step("x")), "a killed writer left a checkpoint")
+        # The one that exits without writing (": >") still makes it empty.
+        subprocess.run(["bash", "-c", ': > "$1"', "bash", self.step("y")], check=True)
+        deadline = time.monotonic() + 2
+        while not os.path.exists(self.step("y")) and time.monotonic() < deadline:
+            time.sleep(0.002)
+        self.assertEqual(read(self.step("y")), b"")
+        ev = [e for e in self.events() if e.get("step") == "y"]
+        self.assertNotEqual(ev[-1]["pid"], 0, "the release's commit is the writer's, not pid 0")
+
     def test_times_round_trip(self):
         write(self.step("t"), b"t", os.O_WRONLY | os.O_CREAT)
         os.utime(self.step("t"), ns=(1_000_000_123, 2_000_000_456))
