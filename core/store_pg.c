@@ -156,8 +156,9 @@ int store_pg_refuse(const char *name, const struct store_options *opt,
 	rc = schema_version(c, &version, err, errlen);
 	if (rc == 0 && version == 0 && !opt->create) {
 		snprintf(err, errlen, "database %s on %s holds no oncefs store "
-			 "(schema %s): mount with -o create, or run 'oncectl "
-			 "init', to create one", db, host, PG_SCHEMA);
+			 "(schema %s), and this build of oncefs can neither "
+			 "create nor keep one there yet: use a SQLite file", db,
+			 host, PG_SCHEMA);
 		rc = -ENOENT;
 	} else if (rc == 0 && version > STORE_SCHEMA_VERSION) {
 		snprintf(err, errlen, "the store in database %s has schema "

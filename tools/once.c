@@ -123,7 +123,7 @@ static void usage(FILE *f)
 "flight elsewhere;\n"
 "76 when the key is terminally failed (dedup_on=any); 65 when it was\n"
 "claimed for another request (--request); 71 when the mount refused an\n"
-"operation; 64 for a usage error.\n");
+"operation (or --request FILE could not be read); 64 for a usage error.\n");
 }
 
 /*
@@ -925,8 +925,12 @@ static int wait_for(int wfd, const char *key, double timeout_s)
 	return rc;
 }
 
-/* The workflow directory, made when it is missing (as mkdir -p would). */
-static int open_workflow(const char *wf, int *wfd, int *keysfd)
+/*
+ * The workflow directory, made when it is missing (as mkdir -p would),
+ * and its sub directory (keys or steps).
+ */
+static int open_workflow(const char *wf, const char *sub, int *wfd,
+			 int *subfd)
 {
 	char a[SHOWN_MAX], parent[4096];
 	const char *slash;
@@ -951,7 +955,7 @@ static int open_workflow(const char *wf, int *wfd, int *keysfd)
 		fprintf(stderr, "once: created the workflow %s\n",
 			shown(wf, a, sizeof(a)));
 	}
-	return open_dirs(wf, "keys", wfd, keysfd);
+	return open_dirs(wf, sub, wfd, subfd);
 }
 
 /* Note with the claim what --hash-key and --request know. */
@@ -1050,7 +1054,7 @@ static int run_key(const char *wf, const char *key, char **argv, bool wait,
 			"name\n");
 		return ONCE_EXIT_USAGE;
 	}
-	if (open_workflow(wf, &wfd, &keysfd))
+	if (open_workflow(wf, "keys", &wfd, &keysfd))
 		return ONCE_EXIT_OSERR;
 	for (;;) {
 		int64_t left;
@@ -1119,7 +1123,8 @@ static int run_key(const char *wf, const char *key, char **argv, bool wait,
 			     code == 0 ? "succeeded" : "failed");
 	}
 	rc = write_all(fd, status, strlen(status));
-	if (rc == 0 && code == 0 && r.kept_len)
+	/* A failure keeps its output too: the reason, where events keep it. */
+	if (rc == 0 && r.kept_len)
 		rc = write_all(fd, r.kept, r.kept_len);
 	if (close(fd) && rc == 0)
 		rc = -errno;
@@ -1133,7 +1138,7 @@ static int run_key(const char *wf, const char *key, char **argv, bool wait,
 	snprintf(o.status, sizeof(o.status), "%s",
 		 rc ? "in_flight" : code == 0 ? "succeeded" : "failed");
 	o.result = r.kept;
-	o.result_len = code == 0 ? r.kept_len : 0;
+	o.result_len = r.kept_len;
 out_report:
 	if (code == ONCE_EXIT_OSERR && strcmp(o.what, "ran") == 0)
 		o.what = "error";
@@ -1210,7 +1215,7 @@ static int run_step(const char *wf, const char *step, char **argv)
 
 	if (!check_name("step", step))
 		return ONCE_EXIT_USAGE;
-	if (open_dirs(wf, "steps", &wfd, &stepsfd))
+	if (open_workflow(wf, "steps", &wfd, &stepsfd))
 		return ONCE_EXIT_OSERR;
 	rc = print_step(stepsfd, step);
 	if (rc != -ENOENT) {

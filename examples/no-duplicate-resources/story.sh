@@ -13,6 +13,11 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 mnt=$1 how=${2:-sh}
+if [ "$how" = sh ] && ! command -v once >/dev/null; then
+	echo "story.sh: once is not on PATH (export PATH=\$PWD/build:\$PATH in the" \
+	     "source tree, or meson install)" >&2
+	exit 2
+fi
 tmp=$(mktemp -d)
 api_pid=
 cleanup() { [ -z "$api_pid" ] || kill "$api_pid" 2>/dev/null || true; rm -rf "$tmp"; }

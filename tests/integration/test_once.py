@@ -480,6 +480,24 @@ class Once(MountedTest):
         self.assertEqual((r.returncode, r.stdout), (0, "hi\n"))
         self.assertIn("created the workflow", r.stderr)
         self.assertTrue(os.path.isdir(os.path.join(wf, "keys")))
+        # The step form too.
+        wf = os.path.join(self.m.path, "new-steps")
+        r = once("--step", "extract", wf, "--", "echo", "rows")
+        self.assertEqual((r.returncode, r.stdout), (0, "rows\n"))
+        self.assertIn("created the workflow", r.stderr)
+
+    def test_a_failure_keeps_its_output(self):
+        """What a failed command printed is its failure's reason: in the
+        finalize event (dedup_on=success), in the key (dedup_on=any)."""
+        j = json.loads(once("--json", self.wf, "f", "--", "sh", "-c",
+                            "echo important diagnostic; exit 2").stdout)
+        self.assertEqual((j["status"], j["exit_status"], j["result"]),
+                         ("failed", 2, "important diagnostic\n"))
+        fin = [e for e in self.events() if e["event"] == "finalize"][-1]
+        self.assertEqual(fin["result"], "important diagnostic\n")
+        write(os.path.join(self.wf, "policy", "dedup_on"), b"any\n")
+        once(self.wf, "g", "--", "sh", "-c", "echo why; exit 1")
+        self.assertEqual(read(self.key("g")).split(b"\n", 1)[1], b"why\n")
 
     def test_wait_is_woken_by_the_finalize(self):
         """--wait blocks in a read of wait/KEY: no polling, and it returns as
