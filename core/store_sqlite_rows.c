@@ -623,7 +623,8 @@ int sq_holds_renew(struct store_impl *st, int64_t now_ms,
 
 	pthread_mutex_lock(&st->pin_lock);
 	n = st->n_unheld < 64 ? st->n_unheld : 64;
-	memcpy(unheld, st->unheld, n * sizeof(*unheld));
+	if (n)
+		memcpy(unheld, st->unheld, n * sizeof(*unheld));
 	pthread_mutex_unlock(&st->pin_lock);
 	if (!renew_due && !sweep_due && n == 0)
 		return 0;
@@ -666,9 +667,11 @@ int sq_holds_renew(struct store_impl *st, int64_t now_ms,
 		if (rc)
 			return rc;
 		pthread_mutex_lock(&st->pin_lock);
-		memmove(st->unheld, st->unheld + n,
-			(st->n_unheld - n) * sizeof(*st->unheld));
-		st->n_unheld -= n;
+		if (n) {
+			memmove(st->unheld, st->unheld + n,
+				(st->n_unheld - n) * sizeof(*st->unheld));
+			st->n_unheld -= n;
+		}
 		pthread_mutex_unlock(&st->pin_lock);
 	}
 	if (renew_due)
