@@ -53,6 +53,7 @@ static int snapshot_of(struct file *f, const char *p, size_t len)
 static int key_of(struct file *f, const struct key_row *k,
 		  const struct caller *who)
 {
+	f->wf = k->wf;
 	f->generation = k->generation;
 	memcpy(f->name, k->name, k->name_len + 1);
 	f->name_len = k->name_len;

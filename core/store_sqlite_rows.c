@@ -570,6 +570,10 @@ int sq_unhold(struct store_impl *st, int64_t id)
 		}
 		if (st->n_unheld < st->unheld_cap)
 			st->unheld[st->n_unheld++] = id;
+		else
+			syslog(LOG_ERR, "oncefs: %s: out of memory: the hold %lld "
+			       "of an input stays until this mount ends", st->path,
+			       (long long)id);
 		pthread_mutex_unlock(&st->pin_lock);
 	}
 	return rc;
@@ -589,26 +593,34 @@ int sq_hold_any(struct store_impl *st, int64_t wf, int64_t now_ms,
 }
 
 /* A read of one EXISTS statement with one integer, in a read transaction. */
-static bool exists_now(struct store_impl *st, enum stmt_id id, int64_t v)
+static int exists_now(struct store_impl *st, enum stmt_id id, int64_t v,
+		      bool *any)
 {
 	sqlite3_stmt *s;
-	bool any = false;
+	int rc = sq_begin(st, false);
 
-	if (sq_begin(st, false))
-		return false;
+	*any = false;
+	if (rc)
+		return rc;
 	s = sq_stmt(st, id);
+	rc = s ? 0 : -EIO;
 	if (s) {
 		sqlite3_bind_int64(s, 1, v);
-		if (sq_exists(st, s, &any))
-			any = false;
+		rc = sq_exists(st, s, any);
 	}
-	sq_commit(st);
-	return any;
+	if (rc) {
+		sq_rollback(st);
+		return rc;
+	}
+	return sq_commit(st);
 }
 
+/* Does this mount hold an input?  When the store cannot say: yes. */
 bool sq_holds_mine(struct store_impl *st)
 {
-	return exists_now(st, S_HOLD_MINE, st->mount_id);
+	bool any;
+
+	return exists_now(st, S_HOLD_MINE, st->mount_id, &any) ? true : any;
 }
 
 int sq_holds_renew(struct store_impl *st, int64_t now_ms,
@@ -630,9 +642,11 @@ int sq_holds_renew(struct store_impl *st, int64_t now_ms,
 		return 0;
 	/* Read first: a mount with nothing to do writes nothing. */
 	if (renew_due)
-		mine = sq_holds_mine(st);
-	if (sweep_due)
-		lapsed = exists_now(st, S_HOLD_LAPSED, now_ms);
+		rc = exists_now(st, S_HOLD_MINE, st->mount_id, &mine);
+	if (rc == 0 && sweep_due)
+		rc = exists_now(st, S_HOLD_LAPSED, now_ms, &lapsed);
+	if (rc)
+		return rc;	/* the timers stay due: the next round retries */
 	if (n || mine || lapsed) {
 		sqlite3_stmt *s;
 

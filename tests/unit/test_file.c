@@ -259,6 +259,29 @@ static void test_opens(void **state)
 	file_fini(&v);
 }
 
+/* A writer of an existing key, fenced after an adoption: the event says so. */
+static void test_fenced_writer_is_logged(void **state)
+{
+	struct fixture *fx = *state;
+	struct wf_row w = make_wf(fx);
+	struct file r = { 0 };
+	struct key_row k, adopted;
+	char *ev;
+	size_t len;
+
+	assert_rc(key_claim(&fx->o, w.id, S("k"), &user, &k, NULL), 0);
+	file_init(&r, FILE_KEY, 0, O_WRONLY);
+	assert_rc(file_open_key(&fx->o, &r, k.generation, &user), 0);
+	assert_i64(r.wf, w.id);
+	fx->now += 86400 * 1000 + 1;		/* the lease passes */
+	assert_rc(key_claim(&fx->o, w.id, S("k"), &other, &adopted, NULL), 0);
+	assert_rc(file_write(&fx->o, &r, S("succeeded\n"), 0, &user), -ESTALE);
+	ev = events_of(fx->st, w.id, &len);
+	assert_non_null(strstr(ev, "\"event\":\"fenced\""));
+	free(ev);
+	file_fini(&r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -270,6 +293,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_fingerprint_line_is_set_and_held, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_read_snapshot, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_opens, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_fenced_writer_is_logged, fx_setup, fx_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
