@@ -20,12 +20,11 @@ static int decide(struct once *o, const struct wf_row *w, const char *value,
 		  size_t len, bool complete, int64_t own_hold, bool *same,
 		  bool *steps)
 {
+	bool held;
 	int rc;
 
 	*steps = false;
 	/* An unfinished value may still become the current one. */
-	bool held;
-
 	*same = (complete ? len == w->fingerprint_len
 			  : len <= w->fingerprint_len) &&
 		(len == 0 || memcmp(value, w->fingerprint, len) == 0);
