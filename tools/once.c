@@ -639,6 +639,7 @@ static int run_command(struct run *r)
 /* What became of a key: the outcome once names on stderr and in --json. */
 struct outcome {
 	const char *what;	/* "ran", "skipped_succeeded", ... */
+	double waited_s;	/* --wait --timeout: how long it waited in vain */
 	char status[16];	/* the key's status after it */
 	char generation[32];
 	char attempt[32];
@@ -729,6 +730,11 @@ static void report(const char *key, const struct outcome *o)
 		fprintf(stderr, "once: %s: claimed for another request (generation "
 			"%s, %s, request %s; this one is %s): not run\n", k,
 			o->generation, o->status, o->request, request);
+	else if (strcmp(o->what, "skipped_in_flight") == 0 && o->waited_s > 0)
+		fprintf(stderr, "once: %s: still in flight after waiting %g s "
+			"(generation %s, attempt %s, held by pid %.*s since %s): "
+			"not run\n", k, o->waited_s, o->generation, o->attempt,
+			(int)strcspn(o->holder, " "), o->holder, o->when);
 	else if (strcmp(o->what, "skipped_in_flight") == 0)
 		fprintf(stderr, "once: %s: in flight (generation %s, attempt %s, "
 			"held by pid %.*s since %s): not run\n", k, o->generation,
@@ -1075,6 +1081,7 @@ static int run_key(const char *wf, const char *key, char **argv, bool wait,
 		if (code != ONCE_EXIT_IN_FLIGHT || !wait)
 			goto out_report;
 		left = deadline - now_ms();
+		o.waited_s = timeout_s;
 		if (timeout_s > 0 && left <= 0)
 			goto out_report;
 		rc = wait_for(wfd, key, timeout_s > 0 ? (double)left / 1000.0 : 0);
@@ -1419,9 +1426,9 @@ int main(int argc, char *argv[])
 	argc -= optind;
 	argv += optind;
 	if (step) {
-		if (hash_key || request_path) {
-			fprintf(stderr, "once: --hash-key and --request are for "
-				"keys, not --step\n");
+		if (hash_key || request_path || json_out || wait) {
+			fprintf(stderr, "once: --hash-key, --request, --json and "
+				"--wait are for keys, not --step\n");
 			return ONCE_EXIT_USAGE;
 		}
 		if (argc < 3 || strcmp(argv[1], "--") != 0) {

@@ -485,6 +485,10 @@ class Once(MountedTest):
         r = once("--step", "extract", wf, "--", "echo", "rows")
         self.assertEqual((r.returncode, r.stdout), (0, "rows\n"))
         self.assertIn("created the workflow", r.stderr)
+        # Options of the key form are refused with --step, not ignored.
+        for opt in (["--json"], ["--wait"], ["--hash-key"]):
+            r = once(*opt, "--step", "s", wf, "--", "true")
+            self.assertEqual(r.returncode, 64, opt)
 
     def test_a_failure_keeps_its_output(self):
         """What a failed command printed is its failure's reason: in the
@@ -522,6 +526,7 @@ class Once(MountedTest):
         t0 = time.monotonic()
         r = once("--wait", "--timeout", "0.5", self.wf, "t", "--", "true")
         self.assertEqual(r.returncode, 75)
+        self.assertIn("still in flight after waiting 0.5 s", r.stderr)
         self.assertLess(time.monotonic() - t0, 3)
         os.close(fd)
 
