@@ -453,8 +453,8 @@ int step_writer_write(struct once *o, struct step_writer *w, int64_t off,
 	    off > o->config.max_checkpoint - (int64_t)size)
 		return -EFBIG;
 	rc = writer_current(o, w);
-	if (rc)
-		return rc;
+	if (rc || size == 0)
+		return rc;	/* writing nothing changes nothing, not the size */
 	n = pwrite(w->fd, buf, size, off);
 	if (n < 0)
 		return -errno;

@@ -144,7 +144,9 @@ static const char *const sql[S_NSTMTS] = {
 	[S_HOLD_INSERT] = "INSERT INTO holds(wf, mount, expires_ms) "
 		"VALUES(?1, ?2, ?3) RETURNING id",
 	[S_HOLD_DELETE] = "DELETE FROM holds WHERE id = ?1 AND mount = ?2",
-	[S_HOLD_RENEW] = "UPDATE holds SET expires_ms = ?2 WHERE mount = ?1",
+	/* A hold that lapsed stays lapsed: another mount may have moved on. */
+	[S_HOLD_RENEW] = "UPDATE holds SET expires_ms = ?2 WHERE mount = ?1 "
+		"AND expires_ms > ?3",
 	[S_HOLD_ANY] = "SELECT EXISTS(SELECT 1 FROM holds WHERE wf = ?1 "
 		"AND expires_ms > ?2 AND id != ?3)",
 	[S_HOLD_MINE] = "SELECT EXISTS(SELECT 1 FROM holds WHERE mount = ?1)",

@@ -661,6 +661,7 @@ int sq_holds_renew(struct store_impl *st, int64_t now_ms,
 			if (s) {
 				sqlite3_bind_int64(s, 1, st->mount_id);
 				sqlite3_bind_int64(s, 2, now_ms + lease_ms);
+				sqlite3_bind_int64(s, 3, now_ms);
 				rc = sq_exec(st, s, "renew holds");
 			}
 		}

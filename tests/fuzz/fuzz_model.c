@@ -25,7 +25,13 @@
  *   - fingerprint: same value changes nothing; reset hides every
  *     checkpoint, reuse keeps them, raise is -EBUSY while any exists;
  *   - a workflow is removed or replaced only when it holds no live key
- *     and no checkpoint (-ENOTEMPTY).
+ *     and no checkpoint (-ENOTEMPTY);
+ *   - input holds: a fingerprint set through a holding slot holds its
+ *     value for the mount's lease, renewed by step_renew_holds() once a
+ *     third of it has passed; while another slot's hold lives, another
+ *     value is -EBUSY (before the raise rule), the holding slot's own
+ *     hold does not count; a release, a clean remount or the workflow's
+ *     removal ends a hold.
  *
  * Input: a byte string read as operations with their arguments.
  */
@@ -49,6 +55,8 @@
 #define NHANDLE 8
 #define NWRITER 2
 #define NREADER 2
+#define NHOLD 2
+#define LEASE_MS ((int64_t)ONCE_LEASE_MS_DEFAULT)
 #define MAX_RESULT 32
 #define MAX_CKPT 64
 #define T0 ((int64_t)1700000000000)
@@ -108,7 +116,16 @@ struct mreader {
 	size_t len;
 };
 
+/* A file that holds an input (a slot): its hold id and when it lapses. */
+struct mhold {
+	int w;			/* the workflow */
+	int64_t id;		/* 0: holds nothing */
+	int64_t expires;
+};
+
 static struct {
+	struct mhold h[NHOLD];
+	int64_t holds_renew_at;	/* when the store renews its holds next */
 	struct mreader rd[NREADER];
 	char dir[PATH_MAX];
 	char path[PATH_MAX + 16];
@@ -529,6 +546,9 @@ static void op_wf_remove(void)
 		rows_gone_of_wf(m->id);
 		m_wf_clear(m);
 		m->on = false;
+		for (int i = 0; i < NHOLD; i++)
+			if (F.h[i].id && F.h[i].w == w)
+				memset(&F.h[i], 0, sizeof(F.h[i]));
 	}
 }
 
@@ -562,6 +582,13 @@ static void op_wf_rename(void)
 
 		if (mt->on)
 			rows_gone_of_wf(mt->id);
+		/* Holds are the workflow's: the replaced one's go, the moved one's follow. */
+		for (int i = 0; i < NHOLD; i++) {
+			if (F.h[i].id && F.h[i].w == to && mt->on)
+				memset(&F.h[i], 0, sizeof(F.h[i]));
+			else if (F.h[i].id && F.h[i].w == from)
+				F.h[i].w = to;
+		}
 		*mt = *mf;
 		memset(mf, 0, sizeof(*mf));
 		mf->id = stale;		/* the old name names nothing now */
@@ -950,20 +977,37 @@ static void op_policy(void)
 		set_field(&m->pol, f, values[v].value);
 }
 
+/* Is another live hold than slot own's on workflow w? */
+static bool m_held_by_other(int w, int own)
+{
+	for (int i = 0; i < NHOLD; i++)
+		if (i != own && F.h[i].id && F.h[i].w == w && F.h[i].expires > F.now)
+			return true;
+	return false;
+}
+
 static void op_fingerprint(void)
 {
 	static const char *const fps[] = { NULL, "", "v1", "v1\n", "v2", "v2\n", "v", "bad\x01", "\n" };
-	unsigned a = take();
+	unsigned a = take(), b = take();
 	int w = a % NWF;
 	int i = (int)((a >> 1) % (sizeof(fps) / sizeof(fps[0])));
 	const char *v = fps[i];
 	size_t len = v ? strlen(v) : 0, vlen = len;
 	struct mwf *m = &F.W[w];
-	bool complete, same, steps;
+	/* Through a holding file (a slot), or a plain one (-1). */
+	int slot = b % 3 == 2 || !v ? -1 : (int)(b % 3);
+	struct mhold *hd = slot >= 0 ? &F.h[slot] : NULL;
+	int64_t hold = 0;
+	bool complete, same, steps, busy;
 	int rc, want;
 
 	if (!wf_id(w))
 		return;
+	if (hd && hd->id && hd->w != w)
+		return;		/* a file holds the input of one workflow */
+	if (hd)
+		hold = hd->id;
 	if (v && len && v[len - 1] == '\n')
 		vlen--;
 	if (v && memchr(v, '\x01', len)) {
@@ -974,21 +1018,38 @@ static void op_fingerprint(void)
 		complete = !v || (len && v[len - 1] == '\n');
 		steps = m_has_steps(m);
 		/* The check of write(): an unfinished value may still become the current one. */
+		busy = m_held_by_other(w, slot);
 		same = (complete ? vlen == m->fplen : vlen <= m->fplen) &&
 		       (!vlen || memcmp(v, m->fp, vlen) == 0);
-		want = !same && steps && m->pol.on_input_change == ON_INPUT_RAISE ? -EBUSY : 0;
+		want = !same && (busy || (steps && m->pol.on_input_change == ON_INPUT_RAISE))
+			? -EBUSY : 0;
 		if (v) {
-			rc = step_check_fingerprint(&F.o, wf_id(w), v, len, 0);
-			note("step_check_fingerprint(%s, \"%s\") = %s", wf_names[w], v, fuzz_errname(rc));
+			rc = step_check_fingerprint(&F.o, wf_id(w), v, len, hold);
+			note("step_check_fingerprint(%s, \"%s\", hold %" PRId64 ") = %s", wf_names[w], v,
+			     hold, fuzz_errname(rc));
 			EXPECT("step_check_fingerprint", rc, want);
 		}
 		same = vlen == m->fplen && (!vlen || memcmp(v, m->fp, vlen) == 0);
-		want = !same && steps && m->pol.on_input_change == ON_INPUT_RAISE ? -EBUSY : 0;
+		want = !same && (busy || (steps && m->pol.on_input_change == ON_INPUT_RAISE))
+			? -EBUSY : 0;
 	}
-	rc = step_set_fingerprint(&F.o, wf_id(w), v, len, &callers[a >> 7], NULL);
-	note("step_set_fingerprint(%s, %s%s%s) = %s", wf_names[w], v ? "\"" : "", v ? v : "NULL",
-	     v ? "\"" : "", fuzz_errname(rc));
+	rc = step_set_fingerprint(&F.o, wf_id(w), v, len, &callers[a >> 7], hd ? &hold : NULL);
+	note("step_set_fingerprint(%s, %s%s%s, slot %d) = %s, hold %" PRId64, wf_names[w],
+	     v ? "\"" : "", v ? v : "NULL", v ? "\"" : "", slot, fuzz_errname(rc), hold);
 	EXPECT("step_set_fingerprint", rc, want);
+	/* A value set (or found set) through a slot is held from now on. */
+	if (rc == 0 && hd && !hd->id && vlen > 0) {
+		if (hold == 0)
+			fail("step_set_fingerprint took no hold");
+		for (int j = 0; j < NHOLD; j++)
+			if (F.h[j].id == hold)
+				fail("hold id %" PRId64 " reused", hold);
+		hd->w = w;
+		hd->id = hold;
+		hd->expires = F.now + LEASE_MS;
+	} else if (hd) {
+		EXPECT_EQ("the slot's hold", hold, hd->id);
+	}
 	if (rc || (vlen == m->fplen && (!vlen || memcmp(v, m->fp, vlen) == 0)))
 		return;
 	/* Reset moves to a new epoch, with or without checkpoints. */
@@ -1201,10 +1262,12 @@ static void op_writer_write(void)
 	expect_stale("step_writer_write", rc, want, either);
 	if (rc)
 		return;
-	if (off > (int64_t)x->len)
+	/* Writing nothing changes nothing: not the size (POSIX write(2)). */
+	if (n > 0 && off > (int64_t)x->len)
 		memset(x->c + x->len, 0, (size_t)off - x->len);
-	memcpy(x->c + off, data, n);
-	if ((size_t)off + n > x->len)
+	if (n > 0)
+		memcpy(x->c + off, data, n);
+	if (n > 0 && (size_t)off + n > x->len)
 		x->len = (size_t)off + n;
 	EXPECT_EQ("step_writer_size", step_writer_size(x->w), (int64_t)x->len);
 }
@@ -1387,6 +1450,9 @@ static void op_remount(void)
 	F.st = NULL;
 	open_store(false);
 	note("remount");
+	/* A clean unmount drops its holds; a new mount renews from scratch. */
+	memset(F.h, 0, sizeof(F.h));
+	F.holds_renew_at = 0;
 	if (a & 1) {
 		int64_t n = -1;
 
@@ -1412,6 +1478,31 @@ static void op_content_of_gen(void)
 		check_content("key_content(gen)", gen, k);
 }
 
+/* The holding file closes: its hold ends. */
+static void op_hold_release(void)
+{
+	struct mhold *hd = &F.h[take() % NHOLD];
+
+	if (!hd->id)
+		return;
+	EXPECT("step_release_input", step_release_input(&F.o, hd->id), 0);
+	note("step_release_input(%" PRId64 ")", hd->id);
+	memset(hd, 0, sizeof(*hd));
+}
+
+/* The renewer's round: this mount's holds get a new lease when due. */
+static void op_holds_renew(void)
+{
+	EXPECT("step_renew_holds", step_renew_holds(&F.o), 0);
+	note("step_renew_holds");
+	if (F.now < F.holds_renew_at)
+		return;
+	F.holds_renew_at = F.now + LEASE_MS / 3;
+	for (int i = 0; i < NHOLD; i++)
+		if (F.h[i].id && F.h[i].expires > F.now)
+			F.h[i].expires = F.now + LEASE_MS;
+}
+
 typedef void (*op_fn)(void);
 
 static const op_fn ops[] = {
@@ -1421,6 +1512,7 @@ static const op_fn ops[] = {
 	op_step_rename, op_writer_open, op_writer_write, op_writer_write, op_writer_truncate,
 	op_writer_commit, op_writer_close, op_step_truncate, op_clock, op_clock, op_remount,
 	op_content_of_gen, op_reader_open, op_reader_read, op_reader_read,
+	op_fingerprint, op_hold_release, op_holds_renew,
 };
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -1435,6 +1527,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memset(F.rd, 0, sizeof(F.rd));
 	F.now = T0;
 	F.last_gen = 0;
+	memset(F.h, 0, sizeof(F.h));
+	F.holds_renew_at = 0;
 	F.nhandles = 0;
 	F.nwf_ids = 0;
 	F.ntrace = 0;
