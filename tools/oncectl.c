@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "../core/json.h"
+#include "../core/sha256.h"
 #include "../core/key.h"
 #include "../core/step.h"
 #include "../core/sweep.h"
@@ -44,6 +45,7 @@ struct ctl {
 	bool json;
 	bool dry_run;
 	bool prometheus;	/* stats: .metrics, not .stats */
+	bool hash_key;		/* show: KEY as once --hash-key names it */
 	const char *since;
 	struct store *st;
 	struct once o;
@@ -561,18 +563,32 @@ static int cmd_show(struct ctl *c, char **args, int n)
 	char when[32], exp[32];
 	int rc;
 
+	const char *key = args[1];
+	char hashed[sizeof("sha256-") + SHA256_HEX];
+
 	(void)n;
+	if (c->hash_key) {
+		/* The key as once --hash-key names it: sha256-HEX of KEY. */
+		struct sha256 h;
+		char hex[SHA256_HEX + 1];
+
+		sha256_init(&h);
+		sha256_update(&h, key, strlen(key));
+		sha256_hex(&h, hex);
+		snprintf(hashed, sizeof(hashed), "sha256-%s", hex);
+		key = hashed;
+	}
 	rc = find_workflow(c, args[0], &w);
 	if (rc)
 		return rc;
 	rc = store_begin(c->st, false);
 	if (rc == 0)
-		rc = once_end(&c->o, store_key_get(c->st, w.id, args[1],
-						   strlen(args[1]), &k));
+		rc = once_end(&c->o, store_key_get(c->st, w.id, key, strlen(key),
+						   &k));
 	if (rc == 0 && k.status == KEY_VACANT)
 		return show_free(c, &w, &k);
 	if (rc) {
-		fprintf(stderr, "oncectl: key %s: %s\n", args[1],
+		fprintf(stderr, "oncectl: key %s: %s\n", key,
 			rc == -ENOENT ? "no such key" : strerror(-rc));
 		return EXIT_PROBLEM;
 	}
@@ -853,7 +869,8 @@ static const struct command commands[] = {
 	  "create an empty store (as -o create would); an existing store is left as it is" },
 	{ "ls", 0, 1, false, false, cmd_ls, "ls STORE [WORKFLOW] [--json]",
 	  "list the workflows, or a workflow's keys and checkpoints" },
-	{ "show", 2, 2, false, false, cmd_show, "show STORE WORKFLOW KEY [--json]",
+	{ "show", 2, 2, false, false, cmd_show,
+	  "show STORE WORKFLOW KEY [--json] [--hash-key]",
 	  "one key: status, generation, attempt, lease, holder, result" },
 	{ "events", 1, 1, false, false, cmd_events,
 	  "events STORE WORKFLOW [--since TIME] [--json]",
@@ -873,7 +890,8 @@ static void usage(FILE *f)
 	for (const struct command *c = commands; c->name; c++)
 		fprintf(f, "  oncectl %-46s %s\n", c->usage, c->help);
 	fprintf(f, "\noptions: --json (ls, show, events), --since TIME (events), "
-		"--dry-run (sweep),\n         --prometheus (stats), --help, --version\n"
+		"--dry-run (sweep),\n         --prometheus (stats), --hash-key (show: KEY as once "
+		"--hash-key names it),\n         --help, --version\n"
 		"exit status: 0 ok; 1 a problem found or an action failed; "
 		"2 usage; 3 the store could not be opened\n");
 }
@@ -884,6 +902,7 @@ int main(int argc, char *argv[])
 		{ "json", no_argument, NULL, 'j' },
 		{ "dry-run", no_argument, NULL, 'n' },
 		{ "prometheus", no_argument, NULL, 'p' },
+		{ "hash-key", no_argument, NULL, 'k' },
 		{ "since", required_argument, NULL, 's' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -909,6 +928,9 @@ int main(int argc, char *argv[])
 			break;
 		case 'p':
 			c.prometheus = true;
+			break;
+		case 'k':
+			c.hash_key = true;
 			break;
 		case 's':
 			c.since = optarg;

@@ -435,6 +435,11 @@ class Once(MountedTest):
         show = subprocess.run([ONCECTL, "show", self.m.store, "wf", name],
                               capture_output=True, text=True)
         self.assertIn(hostile, show.stdout)
+        # oncectl finds it by the original too.
+        show = subprocess.run([ONCECTL, "show", "--hash-key", self.m.store, "wf", hostile],
+                              capture_output=True, text=True)
+        self.assertEqual(show.returncode, 0, show.stderr)
+        self.assertIn(name, show.stdout)
         # The same key again: the same name, skipped.
         r = once("--hash-key", "--json", self.wf, hostile, "--", "false")
         j = json.loads(r.stdout)
