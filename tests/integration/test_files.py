@@ -80,12 +80,14 @@ class Files(MountedTest):
         r, w = os.pipe()
         pid = os.fork()
         if pid == 0:
-            os.close(r)
-            fd = os.open(self.step("x"), os.O_WRONLY | os.O_CREAT, 0o644)
-            os.write(fd, b"partial")
-            os.write(w, b"1")
-            time.sleep(60)
-            os._exit(0)
+            try:        # the child never returns into the test runner
+                os.close(r)
+                fd = os.open(self.step("x"), os.O_WRONLY | os.O_CREAT, 0o644)
+                os.write(fd, b"partial")
+                os.write(w, b"1")
+                time.sleep(60)
+            finally:
+                os._exit(0)
         os.close(w)
         self.assertEqual(os.read(r, 1), b"1")
         os.close(r)
@@ -105,11 +107,13 @@ class Files(MountedTest):
             r, w = os.pipe()
             pid = os.fork()
             if pid == 0:
-                os.close(r)
-                os.open(self.step("x"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-                os.write(w, b"1")
-                time.sleep(60)
-                os._exit(0)
+                try:    # the child never returns into the test runner
+                    os.close(r)
+                    os.open(self.step("x"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                    os.write(w, b"1")
+                    time.sleep(60)
+                finally:
+                    os._exit(0)
             os.close(w)
             self.assertEqual(os.read(r, 1), b"1")
             os.close(r)
