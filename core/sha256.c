@@ -112,3 +112,13 @@ void sha256_hex(struct sha256 *s, char out[SHA256_HEX + 1])
 	}
 	out[SHA256_HEX] = '\0';
 }
+
+void sha256_name(const void *p, size_t len, char out[SHA256_NAME_LEN + 1])
+{
+	struct sha256 s;
+
+	sha256_init(&s);
+	sha256_update(&s, p, len);
+	memcpy(out, SHA256_NAME_PREFIX, sizeof(SHA256_NAME_PREFIX) - 1);
+	sha256_hex(&s, out + sizeof(SHA256_NAME_PREFIX) - 1);
+}

@@ -23,4 +23,12 @@ void sha256_update(struct sha256 *s, const void *data, size_t len);
 /* The digest as SHA256_HEX lowercase hex digits and a NUL. */
 void sha256_hex(struct sha256 *s, char out[SHA256_HEX + 1]);
 
+/*
+ * The name a key is given after the SHA-256 of its bytes ("sha256-HEX":
+ * once --hash-key names keys so, oncectl show --hash-key finds them).
+ */
+#define SHA256_NAME_PREFIX "sha256-"
+#define SHA256_NAME_LEN (sizeof(SHA256_NAME_PREFIX) - 1 + SHA256_HEX)
+void sha256_name(const void *p, size_t len, char out[SHA256_NAME_LEN + 1]);
+
 #endif

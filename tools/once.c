@@ -65,7 +65,6 @@
 #define NAME_MAX_BYTES 255
 #define ORIGINAL_MAX_BYTES 1024		/* user.oncefs.original */
 #define FINGERPRINT_BYTES 256		/* user.oncefs.request */
-#define HASHED_PREFIX "sha256-"		/* --hash-key: the name of a key */
 #define REQUEST_PREFIX "sha256:"	/* --request: the fingerprint */
 #define BUF_SIZE 65536
 
@@ -985,19 +984,6 @@ static int note_claim(int fd, const char *wf, const char *key)
 	return 0;
 }
 
-/* "PREFIX" and the SHA-256 of len bytes at p, as hex, into out. */
-static void hashed(const char *prefix, const void *p, size_t len, char *out,
-		   size_t cap)
-{
-	struct sha256 s;
-	char hex[SHA256_HEX + 1];
-
-	sha256_init(&s);
-	sha256_update(&s, p, len);
-	sha256_hex(&s, hex);
-	snprintf(out, cap, "%s%s", prefix, hex);
-}
-
 /* --request: the fingerprint of a file's bytes (or stdin's). */
 static bool read_request(const char *path)
 {
@@ -1041,7 +1027,7 @@ static int run_key(const char *wf, const char *key, char **argv, bool wait,
 			 .keep_max = max_result };
 	struct outcome o = { .what = "ran", .exit_status = -1 };
 	char status[64];
-	char hashed_name[sizeof(HASHED_PREFIX) + SHA256_HEX];
+	char hashed_name[SHA256_NAME_LEN + 1];
 	double ms = timeout_s * 1000.0;	/* <= TIMEOUT_MAX_S * 1000: fits */
 	int64_t deadline = now_ms() + (int64_t)ms + ((double)(int64_t)ms < ms);
 	int wfd, keysfd, fd, wstatus, rc, code;
@@ -1052,8 +1038,7 @@ static int run_key(const char *wf, const char *key, char **argv, bool wait,
 		return ONCE_EXIT_USAGE;
 	}
 	if (original) {
-		hashed(HASHED_PREFIX, key, strlen(key), hashed_name,
-		       sizeof(hashed_name));
+		sha256_name(key, strlen(key), hashed_name);
 		key = hashed_name;
 	} else if (!check_name("key", key)) {
 		fprintf(stderr, "once: --hash-key maps any key to a valid "

@@ -564,18 +564,12 @@ static int cmd_show(struct ctl *c, char **args, int n)
 	int rc;
 
 	const char *key = args[1];
-	char hashed[sizeof("sha256-") + SHA256_HEX];
+	char hashed[SHA256_NAME_LEN + 1];
 
 	(void)n;
 	if (c->hash_key) {
-		/* The key as once --hash-key names it: sha256-HEX of KEY. */
-		struct sha256 h;
-		char hex[SHA256_HEX + 1];
-
-		sha256_init(&h);
-		sha256_update(&h, key, strlen(key));
-		sha256_hex(&h, hex);
-		snprintf(hashed, sizeof(hashed), "sha256-%s", hex);
+		/* The key as once --hash-key names it. */
+		sha256_name(key, strlen(key), hashed);
 		key = hashed;
 	}
 	rc = find_workflow(c, args[0], &w);

@@ -63,11 +63,22 @@ static void test_a_million_a(void **state)
 	free(a);
 }
 
+static void test_name(void **state)
+{
+	char name[SHA256_NAME_LEN + 1];
+
+	(void)state;
+	sha256_name("abc", 3, name);
+	assert_string_equal(name, "sha256-ba7816bf8f01cfea414140de5dae2223"
+			    "b00361a396177a9cb410ff61f20015ad");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_vectors),
 		cmocka_unit_test(test_a_million_a),
+		cmocka_unit_test(test_name),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
