@@ -76,14 +76,17 @@ class Files(MountedTest):
             time.sleep(0.002)
         self.assertTrue(os.path.exists(self.step("marker")))
 
-    def test_a_killed_first_writer_leaves_nothing(self):
+    def kill_writer(self, flags, data):
+        """A child opens steps/x with flags, writes data, and is SIGKILLed
+        while it holds the file; returns once it is reaped."""
         r, w = os.pipe()
         pid = os.fork()
         if pid == 0:
             try:        # the child never returns into the test runner
                 os.close(r)
-                fd = os.open(self.step("x"), os.O_WRONLY | os.O_CREAT, 0o644)
-                os.write(fd, b"partial")
+                fd = os.open(self.step("x"), flags, 0o644)
+                if data:
+                    os.write(fd, data)
                 os.write(w, b"1")
                 time.sleep(60)
             finally:
@@ -93,6 +96,9 @@ class Files(MountedTest):
         os.close(r)
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
+
+    def test_a_killed_first_writer_leaves_nothing(self):
+        self.kill_writer(os.O_WRONLY | os.O_CREAT, b"partial")
         self.assertFalse(os.path.exists(self.step("x")), "a killed writer left a checkpoint")
         self.assertEqual(os.listdir(os.path.join(self.wf, "steps")), [])
 
@@ -104,21 +110,7 @@ class Files(MountedTest):
         for existing in (False, True):
             if existing:
                 write(self.step("x"), b"old", os.O_WRONLY | os.O_CREAT)
-            r, w = os.pipe()
-            pid = os.fork()
-            if pid == 0:
-                try:    # the child never returns into the test runner
-                    os.close(r)
-                    os.open(self.step("x"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-                    os.write(w, b"1")
-                    time.sleep(60)
-                finally:
-                    os._exit(0)
-            os.close(w)
-            self.assertEqual(os.read(r, 1), b"1")
-            os.close(r)
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
+            self.kill_writer(os.O_WRONLY | os.O_CREAT | os.O_TRUNC, b"")
             time.sleep(0.2)     # the release comes after the exit
             if existing:
                 self.assertEqual(read(self.step("x")), b"old", "a killed writer emptied it")
