@@ -126,6 +126,53 @@ int file_open_wait(struct once *o, struct file *f, int64_t generation,
 	return 0;
 }
 
+int file_wait_ended(struct once *o, struct file *f, struct file_ended *cache)
+{
+	char line[sizeof(cache->line)];
+	struct key_row k;
+	size_t len;
+	int rc = 0;
+
+	pthread_mutex_lock(&f->lock);
+	if (f->kind != FILE_WAIT)
+		goto out;
+	pthread_mutex_lock(&cache->lock);
+	if (cache->generation == f->generation &&
+	    store_pin(o->store, cache->content, once_now_ms(o)) == 0) {
+		/* Pinned by an earlier waiter's file: memory only. */
+		memcpy(line, cache->line, cache->len);
+		len = cache->len;
+		k.content = cache->content;
+		k.result_len = cache->size;
+		pthread_mutex_unlock(&cache->lock);
+	} else {
+		pthread_mutex_unlock(&cache->lock);
+		rc = key_open_content(o, f->generation, &k, line, sizeof(line),
+				      &len);
+		if (rc == -ESTALE)
+			rc = -ENOENT;
+		if (rc)
+			goto out;
+		pthread_mutex_lock(&cache->lock);
+		cache->generation = f->generation;
+		memcpy(cache->line, line, len);
+		cache->len = len;
+		cache->content = k.content;
+		cache->size = k.result_len;
+		pthread_mutex_unlock(&cache->lock);
+	}
+	rc = snapshot_of(f, line, len);
+	if (rc) {
+		store_unpin(o->store, k.content);
+		goto out;
+	}
+	file_set_content(f, o->store, k.content, k.result_len);
+	f->kind = FILE_KEY;
+out:
+	pthread_mutex_unlock(&f->lock);
+	return rc;
+}
+
 int file_open_step(struct once *o, struct file *f, int64_t id, bool created,
 		   const struct caller *who)
 {

@@ -24,6 +24,7 @@
 #include <sys/types.h>
 
 #include "holder.h"
+#include "key.h"
 #include "name.h"
 #include "once.h"
 
@@ -122,6 +123,27 @@ int file_open_new_step(struct once *o, struct file *f,
 		       const struct step_row *r, int flags,
 		       const struct caller *who);
 int file_open_value(struct file *f, const struct wf_row *w);
+
+/*
+ * The last claim seen ending terminal, shared by the rest of its waiters:
+ * its content is immutable, so 10,000 waiters cost one read of the key,
+ * not 10,000.  Set up its lock with pthread_mutex_init().
+ */
+struct file_ended {
+	pthread_mutex_t lock;
+	int64_t generation;	/* 0: none */
+	char line[KEY_STATUS_LINE_MAX + 32];
+	size_t len;
+	int64_t content, size;
+};
+
+/*
+ * The claim a FILE_WAIT waited for has ended: from now on the file reads
+ * as the key does, with its content pinned.  -ENOENT when it turned out
+ * free after all (released in between).  A file no longer FILE_WAIT is
+ * left as it is.
+ */
+int file_wait_ended(struct once *o, struct file *f, struct file_ended *cache);
 
 /* Take ownership of a malloc'd snapshot. */
 void file_set_snapshot(struct file *f, char *snap, size_t len);

@@ -15,6 +15,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 
+#include "../core/file.h"
 #include "../core/once.h"
 
 struct handle;
@@ -34,18 +35,7 @@ struct fs {
 	struct handle *open;		/* every open handle, freed at exit */
 	struct background *background;	/* renewal, purge, sweep, waking */
 	struct waits *waits;		/* parked reads of wait/K */
-	/*
-	 * The last claim seen ending terminal, for the rest of its waiters:
-	 * its content is immutable, so 10,000 waiters cost one read of the
-	 * key, not 10,000 (ops.c, wait_ended).
-	 */
-	struct {
-		pthread_mutex_t lock;
-		int64_t generation;	/* 0: none */
-		char line[96];
-		size_t len;
-		int64_t content, size;
-	} ended;
+	struct file_ended ended;	/* for waiters (file_wait_ended) */
 };
 
 extern const struct fuse_lowlevel_ops fs_ops;

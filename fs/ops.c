@@ -1396,66 +1396,6 @@ static void reply_read(fuse_req_t req, struct handle *h, size_t size,
 	free(buf);
 }
 
-/*
- * The claim of a wait handle ended terminal: from now on the handle reads
- * as the key does, with its content pinned.  -ENOENT when it turned out
- * free after all (released in between).
- */
-static int wait_ended(struct fs *fs, struct handle *h)
-{
-	char line[KEY_STATUS_LINE_MAX + 32], *snap;
-	struct key_row k;
-	size_t len;
-	int rc = 0;
-
-	pthread_mutex_lock(&h->f.lock);
-	if (h->f.kind != FILE_WAIT)
-		goto out;
-	pthread_mutex_lock(&fs->ended.lock);
-	if (fs->ended.generation == h->f.generation &&
-	    store_pin(fs->core.store, fs->ended.content,
-		      once_now_ms(&fs->core)) == 0) {
-		/* Pinned by an earlier waiter's handle: memory only. */
-		memcpy(line, fs->ended.line, fs->ended.len);
-		len = fs->ended.len;
-		k.content = fs->ended.content;
-		k.result_len = fs->ended.size;
-		pthread_mutex_unlock(&fs->ended.lock);
-	} else {
-		pthread_mutex_unlock(&fs->ended.lock);
-		rc = key_open_content(&fs->core, h->f.generation, &k, line,
-				      sizeof(line), &len);
-		if (rc == -ESTALE)
-			rc = -ENOENT;
-		if (rc)
-			goto out;
-		pthread_mutex_lock(&fs->ended.lock);
-		if (len <= sizeof(fs->ended.line)) {
-			fs->ended.generation = h->f.generation;
-			memcpy(fs->ended.line, line, len);
-			fs->ended.len = len;
-			fs->ended.content = k.content;
-			fs->ended.size = k.result_len;
-		}
-		pthread_mutex_unlock(&fs->ended.lock);
-	}
-	snap = malloc(len);
-	if (!snap) {
-		store_unpin(fs->core.store, k.content);
-		rc = -ENOMEM;
-		goto out;
-	}
-	memcpy(snap, line, len);
-	free(h->f.snap);
-	h->f.snap = snap;
-	h->f.snap_len = len;
-	file_set_content(&h->f, fs->core.store, k.content, k.result_len);
-	h->f.kind = FILE_KEY;
-out:
-	pthread_mutex_unlock(&h->f.lock);
-	return rc;
-}
-
 /* From the waker: the claim a parked read waited for has ended. */
 static void wake_parked(void *arg, struct waiter *w, int verdict)
 {
@@ -1463,7 +1403,7 @@ static void wake_parked(void *arg, struct waiter *w, int verdict)
 
 	(void)arg;
 	if (verdict == 0)
-		verdict = wait_ended(p->fs, p->h);
+		verdict = file_wait_ended(&p->fs->core, &p->h->f, &p->fs->ended);
 	if (verdict == 0)
 		reply_read(p->req, p->h, p->size, p->off);
 	else

@@ -282,6 +282,45 @@ static void test_fenced_writer_is_logged(void **state)
 	file_fini(&r);
 }
 
+/* Waiters of one claim: the first reads the key, the rest share it. */
+static void test_wait_ended(void **state)
+{
+	struct fixture *fx = *state;
+	struct wf_row w = make_wf(fx);
+	struct file_ended cache = { .generation = 0 };
+	struct file a = { 0 }, b = { 0 };
+	struct key_row k;
+	char buf[32];
+	size_t got;
+
+	pthread_mutex_init(&cache.lock, NULL);
+	assert_rc(key_claim(&fx->o, w.id, S("k"), &user, &k, NULL), 0);
+	file_init(&a, FILE_WAIT, w.id, O_RDONLY);
+	file_init(&b, FILE_WAIT, w.id, O_RDONLY);
+	assert_rc(file_open_wait(&fx->o, &a, k.generation, &user), 0);
+	assert_rc(file_open_wait(&fx->o, &b, k.generation, &user), 0);
+	assert_rc(key_finalize(&fx->o, k.generation, S("succeeded\nr"), &user), 0);
+	assert_rc(file_wait_ended(&fx->o, &a, &cache), 0);
+	assert_i64(cache.generation, k.generation);
+	assert_rc(file_wait_ended(&fx->o, &b, &cache), 0);
+	for (struct file *f = &a; f; f = f == &a ? &b : NULL) {
+		assert_int_equal(f->kind, FILE_KEY);
+		assert_rc(file_read(f, 0, buf, sizeof(buf), &got), 0);
+		assert_true(got > 2 && memcmp(buf + got - 2, "\nr", 2) == 0);
+	}
+	file_fini(&a);
+	file_fini(&b);
+	/* A claim that ended free: ENOENT, claim it. */
+	assert_rc(key_claim(&fx->o, w.id, S("j"), &user, &k, NULL), 0);
+	memset(&a, 0, sizeof(a));
+	file_init(&a, FILE_WAIT, w.id, O_RDONLY);
+	assert_rc(file_open_wait(&fx->o, &a, k.generation, &user), 0);
+	assert_rc(key_finalize(&fx->o, k.generation, S("failed\n"), &user), 0);
+	assert_rc(file_wait_ended(&fx->o, &a, &cache), -ENOENT);
+	file_fini(&a);
+	pthread_mutex_destroy(&cache.lock);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -294,6 +333,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_read_snapshot, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_opens, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_fenced_writer_is_logged, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_wait_ended, fx_setup, fx_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
