@@ -931,6 +931,7 @@ int sq_open(const char *path, const struct store_options *opt,
 	pthread_mutex_init(&st->pool_lock, NULL);
 	pthread_mutex_init(&st->problem_lock, NULL);
 	pthread_mutex_init(&st->pin_lock, NULL);
+	pin_table_init(&st->pins);
 	/* A random mount id names this process's pins for other mounts. */
 	if (getrandom(&st->mount_id, sizeof(st->mount_id), 0) !=
 	    (ssize_t)sizeof(st->mount_id))
@@ -1053,6 +1054,7 @@ out_close:
 	pthread_mutex_destroy(&st->pool_lock);
 	pthread_mutex_destroy(&st->problem_lock);
 	pthread_mutex_destroy(&st->pin_lock);
+	pin_table_free(&st->pins);
 	free(st->path);
 	free(st);
 	return rc;
@@ -1063,7 +1065,7 @@ void sq_close(struct store_impl *st)
 	if (!st)
 		return;
 	/* A clean unmount leaves no pins behind for others to wait out. */
-	if ((st->npins || sq_holds_mine(st)) && sq_begin(st, true) == 0) {
+	if ((st->pins.n || sq_holds_mine(st)) && sq_begin(st, true) == 0) {
 		if (sq_by_id(st, S_PIN_DROP_MOUNT, st->mount_id, "unpin") == 0 &&
 		    sq_by_id(st, S_HOLD_DROP_MOUNT, st->mount_id, "unhold") == 0)
 			sq_commit_lazy(st);
@@ -1082,7 +1084,7 @@ void sq_close(struct store_impl *st)
 	free(st->open_name);
 	pthread_mutex_destroy(&st->sync_lock);
 	pthread_cond_destroy(&st->sync_cond);
-	free(st->pins);
+	pin_table_free(&st->pins);
 	free(st->unheld);
 	pthread_mutex_destroy(&st->pin_lock);
 	pthread_mutex_destroy(&st->lock);

@@ -22,6 +22,7 @@
 
 #include <sqlite3.h>
 
+#include "pin_table.h"
 #include "store_backend.h"
 
 enum stmt_id {
@@ -103,8 +104,6 @@ enum stmt_id {
 	S_NSTMTS
 };
 
-struct pin;
-
 /* A read-only connection for content reads, with its one statement. */
 struct reader_conn {
 	sqlite3 *db;
@@ -135,13 +134,12 @@ struct store_impl {
 	int n_idle_readers;
 
 	/*
-	 * Pins of content versions (store_pin), sorted by content, and this
-	 * mount's id in the pins table.  pin_lock is taken before st->lock.
+	 * Pins of content versions (store_pin), and this mount's id in the
+	 * pins and holds tables.  pin_lock (for unheld, and around staging)
+	 * is taken before st->lock.
 	 */
+	struct pin_table pins;
 	pthread_mutex_t pin_lock;
-	struct pin *pins;
-	size_t npins, pins_cap;
-	int64_t pins_renew_ms;		/* when the pins' leases are renewed */
 	int64_t mount_id;
 	int64_t *unheld;		/* holds whose release failed, to retry */
 	size_t n_unheld, unheld_cap;
@@ -208,20 +206,6 @@ struct store_impl {
  * a transaction.
  */
 #define STORE_CHUNK (1024 * 1024)
-/* A pin's lease, renewed every PIN_RENEW_MS while this mount holds it. */
-#define PIN_TTL_MS (10 * 60 * 1000)
-#define PIN_RENEW_MS (60 * 1000)
-/* A pin no open file uses any more stays in the store this long. */
-#define PIN_IDLE_MS (10 * 1000)
-#define PIN_DROP_BATCH 200
-
-/* The in-memory pin of a version: sorted by content in st->pins. */
-struct pin {
-	int64_t content;
-	uint32_t count;		/* open files reading it */
-	bool in_store;		/* its row is in pins */
-	int64_t idle_since_ms;	/* when a renewal first saw count 0 (0: not yet) */
-};
 
 /* ---- store_sqlite.c: helpers, opening, checking */
 int sq_error(struct store_impl *st, int rc, const char *what);

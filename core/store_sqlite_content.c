@@ -24,43 +24,6 @@
 /* ---- content versions ------------------------------------------------- */
 
 
-static int64_t pin_find(const struct store_impl *st, int64_t content,
-			bool *found)
-{
-	size_t lo = 0, hi = st->npins;
-
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-
-		if (st->pins[mid].content < content)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	*found = lo < st->npins && st->pins[lo].content == content;
-	return (int64_t)lo;
-}
-
-static int pin_add(struct store_impl *st, size_t at, int64_t content,
-		   bool in_store)
-{
-	if (st->npins == st->pins_cap) {
-		size_t cap = st->pins_cap ? st->pins_cap * 2 : 64;
-		struct pin *p = realloc(st->pins, cap * sizeof(*p));
-
-		if (!p)
-			return -ENOMEM;
-		st->pins = p;
-		st->pins_cap = cap;
-	}
-	memmove(&st->pins[at + 1], &st->pins[at],
-		(st->npins - at) * sizeof(*st->pins));
-	st->pins[at] = (struct pin){ .content = content, .count = 1,
-				     .in_store = in_store };
-	st->npins++;
-	return 0;
-}
-
 /*
  * A commit that needs no sync of its own: pins (which die with the mount
  * anyway) and staged content (which the commit that names it makes
@@ -98,36 +61,15 @@ static int pin_row(struct store_impl *st, int64_t content, int64_t now_ms)
 	return rc;
 }
 
-/* Under pin_lock: one more file reads content (in_store: its row is in). */
-static int pin_hold(struct store_impl *st, int64_t content, bool in_store)
-{
-	bool found;
-	int64_t at = pin_find(st, content, &found);
-
-	if (!found)
-		return pin_add(st, (size_t)at, content, in_store);
-	st->pins[at].count++;
-	st->pins[at].idle_since_ms = 0;
-	st->pins[at].in_store |= in_store;
-	return 0;
-}
-
 int sq_pin(struct store_impl *st, int64_t content, int64_t now_ms)
 {
-	bool found;
 	int rc;
 
-	if (content == 0)
+	if (content == 0 || pin_table_ref(&st->pins, content))
 		return 0;
-	pthread_mutex_lock(&st->pin_lock);
-	pin_find(st, content, &found);
-	rc = found ? pin_hold(st, content, false) : 1;
-	pthread_mutex_unlock(&st->pin_lock);
-	if (rc <= 0)
-		return rc;
 	/*
-	 * The row, with pin_lock free, and without waiting: a read never
-	 * waits for another process's write lock.
+	 * The row, without waiting: a read never waits for another
+	 * process's write lock.
 	 */
 	rc = sq_begin_txn(st, true, false);
 	if (rc == 0) {
@@ -147,31 +89,13 @@ int sq_pin(struct store_impl *st, int64_t content, int64_t now_ms)
 	 */
 	if (rc != 0 && rc != -EROFS && rc != -EAGAIN && rc != -ENOSPC)
 		return rc;
-	pthread_mutex_lock(&st->pin_lock);
-	rc = pin_hold(st, content, rc == 0);
-	pthread_mutex_unlock(&st->pin_lock);
-	return rc;
+	return pin_table_add(&st->pins, content, rc == 0);
 }
 
 void sq_unpin(struct store_impl *st, int64_t content)
 {
-	bool found;
-	int64_t at;
-
-	if (content == 0)
-		return;
-	pthread_mutex_lock(&st->pin_lock);
-	at = pin_find(st, content, &found);
-	if (found && st->pins[at].count > 0)
-		st->pins[at].count--;
-	pthread_mutex_unlock(&st->pin_lock);
-}
-
-/* Is this pin one that no file has used for PIN_IDLE_MS? */
-static bool pin_idle(const struct pin *p, int64_t now_ms)
-{
-	return p->count == 0 && p->idle_since_ms &&
-	       p->idle_since_ms <= now_ms - PIN_IDLE_MS;
+	if (content)
+		pin_table_unref(&st->pins, content);
 }
 
 /* One statement for a pin row of this mount: drop or (re)write it. */
@@ -195,42 +119,15 @@ static int pin_row_change(struct store_impl *st, int64_t content, bool drop,
 
 int sq_pins_renew(struct store_impl *st, int64_t now_ms)
 {
-	int64_t ids[PIN_DROP_BATCH];
-	bool drop[PIN_DROP_BATCH], renew;
-	size_t n = 0, kept = 0;
-	int rc = 0;
+	struct pin_work w;
+	int rc;
 
-	/* What is due, seen under pin_lock... */
-	pthread_mutex_lock(&st->pin_lock);
-	for (size_t i = 0; i < st->npins; i++) {
-		struct pin *p = &st->pins[i];
-
-		/* Idle from the first renewal that sees it unused. */
-		if (p->count == 0 && p->idle_since_ms == 0)
-			p->idle_since_ms = now_ms;
-		if (n < PIN_DROP_BATCH && p->in_store && pin_idle(p, now_ms)) {
-			ids[n] = p->content;
-			drop[n++] = true;
-		} else if (n < PIN_DROP_BATCH && p->count > 0 && !p->in_store) {
-			ids[n] = p->content;
-			drop[n++] = false;
-		}
-	}
-	renew = st->npins > 0 && now_ms >= st->pins_renew_ms;
-	/* Memory-only pins unused for a while need no transaction. */
-	for (size_t i = 0; i < st->npins; i++)
-		if (st->pins[i].in_store || !pin_idle(&st->pins[i], now_ms))
-			st->pins[kept++] = st->pins[i];
-	st->npins = kept;
-	pthread_mutex_unlock(&st->pin_lock);
-	if (n == 0 && !renew)
+	if (!pin_table_due(&st->pins, now_ms, &w))
 		return 0;	/* nothing due: no transaction at all */
-
-	/* ...done with pin_lock free, so that opens and closes never wait... */
 	rc = sq_begin(st, true);
 	if (rc)
 		return rc;
-	if (renew) {
+	if (w.renew) {
 		sqlite3_stmt *s = sq_stmt(st, S_PIN_RENEW);
 
 		rc = s ? 0 : -EIO;
@@ -240,39 +137,16 @@ int sq_pins_renew(struct store_impl *st, int64_t now_ms)
 			rc = sq_exec(st, s, "renew pins");
 		}
 	}
-	for (size_t i = 0; i < n && rc == 0; i++)
-		rc = pin_row_change(st, ids[i], drop[i], now_ms);
+	for (size_t i = 0; i < w.n && rc == 0; i++)
+		rc = pin_row_change(st, w.ids[i], w.drop[i], now_ms);
 	if (rc) {
 		sq_rollback(st);
 		return rc;
 	}
 	rc = sq_commit_lazy(st);
-	if (rc)
-		return rc;
-
-	/* ...and its outcome applied to what the pins are now. */
-	pthread_mutex_lock(&st->pin_lock);
-	for (size_t i = 0; i < n; i++) {
-		bool found;
-		int64_t at = pin_find(st, ids[i], &found);
-
-		if (!found)
-			continue;
-		if (!drop[i]) {
-			st->pins[at].in_store = true;
-		} else if (st->pins[at].count == 0) {
-			memmove(&st->pins[at], &st->pins[at + 1],
-				(st->npins - (size_t)at - 1) * sizeof(*st->pins));
-			st->npins--;
-		} else {
-			/* Opened again meanwhile: its row goes back next time. */
-			st->pins[at].in_store = false;
-		}
-	}
-	if (renew)
-		st->pins_renew_ms = now_ms + PIN_RENEW_MS;
-	pthread_mutex_unlock(&st->pin_lock);
-	return 0;
+	if (rc == 0)
+		pin_table_done(&st->pins, &w, now_ms);
+	return rc;
 }
 
 /* A content version's bytes, written as chunks of content from buf. */
@@ -328,8 +202,7 @@ int sq_content_stage(struct store_impl *st, int fd, int64_t size,
 		     int64_t now_ms, int64_t *content)
 {
 	char *chunk = NULL;
-	bool found;
-	int64_t id = 0, at;
+	int64_t id = 0;
 	int rc;
 
 	*content = 0;
@@ -350,10 +223,8 @@ int sq_content_stage(struct store_impl *st, int fd, int64_t size,
 		else
 			sq_rollback(st);
 	}
-	if (rc == 0) {
-		at = pin_find(st, id, &found);
-		rc = pin_add(st, (size_t)at, id, true);
-	}
+	if (rc == 0)
+		rc = pin_table_add(&st->pins, id, true);
 	pthread_mutex_unlock(&st->pin_lock);
 	for (int64_t off = 0; rc == 0 && off < size; off += STORE_CHUNK) {
 		size_t want = size - off > STORE_CHUNK ? STORE_CHUNK
