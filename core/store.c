@@ -60,7 +60,7 @@ int store_open(const char *path, const struct store_options *opt,
 
 	*out = NULL;
 	if (store_scheme(path) == STORE_SCHEME_POSTGRES)
-		return store_pg_refuse(path, opt, err, errlen);
+		ops = &store_pg_ops;
 	st = calloc(1, sizeof(*st));
 	if (!st) {
 		snprintf(err, errlen, "out of memory");
@@ -98,6 +98,11 @@ bool store_in_maintenance(void)
 }
 
 /* ---- forwarding -------------------------------------------------------- */
+
+int64_t store_now_ms(struct store *st)
+{
+	return st->ops->now_ms(st->impl);
+}
 
 int store_changed(struct store *st, int64_t *seen)
 {

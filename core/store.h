@@ -21,8 +21,13 @@
  *
  * Behind this header, a table of backends (store_backend.h): store.c
  * picks one by the store's name (store_scheme) and forwards each call to
- * it.  SQLite (store_sqlite.c) is the one there is; a PostgreSQL backend
- * is to implement the same table.
+ * it: SQLite (store_sqlite*.c), the embedded default, and PostgreSQL
+ * (store_pg*.c), for mounts on many hosts that share one store.
+ *
+ * Time is the store's: every lease, expiry and retention decision takes
+ * its now from store_now_ms(), the host's clock on SQLite, the
+ * database's on PostgreSQL, so that mounts on hosts whose clocks differ
+ * agree.
  */
 #ifndef ONCE_STORE_H
 #define ONCE_STORE_H
@@ -157,6 +162,8 @@ enum store_scheme store_scheme(const char *name);
 int store_open(const char *path, const struct store_options *opt,
 	       struct store **out, char *err, size_t errlen);
 void store_close(struct store *st);
+/* The store's clock, in Unix milliseconds. */
+int64_t store_now_ms(struct store *st);
 /*
  * Has another connection (another mount, oncectl) committed since *seen?
  * 1 when it has (and *seen moves on), 0 when not, or -errno.  Cheap: no

@@ -24,6 +24,7 @@ struct store_ops {
 	int (*open)(const char *path, const struct store_options *opt,
 		struct store_impl **out, char *err, size_t errlen);
 	void (*close)(struct store_impl *st);
+	int64_t (*now_ms)(struct store_impl *st);
 	int (*changed)(struct store_impl *st, int64_t *seen);
 	void (*get_stats)(struct store_impl *st, struct store_stats *out);
 	const char *(*problem)(struct store_impl *st, char *buf, size_t size);
@@ -109,14 +110,7 @@ struct store_ops {
 
 /* The backends. */
 extern const struct store_ops store_sqlite_ops;
-
-/*
- * A PostgreSQL store, until its backend exists (store_pg.c): connect and
- * check it, so that each way it is wrong gets a clear message in err, and
- * refuse it (always -errno).
- */
-int store_pg_refuse(const char *name, const struct store_options *opt,
-		    char *err, size_t errlen);
+extern const struct store_ops store_pg_ops;
 
 /* Did store_mark_maintenance() mark the calling thread? */
 bool store_in_maintenance(void);

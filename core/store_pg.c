@@ -1,29 +1,348 @@
 /*
- * store_pg.c - the PostgreSQL side of the store, as far as it goes: a
- * store named by a postgresql:// or postgres:// URL, a libpq connection
- * string or a service (service=NAME) is connected to and checked, so that
- * each way it can be wrong gets one clear line; then it is refused,
- * because this build cannot serve it yet (the backend's table of
- * operations, store_backend.h, is still to be written).
+ * store_pg.c - the PostgreSQL backend of the store (store_backend.h),
+ * for mounts on many hosts that share one set of keys.  This file holds
+ * its statements and schema, the helpers its other files share
+ * (store_pg.h says which file has what), connecting, opening, checking.
  *
  * Connection parameters are libpq's own: nothing here parses a URL.  A
  * password must come from where libpq looks for one (~/.pgpass,
  * PGPASSWORD, a service file), never from the store's name, which is on
- * a command line that `ps` shows to every user.  No statement is built
- * from a name: the schema's name is a bound parameter.
+ * a command line that `ps` shows to every user.
+ *
+ * The tables live in the schema oncefs, which every session puts first
+ * in its search_path; every statement is constant text, prepared once per
+ * connection, its values bound in binary: no statement is ever built
+ * from a name.  The SQL keeps to what CockroachDB and YugabyteDB also run
+ * (see the README): no advisory locks, no large objects, no LISTEN/
+ * NOTIFY, no procedural code; one feature of PostgreSQL's own,
+ * pg_xact_status(), resolves a commit whose reply was lost.
  */
+#include <endian.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
 
-#include <libpq-fe.h>
+#include "store_pg.h"
 
-#include "store_backend.h"
-
-/* The schema oncefs keeps its tables in (-o pg_schema, when it exists). */
-#define PG_SCHEMA "oncefs"
 /* How long a connection attempt may take, unless the name says. */
 #define PG_CONNECT_TIMEOUT "10"
+
+#define WF_COLS "id, name, uid, gid, mode, ctime_ns, mtime_ns, on_input_change, " \
+	"dedup_on, in_flight_ttl, retention, fingerprint, epoch, " \
+	"events_size - events_base"
+#define KEY_COLS "id, wf, name, status, generation, attempt, expires_ms, " \
+	"mtime_ns, holder_pid, holder_uid, result_len, content, previous"
+#define STEP_COLS "id, wf, epoch, name, size, mtime_ns, content, atime_ns"
+/* Marks a content version dead: the one a row names before it changes. */
+#define KILL(table) "UPDATE contents SET dead = 1 WHERE id = " \
+	"(SELECT content FROM " table " WHERE id = $1)"
+
+/*
+ * The statements, with the types of their parameters: i for bigint, b
+ * for bytea, t for text.  A parameter a statement does not use still has
+ * its type, so that one binding serves an insert and an update.
+ */
+static const struct {
+	const char *sql;
+	const char *types;
+} stmts[P_NSTMTS] = {
+	[P_CHANGES] = { "SELECT changes FROM writer WHERE id = 1", "" },
+	[P_XACT_STATUS] = { "SELECT coalesce(pg_xact_status($1::xid8), "
+		"'aborted')", "t" },
+	[P_NEXT_GEN] = { "SELECT nextval('generation')", "" },
+	[P_WF_BY_NAME] = { "SELECT " WF_COLS " FROM workflows WHERE name = $1", "b" },
+	[P_WF_BY_ID] = { "SELECT " WF_COLS " FROM workflows WHERE id = $1", "i" },
+	[P_WF_INSERT] = { "INSERT INTO workflows(name, uid, gid, mode, ctime_ns, "
+		"mtime_ns, on_input_change, dedup_on, in_flight_ttl, retention, "
+		"fingerprint, epoch, events_size) "
+		"VALUES($2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 0) "
+		"ON CONFLICT (name) DO NOTHING RETURNING id", "ibiiiiiiiiibii" },
+	[P_WF_UPDATE] = { "UPDATE workflows SET name = $2, uid = $3, gid = $4, "
+		"mode = $5, ctime_ns = $6, mtime_ns = $7, on_input_change = $8, "
+		"dedup_on = $9, in_flight_ttl = $10, retention = $11, "
+		"fingerprint = $12, epoch = $13 WHERE id = $1 AND NOT EXISTS "
+		"(SELECT 1 FROM workflows o WHERE o.name = $2 AND o.id <> $1) "
+		"RETURNING id", "ibiiiiiiiiibii" },
+	[P_WF_NAME_TAKEN] = { "SELECT count(*) FROM workflows WHERE name = $2 "
+		"AND id <> $1", "ib" },
+	/* A workflow goes with its keys, checkpoints, events and holds. */
+	[P_WF_DELETE] = { "WITH c AS (UPDATE contents SET dead = 1 WHERE id IN "
+		"(SELECT content FROM steps WHERE wf = $1 UNION ALL "
+		"SELECT content FROM keys WHERE wf = $1)), "
+		"k AS (DELETE FROM keys WHERE wf = $1), "
+		"s AS (DELETE FROM steps WHERE wf = $1), "
+		"e AS (DELETE FROM events WHERE wf = $1), "
+		"h AS (DELETE FROM holds WHERE wf = $1) "
+		"DELETE FROM workflows WHERE id = $1", "i" },
+	[P_WF_LIST] = { "SELECT " WF_COLS " FROM workflows WHERE id > $1 "
+		"ORDER BY id LIMIT $2", "ii" },
+	[P_KEY_GET] = { "SELECT " KEY_COLS " FROM keys WHERE wf = $1 AND "
+		"name = $2", "ib" },
+	[P_KEY_BY_GEN] = { "SELECT " KEY_COLS " FROM keys WHERE generation = $1",
+		"i" },
+	[P_KEY_INSERT] = { "INSERT INTO keys(wf, name, status, generation, "
+		"attempt, expires_ms, mtime_ns, holder_pid, holder_uid, previous, "
+		"content, result_len) VALUES($2, $3, $4, $5, $6, $7, $8, $9, $10, "
+		"$11, 0, 0) ON CONFLICT DO NOTHING RETURNING id", "iibiiiiiiii" },
+	[P_KEY_UPDATE] = { "UPDATE keys SET wf = $2, name = $3, status = $4, "
+		"generation = $5, attempt = $6, expires_ms = $7, mtime_ns = $8, "
+		"holder_pid = $9, holder_uid = $10, previous = $11 WHERE id = $1",
+		"iibiiiiiiii" },
+	/* A key's new result: the old version dies, the new one is named. */
+	[P_KEY_SET_CONTENT] = { "WITH old AS (" KILL("keys") " AND $2 <> "
+		"(SELECT content FROM keys WHERE id = $1)) "
+		"UPDATE keys SET content = $2, result_len = $3 WHERE id = $1",
+		"iii" },
+	[P_KEY_DELETE] = { "WITH old AS (" KILL("keys") ") "
+		"DELETE FROM keys WHERE id = $1", "i" },
+	[P_KEY_NOTES] = { "SELECT request, original FROM keys WHERE id = $1", "i" },
+	[P_KEY_SET_REQUEST] = { "UPDATE keys SET request = $2 WHERE id = $1", "ib" },
+	[P_KEY_SET_ORIGINAL] = { "UPDATE keys SET original = $2 WHERE id = $1",
+		"ib" },
+	[P_KEY_CLEAR_NOTES] = { "UPDATE keys SET request = NULL, original = NULL "
+		"WHERE id = $1", "i" },
+	[P_KEY_LIST] = { "SELECT " KEY_COLS " FROM keys WHERE wf = $1 AND id > $2 "
+		"AND (status IN (2, 3) OR (status = 1 AND expires_ms > $3)) "
+		"ORDER BY id LIMIT $4", "iiii" },
+	[P_KEY_ANY] = { "SELECT count(*) FROM (SELECT 1 FROM keys WHERE wf = $1 "
+		"AND (status IN (2, 3) OR (status = 1 AND expires_ms > $2)) "
+		"LIMIT 1) k", "ii" },
+	[P_STEP_GET] = { "SELECT " STEP_COLS " FROM steps WHERE wf = $1 AND "
+		"epoch = $2 AND name = $3", "iib" },
+	[P_STEP_BY_ID] = { "SELECT " STEP_COLS " FROM steps WHERE id = $1", "i" },
+	[P_STEP_ANY] = { "SELECT count(*) FROM (SELECT 1 FROM steps WHERE "
+		"wf = $1 AND epoch = $2 LIMIT 1) s", "ii" },
+	[P_STEP_LIST] = { "SELECT " STEP_COLS " FROM steps WHERE wf = $1 AND "
+		"epoch = $2 AND id > $3 ORDER BY id LIMIT $4", "iiii" },
+	[P_STEP_INSERT] = { "INSERT INTO steps(wf, epoch, name, size, mtime_ns, "
+		"content) VALUES($2, $3, $4, 0, $5, 0) ON CONFLICT DO NOTHING "
+		"RETURNING id", "iiibii" },
+	[P_STEP_UPDATE] = { "UPDATE steps SET name = $4, mtime_ns = $5, "
+		"atime_ns = $6 WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM steps o "
+		"WHERE o.wf = $2 AND o.epoch = $3 AND o.name = $4 AND o.id <> $1) "
+		"RETURNING id", "iiibii" },
+	[P_STEP_NAME_TAKEN] = { "SELECT count(*) FROM steps WHERE wf = $2 AND "
+		"epoch = $3 AND name = $4 AND id <> $1", "iiib" },
+	/*
+	 * A checkpoint's new content: the old version dies, the staged one
+	 * lives (and must still be there), the row names it.
+	 */
+	[P_STEP_SET_CONTENT] = { "WITH old AS (" KILL("steps") " AND $2 <> "
+		"(SELECT content FROM steps WHERE id = $1)), "
+		"new AS (UPDATE contents SET dead = 0, size = $3 WHERE id = $2 "
+		"RETURNING id) "
+		"UPDATE steps SET content = $2, size = $3, mtime_ns = $4 "
+		"WHERE id = $1 AND ($2 = 0 OR EXISTS (SELECT 1 FROM new)) "
+		"RETURNING id", "iiii" },
+	[P_STEP_DELETE] = { "WITH old AS (" KILL("steps") ") "
+		"DELETE FROM steps WHERE id = $1", "i" },
+	[P_PURGE_WF] = { "SELECT id, epoch FROM workflows WHERE purged_epoch < "
+		"epoch LIMIT 1", "" },
+	[P_PURGE_STEPS] = { "SELECT id FROM steps WHERE wf = $1 AND epoch < $2 "
+		"LIMIT $3", "iii" },
+	[P_PURGE_WF_DONE] = { "UPDATE workflows SET purged_epoch = $2 "
+		"WHERE id = $1", "ii" },
+	/* A dead version no live pin holds. */
+	[P_PURGE_CONTENT] = { "SELECT id FROM contents c WHERE dead = 1 AND NOT "
+		"EXISTS (SELECT 1 FROM pins p WHERE p.content = c.id AND "
+		"p.expires_ms > $1) LIMIT 1", "i" },
+	[P_PURGE_CHUNKS] = { "DELETE FROM chunks WHERE content = $1 AND seq IN "
+		"(SELECT seq FROM chunks WHERE content = $1 ORDER BY seq LIMIT $2)",
+		"ii" },
+	[P_PURGE_CONTENT_ROW] = { "WITH p AS (DELETE FROM pins WHERE content = $1) "
+		"DELETE FROM contents WHERE id = $1 AND dead = 1", "i" },
+	[P_CONTENT_NEW] = { "INSERT INTO contents(size, dead) VALUES($1, $2) "
+		"RETURNING id", "ii" },
+	[P_CONTENT_KILL] = { "UPDATE contents SET dead = 1 WHERE id = $1", "i" },
+	[P_CHUNK_INSERT] = { "INSERT INTO chunks(content, seq, data) "
+		"VALUES($1, $2, $3)", "iib" },
+	[P_CHUNK_READ] = { "SELECT substring(data FROM $3::int4 FOR $4::int4) "
+		"FROM chunks WHERE content = $1 AND seq = $2", "iiii" },
+	[P_PIN_INSERT] = { "INSERT INTO pins(content, mount, expires_ms) "
+		"SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM contents WHERE "
+		"id = $1) ON CONFLICT (content, mount) DO UPDATE SET expires_ms = "
+		"excluded.expires_ms", "iii" },
+	[P_PIN_RENEW] = { "UPDATE pins SET expires_ms = $2 WHERE mount = $1", "ii" },
+	[P_PIN_DELETE] = { "DELETE FROM pins WHERE content = $1 AND mount = $2",
+		"ii" },
+	[P_PIN_DROP_MOUNT] = { "DELETE FROM pins WHERE mount = $1", "i" },
+	[P_HOLD_INSERT] = { "INSERT INTO holds(wf, mount, expires_ms) "
+		"VALUES($1, $2, $3) RETURNING id", "iii" },
+	[P_HOLD_DELETE] = { "DELETE FROM holds WHERE id = $1 AND mount = $2", "ii" },
+	/* A hold that lapsed stays lapsed: another mount may have moved on. */
+	[P_HOLD_RENEW] = { "UPDATE holds SET expires_ms = $2 WHERE mount = $1 "
+		"AND expires_ms > $3", "iii" },
+	[P_HOLD_ANY] = { "SELECT count(*) FROM (SELECT 1 FROM holds WHERE wf = $1 "
+		"AND expires_ms > $2 AND id <> $3 LIMIT 1) h", "iii" },
+	[P_HOLD_MINE] = { "SELECT count(*) FROM (SELECT 1 FROM holds WHERE "
+		"mount = $1 LIMIT 1) h", "i" },
+	[P_HOLD_LAPSED] = { "SELECT count(*) FROM (SELECT 1 FROM holds WHERE "
+		"expires_ms <= $1 LIMIT 1) h", "i" },
+	[P_HOLD_DROP_MOUNT] = { "DELETE FROM holds WHERE mount = $1", "i" },
+	[P_HOLD_EXPIRED] = { "DELETE FROM holds WHERE expires_ms <= $1", "i" },
+	/* A line at the end of the file, and the file's new size. */
+	[P_EVENT_APPEND] = { "WITH g AS (UPDATE workflows SET events_size = "
+		"events_size + $4 WHERE id = $1 RETURNING events_size - $4 AS off) "
+		"INSERT INTO events(wf, off, time_ms, line) SELECT $1, off, $2, $3 "
+		"FROM g", "iiti" },
+	[P_EVENT_BASE] = { "SELECT events_base FROM workflows WHERE id = $1", "i" },
+	[P_EVENT_READ] = { "SELECT off, line FROM events WHERE wf = $1 AND off >= "
+		"coalesce((SELECT max(off) FROM events WHERE wf = $1 AND off <= $2), 0) "
+		"ORDER BY off LIMIT $3", "iii" },
+	[P_EVENT_REBASE] = { "UPDATE workflows SET events_base = coalesce((SELECT "
+		"min(off) FROM events WHERE wf = $1), events_size) WHERE id = $1", "i" },
+	[P_SWEEP_WFS] = { "SELECT id, retention FROM workflows WHERE id > $1 "
+		"ORDER BY id LIMIT $2", "ii" },
+	[P_EVENT_OLDEST] = { "SELECT off, time_ms FROM events WHERE wf = $1 "
+		"ORDER BY off LIMIT $2", "ii" },
+	[P_EVENT_CUT] = { "DELETE FROM events WHERE wf = $1 AND off < $2", "ii" },
+	[P_EVENT_LIST] = { "SELECT time_ms, line FROM events WHERE wf = $1 AND "
+		"time_ms >= $2 ORDER BY off", "ii" },
+	[P_KEY_EXPIRED] = { "SELECT " KEY_COLS " FROM keys WHERE status = 1 AND "
+		"expires_ms <= $1 LIMIT $2", "ii" },
+	[P_KEY_RETIRED] = { "SELECT " KEY_COLS " FROM keys WHERE wf = $1 AND "
+		"status <> 1 AND mtime_ns < $2 LIMIT $3", "iii" },
+};
+
+/*
+ * The schema, in one transaction (the tables as the SQLite backend's;
+ * store_sqlite.c says what each is for).  The writer row serializes
+ * write transactions (store_pg.h) and counts them for store_changed().
+ */
+static const char schema[] =
+	"BEGIN;"
+	"CREATE SCHEMA IF NOT EXISTS oncefs;"
+	"SET LOCAL search_path = oncefs;"
+	"CREATE TABLE meta(name text PRIMARY KEY, value text NOT NULL);"
+	"CREATE TABLE writer(id int PRIMARY KEY CHECK (id = 1),"
+	"  changes bigint NOT NULL);"
+	"INSERT INTO writer VALUES (1, 0);"
+	"CREATE SEQUENCE generation;"
+	"CREATE TABLE workflows("
+	"  id bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,"
+	"  name bytea NOT NULL UNIQUE,"
+	"  uid bigint NOT NULL, gid bigint NOT NULL, mode bigint NOT NULL,"
+	"  ctime_ns bigint NOT NULL, mtime_ns bigint NOT NULL,"
+	"  on_input_change bigint NOT NULL, dedup_on bigint NOT NULL,"
+	"  in_flight_ttl bigint NOT NULL, retention bigint NOT NULL,"
+	"  fingerprint bytea, epoch bigint NOT NULL,"
+	"  events_size bigint NOT NULL,"
+	"  events_base bigint NOT NULL DEFAULT 0,"
+	"  purged_epoch bigint NOT NULL DEFAULT 0);"
+	"CREATE INDEX workflows_to_purge ON workflows(id) "
+	"  WHERE purged_epoch < epoch;"
+	"CREATE TABLE keys("
+	"  id bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,"
+	"  wf bigint NOT NULL,"
+	"  name bytea NOT NULL,"
+	"  status bigint NOT NULL,"
+	"  generation bigint NOT NULL UNIQUE,"
+	"  attempt bigint NOT NULL,"
+	"  expires_ms bigint NOT NULL,"
+	"  mtime_ns bigint NOT NULL,"
+	"  holder_pid bigint NOT NULL, holder_uid bigint NOT NULL,"
+	"  content bigint NOT NULL DEFAULT 0,"
+	"  result_len bigint NOT NULL DEFAULT 0,"
+	"  previous bigint NOT NULL DEFAULT 0,"
+	"  request bytea,"
+	"  original bytea,"
+	"  UNIQUE(wf, name));"
+	"CREATE INDEX keys_by_workflow ON keys(wf, id);"
+	"CREATE INDEX keys_by_expiry ON keys(expires_ms) WHERE status = 1;"
+	"CREATE INDEX keys_by_age ON keys(wf, mtime_ns) WHERE status <> 1;"
+	"CREATE TABLE steps("
+	"  id bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,"
+	"  wf bigint NOT NULL,"
+	"  epoch bigint NOT NULL,"
+	"  name bytea NOT NULL,"
+	"  size bigint NOT NULL,"
+	"  mtime_ns bigint NOT NULL,"
+	"  content bigint NOT NULL DEFAULT 0,"
+	"  atime_ns bigint NOT NULL DEFAULT 0,"
+	"  UNIQUE(wf, epoch, name));"
+	"CREATE INDEX steps_by_workflow ON steps(wf, epoch, id);"
+	"CREATE TABLE contents("
+	"  id bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,"
+	"  size bigint NOT NULL,"
+	"  dead bigint NOT NULL);"
+	"CREATE INDEX contents_dead ON contents(id) WHERE dead = 1;"
+	"CREATE TABLE chunks("
+	"  content bigint NOT NULL,"
+	"  seq bigint NOT NULL,"
+	"  data bytea NOT NULL,"
+	"  PRIMARY KEY(content, seq));"
+	/* Chunks are read in slices: keep them uncompressed, out of line. */
+	"ALTER TABLE chunks ALTER COLUMN data SET STORAGE EXTERNAL;"
+	"CREATE TABLE pins("
+	"  content bigint NOT NULL,"
+	"  mount bigint NOT NULL,"
+	"  expires_ms bigint NOT NULL,"
+	"  PRIMARY KEY(content, mount));"
+	"CREATE INDEX pins_by_mount ON pins(mount);"
+	"CREATE TABLE holds("
+	"  id bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,"
+	"  wf bigint NOT NULL,"
+	"  mount bigint NOT NULL,"
+	"  expires_ms bigint NOT NULL);"
+	"CREATE INDEX holds_by_workflow ON holds(wf, expires_ms);"
+	"CREATE INDEX holds_by_mount ON holds(mount);"
+	"CREATE TABLE events("
+	"  wf bigint NOT NULL,"
+	"  off bigint NOT NULL,"
+	"  time_ms bigint NOT NULL,"
+	"  line text NOT NULL,"
+	"  PRIMARY KEY(wf, off));"
+	"INSERT INTO meta VALUES ('schema_version', '3');"
+	"COMMIT";
+
+/* ---- helpers ---------------------------------------------------------- */
+
+void pg_int(struct pg_params *p, int64_t v)
+{
+	int i = p->n++;
+
+	p->ints[i] = htobe64((uint64_t)v);
+	p->values[i] = (const char *)&p->ints[i];
+	p->lengths[i] = 8;
+	p->formats[i] = 1;
+}
+
+void pg_bytes(struct pg_params *p, const void *buf, size_t len)
+{
+	int i = p->n++;
+
+	/* libpq wants a pointer even for zero bytes. */
+	p->values[i] = buf ? buf : "";
+	p->lengths[i] = (int)len;
+	p->formats[i] = 1;
+}
+
+void pg_null(struct pg_params *p)
+{
+	int i = p->n++;
+
+	p->values[i] = NULL;
+	p->lengths[i] = 0;
+	p->formats[i] = 1;
+}
+
+static Oid type_oid(char t)
+{
+	switch (t) {
+	case 'b':
+		return 17;	/* bytea */
+	case 't':
+		return 25;	/* text */
+	default:
+		return 20;	/* bigint */
+	}
+}
 
 /* The first line of libpq's message, without its "FATAL:  " noise. */
 static void first_line(const char *msg, char *out, size_t size)
@@ -33,9 +352,160 @@ static void first_line(const char *msg, char *out, size_t size)
 
 	if (fatal)
 		msg = fatal + 8;
+	else if (strncmp(msg, "ERROR:  ", 8) == 0)
+		msg += 8;
 	n = strcspn(msg, "\n");
 	snprintf(out, size, "%.*s", (int)n, msg);
 }
+
+/*
+ * Map a failed result to -errno: what the user or the moment caused has
+ * its errno; the rest is logged and is EIO.  A lost connection is
+ * EAGAIN: nothing happened, and the next call reconnects.
+ */
+int pg_error(struct store_impl *st, const PGresult *r, const char *what)
+{
+	const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+	char why[300];
+
+	if (PQstatus(st->conn) != CONNECTION_OK) {
+		if (!st->down_logged)
+			syslog(LOG_ERR, "oncefs: %s: lost the connection to "
+			       "PostgreSQL (%s); reconnecting", what,
+			       PQerrorMessage(st->conn));
+		st->down_logged = true;
+		return -EAGAIN;
+	}
+	if (state) {
+		if (strcmp(state, "55P03") == 0 ||	/* lock_not_available */
+		    strcmp(state, "40001") == 0 ||	/* serialization_failure */
+		    strcmp(state, "40P01") == 0 ||	/* deadlock_detected */
+		    strcmp(state, "57014") == 0)	/* query_canceled */
+			return -EAGAIN;
+		if (strcmp(state, "53100") == 0)	/* disk_full */
+			return -ENOSPC;
+		if (strcmp(state, "25006") == 0)	/* read_only_sql_transaction */
+			return -EROFS;
+		if (strcmp(state, "53200") == 0)	/* out_of_memory */
+			return -ENOMEM;
+	}
+	first_line(r ? PQresultErrorMessage(r) : PQerrorMessage(st->conn), why,
+		   sizeof(why));
+	syslog(LOG_ERR, "oncefs: %s: %s", what, why);
+	return -EIO;
+}
+
+int pg_run(struct store_impl *st, enum pg_stmt id, struct pg_params *p,
+	   PGresult **res)
+{
+	static const struct pg_params none;
+	char name[16];
+	PGresult *r;
+	ExecStatusType status;
+
+	*res = NULL;
+	if (!p)
+		p = (struct pg_params *)&none;
+	snprintf(name, sizeof(name), "s%d", (int)id);
+	if (!st->prepared[id]) {
+		Oid types[PG_MAX_PARAMS];
+		int n = (int)strlen(stmts[id].types);
+
+		for (int i = 0; i < n; i++)
+			types[i] = type_oid(stmts[id].types[i]);
+		r = PQprepare(st->conn, name, stmts[id].sql, n, types);
+		if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+			int rc = pg_error(st, r, "prepare");
+
+			PQclear(r);
+			return rc;
+		}
+		PQclear(r);
+		st->prepared[id] = true;
+	}
+	r = PQexecPrepared(st->conn, name, p->n, p->values, p->lengths,
+			   p->formats, 1);
+	status = PQresultStatus(r);
+	if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK) {
+		int rc = pg_error(st, r, stmts[id].sql);
+
+		PQclear(r);
+		return rc;
+	}
+	if (st->in_write && strncmp(PQcmdStatus(r), "SELECT", 6) != 0)
+		st->wrote = true;
+	*res = r;
+	return 0;
+}
+
+int pg_exec(struct store_impl *st, enum pg_stmt id, struct pg_params *p)
+{
+	PGresult *r;
+	int rc = pg_run(st, id, p, &r);
+
+	PQclear(r);
+	return rc;
+}
+
+int pg_exec_count(struct store_impl *st, enum pg_stmt id,
+		  struct pg_params *p, int64_t *count)
+{
+	PGresult *r;
+	int rc = pg_run(st, id, p, &r);
+
+	*count = 0;
+	if (rc == 0)
+		*count = strtoll(PQcmdTuples(r), NULL, 10);
+	PQclear(r);
+	return rc;
+}
+
+int64_t pg_col_int(const PGresult *r, int row, int col)
+{
+	uint64_t v;
+
+	if (PQgetisnull(r, row, col) || PQgetlength(r, row, col) != 8)
+		return INT64_MIN;
+	memcpy(&v, PQgetvalue(r, row, col), 8);
+	return (int64_t)be64toh(v);
+}
+
+int pg_one_int(struct store_impl *st, enum pg_stmt id, struct pg_params *p,
+	       int64_t *out)
+{
+	PGresult *r;
+	int rc = pg_run(st, id, p, &r);
+
+	if (rc)
+		return rc;
+	rc = PQntuples(r) < 1 ? -ENOENT : 0;
+	if (rc == 0)
+		*out = pg_col_int(r, 0, 0);
+	PQclear(r);
+	return rc;
+}
+
+int pg_bad_row(struct store_impl *st, const char *table, int64_t id,
+	       const char *what, int64_t value)
+{
+	pthread_mutex_lock(&st->problem_lock);
+	snprintf(st->problem, sizeof(st->problem), "%s row %" PRId64 ": %s %"
+		 PRId64 " is out of range (the store was changed by something "
+		 "other than oncefs)", table, id, what, value);
+	syslog(LOG_ERR, "oncefs: PostgreSQL store: %s", st->problem);
+	pthread_mutex_unlock(&st->problem_lock);
+	return -EIO;
+}
+
+static const char *pg_problem(struct store_impl *st, char *buf, size_t size)
+{
+	pthread_mutex_lock(&st->problem_lock);
+	snprintf(buf, size, "%s", st->problem);
+	pthread_mutex_unlock(&st->problem_lock);
+	return buf;
+}
+
+/* ---- connecting -------------------------------------------------------- */
 
 /* Does the name carry a password (in a URL or a connection string)? */
 static int has_password(const char *name, bool *yes, char *err, size_t errlen)
@@ -95,17 +565,28 @@ static int connect_to(const char *name, PGconn **out, char *err, size_t errlen)
 	return 0;
 }
 
+/* One constant statement with no parameters, for setup; true when it ran. */
+static bool run_plain(PGconn *c, const char *sql, char *why, size_t size)
+{
+	PGresult *r = PQexec(c, sql);
+	ExecStatusType s = PQresultStatus(r);
+	bool ok = s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK;
+
+	if (!ok && why)
+		first_line(PQresultErrorMessage(r), why, size);
+	PQclear(r);
+	return ok;
+}
+
 /* Is the oncefs schema there, and of which version (0: none)? */
 static int schema_version(PGconn *c, long *version, char *err, size_t errlen)
 {
-	const char *const schema[] = { PG_SCHEMA };
 	char why[400];
 	PGresult *r;
 
 	*version = 0;
-	r = PQexecParams(c, "SELECT EXISTS (SELECT 1 FROM "
-			 "information_schema.tables WHERE table_schema = $1 "
-			 "AND table_name = 'meta')", 1, NULL, schema, NULL, NULL, 0);
+	r = PQexec(c, "SELECT EXISTS (SELECT 1 FROM information_schema.tables "
+		   "WHERE table_schema = 'oncefs' AND table_name = 'meta')");
 	if (PQresultStatus(r) != PGRES_TUPLES_OK) {
 		first_line(PQresultErrorMessage(r), why, sizeof(why));
 		snprintf(err, errlen, "cannot read the database's schemas: %s", why);
@@ -117,12 +598,11 @@ static int schema_version(PGconn *c, long *version, char *err, size_t errlen)
 		return 0;
 	}
 	PQclear(r);
-	r = PQexecParams(c, "SELECT value FROM " PG_SCHEMA ".meta WHERE "
-			 "name = 'schema_version'", 0, NULL, NULL, NULL, NULL, 0);
+	r = PQexec(c, "SELECT value FROM oncefs.meta WHERE name = 'schema_version'");
 	if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1 ||
 	    sscanf(PQgetvalue(r, 0, 0), "%ld", version) != 1 || *version < 1) {
-		snprintf(err, errlen, "the schema %s holds a table meta that is "
-			 "not oncefs's (no schema_version)", PG_SCHEMA);
+		snprintf(err, errlen, "the schema oncefs holds a table meta that "
+			 "is not oncefs's (no schema_version)");
 		PQclear(r);
 		return -EINVAL;
 	}
@@ -130,15 +610,66 @@ static int schema_version(PGconn *c, long *version, char *err, size_t errlen)
 	return 0;
 }
 
-int store_pg_refuse(const char *name, const struct store_options *opt,
-		    char *err, size_t errlen)
+int pg_session(struct store_impl *st, PGconn *c)
 {
-	const char *db, *user, *host;
+	char timeout[32];
+	const char *values[1] = { timeout };
+	PGresult *r;
+	bool ok;
+
+	/*
+	 * sync=full: a commit is durable on the server (and on the standbys
+	 * synchronous_standby_names names) before its reply; below that, on
+	 * the server's own schedule, which survives a crash of this mount
+	 * but not of the server.
+	 */
+	ok = run_plain(c, "SET search_path = oncefs", NULL, 0) &&
+	     run_plain(c, st->sync == STORE_SYNC_FULL ?
+			  "SET synchronous_commit = on" :
+			  "SET synchronous_commit = off", NULL, 0) &&
+	     (!st->read_only ||
+	      run_plain(c, "SET default_transaction_read_only = on", NULL, 0));
+	if (!ok)
+		return -EIO;
+	/* A write waits for another mount's writer lock this long at most. */
+	snprintf(timeout, sizeof(timeout), "%dms",
+		 st->busy_timeout_ms > 0 ? st->busy_timeout_ms : 1);
+	r = PQexecParams(c, "SELECT set_config('lock_timeout', $1, false)", 1,
+			 NULL, values, NULL, NULL, 0);
+	ok = PQresultStatus(r) == PGRES_TUPLES_OK;
+	PQclear(r);
+	memset(st->prepared, 0, sizeof(st->prepared));
+	return ok ? 0 : -EIO;
+}
+
+/* Create the schema; another mount creating it at the same time wins. */
+static int create_schema(PGconn *c, char *err, size_t errlen)
+{
+	char why[400];
+	long version;
+
+	if (run_plain(c, schema, why, sizeof(why)))
+		return 0;
+	run_plain(c, "ROLLBACK", NULL, 0);
+	if (schema_version(c, &version, err, errlen) == 0 &&
+	    version == STORE_SCHEMA_VERSION)
+		return 0;
+	snprintf(err, errlen, "cannot create the oncefs schema: %s", why);
+	return strstr(why, "permission denied") ? -EACCES : -EIO;
+}
+
+static void pg_close(struct store_impl *st);
+
+static int pg_open(const char *name, const struct store_options *opt,
+		   struct store_impl **out, char *err, size_t errlen)
+{
+	struct store_impl *st;
 	bool password;
 	long version;
 	PGconn *c;
 	int rc = has_password(name, &password, err, errlen);
 
+	*out = NULL;
 	if (rc)
 		return rc;
 	if (password) {
@@ -150,29 +681,271 @@ int store_pg_refuse(const char *name, const struct store_options *opt,
 	rc = connect_to(name, &c, err, errlen);
 	if (rc)
 		return rc;
-	db = PQdb(c);
-	user = PQuser(c);
-	host = PQhost(c);
 	rc = schema_version(c, &version, err, errlen);
 	if (rc == 0 && version == 0 && !opt->create) {
 		snprintf(err, errlen, "database %s on %s holds no oncefs store "
-			 "(schema %s), and this build of oncefs can neither "
-			 "create nor keep one there yet: use a SQLite file", db,
-			 host, PG_SCHEMA);
+			 "(schema oncefs): mount with -o create, or run "
+			 "'oncectl init', to create one", PQdb(c), PQhost(c));
 		rc = -ENOENT;
 	} else if (rc == 0 && version > STORE_SCHEMA_VERSION) {
 		snprintf(err, errlen, "the store in database %s has schema "
 			 "version %ld, newer than this oncefs (%d): upgrade "
-			 "oncefs", db, version, STORE_SCHEMA_VERSION);
+			 "oncefs", PQdb(c), version, STORE_SCHEMA_VERSION);
 		rc = -EPROTONOSUPPORT;
-	} else if (rc == 0) {
-		snprintf(err, errlen, "connected to PostgreSQL %d.%d, database "
-			 "%s on %s as %s; but this build of oncefs cannot keep a "
-			 "store there yet: use a SQLite file",
-			 PQserverVersion(c) / 10000, PQserverVersion(c) % 10000,
-			 db, host, user);
+	} else if (rc == 0 && version == 0 && opt->read_only) {
+		snprintf(err, errlen, "database %s holds no oncefs store",
+			 PQdb(c));
+		rc = -ENOENT;
+	} else if (rc == 0 && version == 0) {
+		rc = create_schema(c, err, errlen);
+	} else if (rc == 0 && version < STORE_SCHEMA_VERSION) {
+		snprintf(err, errlen, "the store in database %s has schema "
+			 "version %ld, which only oncefs's SQLite stores had",
+			 PQdb(c), version);
 		rc = -EPROTONOSUPPORT;
 	}
-	PQfinish(c);
-	return rc;
+	if (rc) {
+		PQfinish(c);
+		return rc;
+	}
+	st = calloc(1, sizeof(*st));
+	if (!st || !(st->name = strdup(name))) {
+		free(st);
+		PQfinish(c);
+		return -ENOMEM;
+	}
+	st->conn = c;
+	st->busy_timeout_ms = opt->busy_timeout_ms;
+	st->sync = opt->read_only ? STORE_SYNC_OFF : opt->sync;
+	st->read_only = opt->read_only;
+	pthread_mutex_init(&st->lock, NULL);
+	pthread_mutex_init(&st->pin_lock, NULL);
+	pthread_mutex_init(&st->problem_lock, NULL);
+	pin_table_init(&st->pins);
+	if (getrandom(&st->mount_id, sizeof(st->mount_id), 0) !=
+	    (ssize_t)sizeof(st->mount_id))
+		st->mount_id = (int64_t)getpid() << 20 ^ (int64_t)time(NULL);
+	st->mount_id &= INT64_MAX;
+	rc = pg_session(st, c);
+	/* A first transaction reads the database's clock. */
+	if (rc == 0)
+		rc = pg_begin(st, false);
+	if (rc == 0)
+		rc = pg_commit(st);
+	if (rc) {
+		snprintf(err, errlen, "cannot use the oncefs store in database "
+			 "%s: %s", PQdb(c), PQerrorMessage(c));
+		err[strcspn(err, "\n")] = '\0';
+		pg_close(st);
+		return rc;
+	}
+	*out = st;
+	return 0;
 }
+
+static void pg_close(struct store_impl *st)
+{
+	if (!st)
+		return;
+	/* A clean unmount leaves no pins or holds for others to wait out. */
+	if (!st->read_only && (st->pins.n || st->n_unheld || pg_holds_mine(st)) &&
+	    pg_begin(st, true) == 0) {
+		struct pg_params p = { 0 };
+		int rc;
+
+		pg_int(&p, st->mount_id);
+		rc = pg_exec(st, P_PIN_DROP_MOUNT, &p);
+		if (rc == 0)
+			rc = pg_exec(st, P_HOLD_DROP_MOUNT, &p);
+		if (rc == 0)
+			pg_commit(st);
+		else
+			pg_rollback(st);
+	}
+	PQfinish(st->conn);
+	pin_table_free(&st->pins);
+	free(st->unheld);
+	pthread_mutex_destroy(&st->lock);
+	pthread_mutex_destroy(&st->pin_lock);
+	pthread_mutex_destroy(&st->problem_lock);
+	free(st->name);
+	free(st);
+}
+
+static void pg_get_stats(struct store_impl *st, struct store_stats *out)
+{
+	pthread_mutex_lock(&st->lock);
+	*out = st->stats;
+	pthread_mutex_unlock(&st->lock);
+}
+
+/* The server checkpoints its own log: nothing for a mount to do. */
+static int pg_checkpoint(struct store_impl *st)
+{
+	(void)st;
+	return 0;
+}
+
+static void pg_on_wal_growth(struct store_impl *st, void (*fn)(void *arg),
+			     void *arg)
+{
+	(void)st;
+	(void)fn;
+	(void)arg;
+}
+
+/* ---- checking ---------------------------------------------------------- */
+
+/*
+ * oncefs's invariants, each a query that returns one row per violation
+ * with a description (the server checks its own pages: there is no
+ * integrity_check to run).
+ */
+static const char *const invariants[] = {
+	"SELECT 'key ' || quote_literal(encode(name, 'escape')) || ' belongs "
+	"to missing workflow ' || wf FROM keys WHERE wf NOT IN (SELECT id FROM "
+	"workflows)",
+	"SELECT 'key ' || quote_literal(encode(name, 'escape')) || ' has "
+	"unknown status ' || status FROM keys WHERE status NOT IN (0, 1, 2, 3)",
+	"SELECT 'key ' || quote_literal(encode(name, 'escape')) || ' has "
+	"generation ' || generation || ' beyond the sequence' FROM keys WHERE "
+	"generation > (SELECT last_value FROM generation) OR generation < 1",
+	"SELECT 'key ' || quote_literal(encode(name, 'escape')) || ' has "
+	"attempt ' || attempt FROM keys WHERE attempt < 1",
+	"SELECT 'key ' || quote_literal(encode(name, 'escape')) || ': a name "
+	"of ' || length(name) || ' bytes' FROM keys WHERE length(name) NOT "
+	"BETWEEN 1 AND 255 OR position('\\x2f'::bytea IN name) > 0 OR "
+	"position('\\x00'::bytea IN name) > 0",
+	"SELECT 'workflow ' || quote_literal(encode(name, 'escape')) || ': a "
+	"bad name' FROM workflows WHERE length(name) NOT BETWEEN 1 AND 255 OR "
+	"position('\\x2f'::bytea IN name) > 0 OR position('\\x00'::bytea IN "
+	"name) > 0 OR substring(name FROM 1 FOR 1) = '\\x2e'::bytea",
+	"SELECT 'workflow ' || quote_literal(encode(name, 'escape')) || ': bad "
+	"policy' FROM workflows WHERE on_input_change NOT IN (0, 1, 2) OR "
+	"dedup_on NOT IN (0, 1) OR in_flight_ttl < 1 OR retention < 0",
+	"SELECT 'step ' || quote_literal(encode(name, 'escape')) || ' belongs "
+	"to missing workflow ' || wf FROM steps WHERE wf NOT IN (SELECT id FROM "
+	"workflows)",
+	"SELECT 'step ' || quote_literal(encode(s.name, 'escape')) || ' has "
+	"epoch ' || s.epoch || ', after its workflow''s ' || w.epoch FROM "
+	"steps s JOIN workflows w ON w.id = s.wf WHERE s.epoch > w.epoch",
+	"SELECT 'step ' || quote_literal(encode(s.name, 'escape')) || ' says ' "
+	"|| s.size || ' bytes, its content ' || s.content || ' is ' || "
+	"coalesce(c.size || ' bytes' || CASE WHEN c.dead = 1 THEN ', dead' "
+	"ELSE '' END, 'missing') FROM steps s LEFT JOIN contents c ON c.id = "
+	"s.content WHERE (s.content = 0 AND s.size <> 0) OR (s.content <> 0 "
+	"AND (c.id IS NULL OR c.size <> s.size OR c.dead = 1))",
+	"SELECT 'key ' || quote_literal(encode(k.name, 'escape')) || ' says ' "
+	"|| k.result_len || ' bytes of result, its content ' || k.content || "
+	"' is ' || coalesce(c.size || ' bytes' || CASE WHEN c.dead = 1 THEN "
+	"', dead' ELSE '' END, 'missing') FROM keys k LEFT JOIN contents c ON "
+	"c.id = k.content WHERE (k.content = 0 AND k.result_len <> 0) OR "
+	"(k.content <> 0 AND (c.id IS NULL OR c.size <> k.result_len OR "
+	"c.dead = 1))",
+	"SELECT 'content ' || c.id || ' holds ' || coalesce(sum(length(ch.data)), "
+	"0) || ' bytes, says ' || c.size FROM contents c LEFT JOIN chunks ch ON "
+	"ch.content = c.id WHERE c.dead = 0 GROUP BY c.id, c.size HAVING "
+	"coalesce(sum(length(ch.data)), 0) <> c.size",
+	"SELECT 'chunk ' || seq || ' belongs to missing content ' || content "
+	"FROM chunks WHERE content NOT IN (SELECT id FROM contents)",
+	"SELECT 'event at ' || off || ' belongs to missing workflow ' || wf "
+	"FROM events WHERE wf NOT IN (SELECT id FROM workflows)",
+	"SELECT 'workflow ' || quote_literal(encode(w.name, 'escape')) || ': "
+	"events end at ' || coalesce(max(e.off + octet_length(e.line) + 1), "
+	"w.events_base) || ', size says ' || w.events_size FROM workflows w "
+	"LEFT JOIN events e ON e.wf = w.id GROUP BY w.id, w.name, "
+	"w.events_base, w.events_size HAVING coalesce(max(e.off + "
+	"octet_length(e.line) + 1), w.events_base) <> w.events_size",
+	"SELECT 'input hold ' || id || ' belongs to missing workflow ' || wf "
+	"FROM holds WHERE wf NOT IN (SELECT id FROM workflows)",
+	"SELECT 'key ' || quote_literal(encode(name, 'escape')) || ' took over "
+	"generation ' || previous || ', not older than its own ' || generation "
+	"FROM keys WHERE previous < 0 OR previous >= generation",
+};
+
+static int pg_check(struct store_impl *st,
+		    const struct store_check_calls *calls, int64_t *problems)
+{
+	int steps = (int)(sizeof(invariants) / sizeof(invariants[0]));
+
+	*problems = 0;
+	for (int i = 0; i < steps; i++) {
+		PGresult *r;
+
+		if (calls->progress)
+			calls->progress(calls->arg, "oncefs's invariants", i + 1,
+					steps + 1);
+		r = PQexec(st->conn, invariants[i]);
+		if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+			int rc = pg_error(st, r, "check");
+
+			PQclear(r);
+			return rc;
+		}
+		for (int row = 0; row < PQntuples(r); row++) {
+			calls->report(calls->arg, PQgetvalue(r, row, 0));
+			(*problems)++;
+		}
+		PQclear(r);
+	}
+	return 0;
+}
+
+const struct store_ops store_pg_ops = {
+	.name = "postgresql",
+	.open = pg_open,
+	.close = pg_close,
+	.now_ms = pg_now_ms,
+	.changed = pg_changed,
+	.get_stats = pg_get_stats,
+	.problem = pg_problem,
+	.checkpoint = pg_checkpoint,
+	.on_wal_growth = pg_on_wal_growth,
+	.begin = pg_begin,
+	.commit = pg_commit,
+	.rollback = pg_rollback,
+	.next_generation = pg_next_generation,
+	.wf_by_name = pg_wf_by_name,
+	.wf_by_id = pg_wf_by_id,
+	.wf_insert = pg_wf_insert,
+	.wf_update = pg_wf_update,
+	.wf_delete = pg_wf_delete,
+	.wf_list = pg_wf_list,
+	.key_get = pg_key_get,
+	.key_by_generation = pg_key_by_generation,
+	.key_result = pg_key_result,
+	.key_insert = pg_key_insert,
+	.key_update = pg_key_update,
+	.key_set_result = pg_key_set_result,
+	.key_delete = pg_key_delete,
+	.key_note = pg_key_note,
+	.key_set_note = pg_key_set_note,
+	.key_clear_notes = pg_key_clear_notes,
+	.key_list = pg_key_list,
+	.key_any = pg_key_any,
+	.step_get = pg_step_get,
+	.step_by_id = pg_step_by_id,
+	.step_any = pg_step_any,
+	.step_list = pg_step_list,
+	.step_insert = pg_step_insert,
+	.step_update = pg_step_update,
+	.step_delete = pg_step_delete,
+	.step_set_content = pg_step_set_content,
+	.pin = pg_pin,
+	.unpin = pg_unpin,
+	.pins_renew = pg_pins_renew,
+	.content_read = pg_content_read,
+	.content_stage = pg_content_stage,
+	.purge = pg_purge,
+	.hold = pg_hold,
+	.unhold = pg_unhold,
+	.hold_any = pg_hold_any,
+	.holds_renew = pg_holds_renew,
+	.event_append = pg_event_append,
+	.event_read = pg_event_read,
+	.event_list = pg_event_list,
+	.check = pg_check,
+	.key_expired = pg_key_expired,
+	.key_retired = pg_key_retired,
+	.event_trim = pg_event_trim,
+};

@@ -22,6 +22,41 @@ import unittest
 ONCEFS = os.environ.get("ONCEFS", os.path.join(os.path.dirname(__file__), "../../build/oncefs"))
 _live = []
 
+# Which store the suite runs on: "sqlite" (files), or "postgres", where
+# each store a test names by a file gets a database of its own on one
+# private server (pgserver.py) that this process starts and stops.
+STORE_KIND = os.environ.get("ONCEFS_TEST_STORE", "sqlite")
+_pg = None
+_pg_dbs = {}
+
+
+def pg_server():
+    global _pg
+    if _pg is None:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import pgserver
+        _pg = pgserver.PgServer().start()
+    return _pg
+
+
+def store_name(path):
+    """The store a test names by a SQLite file: that file, or on
+    PostgreSQL the URL of a database made for it (the same for the same
+    path, so that mounts that share a file share a database)."""
+    if STORE_KIND != "postgres" or "://" in path or "=" in path:
+        return path
+    path = os.path.realpath(path)
+    if path not in _pg_dbs:
+        db = "t%d" % (len(_pg_dbs) + 1)
+        pg_server().psql("CREATE DATABASE %s" % db)
+        _pg_dbs[path] = pg_server().socket_url(db)
+    return _pg_dbs[path]
+
+
+def sqlite_only(why):
+    """A test of what only a SQLite file has (say what)."""
+    return unittest.skipIf(STORE_KIND == "postgres", "SQLite only: " + why)
+
 
 def fuse_available():
     return os.path.exists("/dev/fuse") and shutil.which("fusermount3") is not None
@@ -46,7 +81,7 @@ class Mount:
     def __init__(self, store=None, options=("create",), tmp=None, env=None):
         self.tmp = tmp or tempfile.mkdtemp(prefix="oncefs-test-")
         self.own_tmp = tmp is None
-        self.store = store or os.path.join(self.tmp, "state.db")
+        self.store = store_name(store or os.path.join(self.tmp, "state.db"))
         self.options = list(options)
         self.path = tempfile.mkdtemp(prefix="mnt-", dir=self.tmp)
         self.proc = None

@@ -1,0 +1,267 @@
+/*
+ * store_pg.h - what the files of the PostgreSQL backend share (nothing
+ * outside them includes it): its state, its statements, its helpers.
+ *
+ *   store_pg.c          connecting, the schema, opening, checking, the
+ *                       table store_pg_ops, helpers
+ *   store_pg_txn.c      transactions: the writer row, the database's
+ *                       clock, reconnecting, a commit whose outcome was
+ *                       lost
+ *   store_pg_rows.c     workflows, keys and their notes, input holds,
+ *                       checkpoints, events, sweeping
+ *   store_pg_content.c  content versions: chunks, pins, staging, reading,
+ *                       the rows that name content, purging
+ *
+ * One connection per mount, serialized by st->lock from store_begin() to
+ * its end, as the SQLite backend does.  Write transactions of every
+ * mount on the database are serialized by one row (writer): each begins
+ * by updating it, which takes its lock until the commit, so that the
+ * rules of core/ run on a database no other mount changes meanwhile,
+ * exactly as on SQLite, whose write lock is the file's.
+ */
+#ifndef ONCE_STORE_PG_H
+#define ONCE_STORE_PG_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include <libpq-fe.h>
+
+#include "pin_table.h"
+#include "store_backend.h"
+
+enum pg_stmt {
+	P_CHANGES,
+	P_XACT_STATUS,
+	P_NEXT_GEN,
+	P_WF_BY_NAME,
+	P_WF_BY_ID,
+	P_WF_INSERT,
+	P_WF_UPDATE,
+	P_WF_NAME_TAKEN,
+	P_WF_DELETE,
+	P_WF_LIST,
+	P_KEY_GET,
+	P_KEY_BY_GEN,
+	P_KEY_INSERT,
+	P_KEY_UPDATE,
+	P_KEY_SET_CONTENT,
+	P_KEY_DELETE,
+	P_KEY_NOTES,
+	P_KEY_SET_REQUEST,
+	P_KEY_SET_ORIGINAL,
+	P_KEY_CLEAR_NOTES,
+	P_KEY_LIST,
+	P_KEY_ANY,
+	P_STEP_GET,
+	P_STEP_BY_ID,
+	P_STEP_ANY,
+	P_STEP_LIST,
+	P_STEP_INSERT,
+	P_STEP_UPDATE,
+	P_STEP_NAME_TAKEN,
+	P_STEP_SET_CONTENT,
+	P_STEP_DELETE,
+	P_PURGE_WF,
+	P_PURGE_STEPS,
+	P_PURGE_WF_DONE,
+	P_PURGE_CONTENT,
+	P_PURGE_CHUNKS,
+	P_PURGE_CONTENT_ROW,
+	P_CONTENT_NEW,
+	P_CONTENT_KILL,
+	P_CHUNK_INSERT,
+	P_CHUNK_READ,
+	P_PIN_INSERT,
+	P_PIN_RENEW,
+	P_PIN_DELETE,
+	P_PIN_DROP_MOUNT,
+	P_HOLD_INSERT,
+	P_HOLD_DELETE,
+	P_HOLD_RENEW,
+	P_HOLD_ANY,
+	P_HOLD_MINE,
+	P_HOLD_LAPSED,
+	P_HOLD_DROP_MOUNT,
+	P_HOLD_EXPIRED,
+	P_EVENT_APPEND,
+	P_EVENT_BASE,
+	P_EVENT_READ,
+	P_EVENT_REBASE,
+	P_SWEEP_WFS,
+	P_EVENT_OLDEST,
+	P_EVENT_CUT,
+	P_EVENT_LIST,
+	P_KEY_EXPIRED,
+	P_KEY_RETIRED,
+	P_NSTMTS
+};
+
+struct store_impl {
+	char *name;		/* the store's name: a URL or connection string */
+	PGconn *conn;
+	bool prepared[P_NSTMTS];	/* on this connection */
+	pthread_mutex_t lock;	/* the connection, from begin to the end */
+	bool in_txn, in_write;
+	char xid[24];		/* the write transaction's, for pg_xact_status */
+	struct timespec began;	/* when the write transaction began */
+	bool wrote;		/* it changed a row */
+	/*
+	 * The database's clock: its time minus this host's, as read at the
+	 * last begin (every begin reads it); under lock, read atomically.
+	 */
+	int64_t clock_offset_ms;
+	int64_t txn_now_ms;	/* the database's time at this begin */
+
+	int busy_timeout_ms;
+	enum store_sync sync;
+	bool read_only;
+	struct store_stats stats;	/* under lock */
+	bool down_logged;	/* the server's loss was logged */
+
+	struct pin_table pins;
+	pthread_mutex_t pin_lock;	/* unheld; taken before lock */
+	int64_t mount_id;	/* names this mount's pins and holds */
+	int64_t *unheld;	/* holds whose release failed, to retry */
+	size_t n_unheld, unheld_cap;
+	int64_t holds_renew_ms, holds_swept_ms;
+	int64_t retire_cursor, trim_cursor;	/* the sweep's walks */
+
+	pthread_mutex_t problem_lock;
+	char problem[256];	/* the last bad row, for pg_problem() */
+};
+
+/* Content is cut into chunks of this size (see store.h). */
+#define PG_CHUNK (1024 * 1024)
+
+/*
+ * The parameters of one statement, all in binary: 64-bit integers,
+ * bytes (NULL with len 0 for SQL NULL), or text.
+ */
+#define PG_MAX_PARAMS 16
+struct pg_params {
+	const char *values[PG_MAX_PARAMS];
+	int lengths[PG_MAX_PARAMS];
+	int formats[PG_MAX_PARAMS];
+	uint64_t ints[PG_MAX_PARAMS];
+	int n;
+};
+
+/* ---- store_pg.c: helpers */
+void pg_int(struct pg_params *p, int64_t v);
+void pg_bytes(struct pg_params *p, const void *buf, size_t len);
+void pg_null(struct pg_params *p);
+/*
+ * Run statement id (prepared on first use) with p; *res gets its result
+ * (PQclear it) when 0 is returned, and NULL otherwise.
+ */
+int pg_run(struct store_impl *st, enum pg_stmt id, struct pg_params *p,
+	   PGresult **res);
+/* Run a statement that returns no rows, or whose rows are not needed. */
+int pg_exec(struct store_impl *st, enum pg_stmt id, struct pg_params *p);
+/* The count of rows a statement changed. */
+int pg_exec_count(struct store_impl *st, enum pg_stmt id,
+		  struct pg_params *p, int64_t *count);
+/* A 64-bit integer column, or INT64_MIN when NULL or not one. */
+int64_t pg_col_int(const PGresult *r, int row, int col);
+int pg_error(struct store_impl *st, const PGresult *r, const char *what);
+int pg_bad_row(struct store_impl *st, const char *table, int64_t id,
+	       const char *what, int64_t value);
+/* The first row's first column of a statement with one integer result. */
+int pg_one_int(struct store_impl *st, enum pg_stmt id, struct pg_params *p,
+	       int64_t *out);
+/* Set up a new connection: its search path, durability, lock wait. */
+int pg_session(struct store_impl *st, PGconn *c);
+
+/* ---- store_pg_txn.c */
+int pg_begin(struct store_impl *st, bool write);
+int pg_begin_nowait(struct store_impl *st);
+int pg_commit(struct store_impl *st);
+void pg_rollback(struct store_impl *st);
+/* Take the connection for one statement outside a transaction. */
+int pg_take(struct store_impl *st);
+void pg_give(struct store_impl *st);
+int pg_next_generation(struct store_impl *st, int64_t *out);
+int64_t pg_now_ms(struct store_impl *st);
+int pg_changed(struct store_impl *st, int64_t *seen);
+
+/* ---- store_pg_rows.c */
+int pg_wf_by_name(struct store_impl *st, const char *name, size_t len,
+		  struct wf_row *out);
+int pg_wf_by_id(struct store_impl *st, int64_t id, struct wf_row *out);
+int pg_wf_insert(struct store_impl *st, struct wf_row *row);
+int pg_wf_update(struct store_impl *st, const struct wf_row *row);
+int pg_wf_delete(struct store_impl *st, int64_t id);
+int pg_wf_list(struct store_impl *st, int64_t after, struct wf_row *rows,
+	       int max, int *n);
+int pg_key_get(struct store_impl *st, int64_t wf, const char *name,
+	       size_t len, struct key_row *out);
+int pg_key_by_generation(struct store_impl *st, int64_t generation,
+			 struct key_row *out);
+int pg_key_result(struct store_impl *st, const struct key_row *k,
+		  char **buf, size_t *len);
+int pg_key_insert(struct store_impl *st, struct key_row *row);
+int pg_key_update(struct store_impl *st, const struct key_row *row);
+int pg_key_set_result(struct store_impl *st, struct key_row *k,
+		      const char *buf, size_t len);
+int pg_key_delete(struct store_impl *st, int64_t id);
+int pg_key_note(struct store_impl *st, int64_t id, enum key_note which,
+		char *buf, size_t *len);
+int pg_key_set_note(struct store_impl *st, int64_t id,
+		    enum key_note which, const char *buf, size_t len);
+int pg_key_clear_notes(struct store_impl *st, int64_t id);
+int pg_key_list(struct store_impl *st, int64_t wf, int64_t after,
+		int64_t now_ms, struct key_row *rows, int max, int *n);
+int pg_key_any(struct store_impl *st, int64_t wf, int64_t now_ms,
+	       bool *any);
+int pg_step_get(struct store_impl *st, int64_t wf, int64_t epoch,
+		const char *name, size_t len, struct step_row *out);
+int pg_step_by_id(struct store_impl *st, int64_t id, struct step_row *out);
+int pg_step_any(struct store_impl *st, int64_t wf, int64_t epoch,
+		bool *any);
+int pg_step_list(struct store_impl *st, int64_t wf, int64_t epoch,
+		 int64_t after, struct step_row *rows, int max, int *n);
+int pg_step_insert(struct store_impl *st, struct step_row *row);
+int pg_step_update(struct store_impl *st, const struct step_row *row);
+int pg_hold(struct store_impl *st, int64_t wf, int64_t expires_ms,
+	    int64_t *id);
+int pg_unhold(struct store_impl *st, int64_t id);
+bool pg_holds_mine(struct store_impl *st);
+int pg_hold_any(struct store_impl *st, int64_t wf, int64_t now_ms,
+		int64_t except, bool *any);
+int pg_holds_renew(struct store_impl *st, int64_t now_ms, int64_t lease_ms);
+int pg_event_append(struct store_impl *st, int64_t wf,
+		    const struct event *ev);
+int pg_event_read(struct store_impl *st, int64_t wf, int64_t offset,
+		  char *buf, size_t size, size_t *got);
+int pg_event_list(struct store_impl *st, int64_t wf, int64_t since_ms,
+		  int (*fn)(void *arg, const struct event_view *ev),
+		  void *arg);
+int pg_key_expired(struct store_impl *st, int64_t now_ms,
+		   struct key_row *rows, int max, int *n);
+int pg_key_retired(struct store_impl *st, int64_t now_ms,
+		   struct key_row *rows, int max, int *n, bool *more);
+int pg_event_trim(struct store_impl *st, int64_t now_ms, int max,
+		  int64_t *n, bool *more);
+
+/* ---- store_pg_content.c */
+int pg_pin(struct store_impl *st, int64_t content, int64_t now_ms);
+void pg_unpin(struct store_impl *st, int64_t content);
+int pg_pins_renew(struct store_impl *st, int64_t now_ms);
+int pg_new_content(struct store_impl *st, int64_t size, bool dead,
+		   int64_t *id);
+int pg_put_chunks(struct store_impl *st, int64_t content, int64_t first_seq,
+		  const char *buf, size_t len);
+int pg_content_stage(struct store_impl *st, int fd, int64_t size,
+		     int64_t now_ms, int64_t *content);
+int pg_content_read(struct store_impl *st, int64_t content, int64_t size,
+		    int64_t off, char *buf, size_t len, size_t *got);
+int pg_step_set_content(struct store_impl *st, struct step_row *r,
+			int64_t content, int64_t size, int64_t mtime_ns);
+int pg_step_delete(struct store_impl *st, int64_t id);
+int pg_purge(struct store_impl *st, int64_t now_ms, int max,
+	     int64_t *purged);
+
+#endif
