@@ -16,7 +16,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import Mount, MountedTest, read, write  # noqa: E402
+from harness import sqlite_only, Mount, MountedTest, read, write  # noqa: E402
 
 # A run as the README writes it: claim the run's key, hold the input for
 # the whole run (fd 4), then the steps, each skipped when it exists.
@@ -127,6 +127,7 @@ class OneInput(MountedTest):
             write(self.fp(), b"fine\n")
         finally:
             os.close(f)
+@sqlite_only("locks the store file from another process")
 
 
 class ReleaseRetried(MountedTest):

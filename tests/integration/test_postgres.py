@@ -1,14 +1,16 @@
 """PostgreSQL stores, against a real server (tests/integration/pgserver.py).
 
-This build cannot keep a store in PostgreSQL yet (issue 11): what it does
-is connect and check, so that each way a PostgreSQL store can be wrong
-gets one clear line and a non-zero exit, from the daemon and from
-oncectl alike, and a store it could use is refused saying why.
+Each way a PostgreSQL store can be wrong gets one clear line and a
+non-zero exit, from the daemon and from oncectl alike; a database it can
+use mounts, named in any of libpq's forms, with -o create making the
+schema once.  (The whole suite also runs on PostgreSQL: meson's
+"postgres" suite; mounts on many hosts: test_hosts.py.)
 """
 import os
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -66,7 +68,7 @@ class Refusals(unittest.TestCase):
 
     def test_no_store_without_create(self):
         line = self.refused(self.url(), "holds no oncefs store", options="sync=full")
-        self.assertNotIn("-o create", line)     # no advice that cannot work yet
+        self.assertIn("-o create", line)
 
     def test_a_newer_schema(self):
         self.pg.psql("CREATE DATABASE newer")
@@ -74,17 +76,52 @@ class Refusals(unittest.TestCase):
                      "INSERT INTO oncefs.meta VALUES ('schema_version', '99')", db="newer")
         self.refused(self.url("newer"), "newer than this oncefs")
 
-    def test_a_usable_database_is_refused_saying_why(self):
-        line = self.refused(self.url(), "cannot keep a store there yet")
-        self.assertIn("PostgreSQL 15", line)
-        # Every form of a name: URL, postgres://, connection string, service.
-        self.refused("postgres://oncefs@127.0.0.1:%d/postgres" % self.pg.port, "cannot keep a store")
-        self.refused("host=127.0.0.1 port=%d dbname=postgres user=oncefs" % self.pg.port,
-                     "cannot keep a store")
+    def mounts(self, name, env=None, options="create"):
+        """oncefs mounts name, a claim works, and oncectl reads it back."""
+        e = dict(os.environ, PGPASSWORD=pgserver.PASSWORD, PGCONNECT_TIMEOUT="5")
+        e.pop("PGSERVICEFILE", None)
+        e.update(env or {})
+        d = subprocess.Popen([ONCEFS, "-f", "-o", options, name, self.mnt], env=e,
+                             stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            for _ in range(300):
+                if os.path.ismount(self.mnt) or d.poll() is not None:
+                    break
+                time.sleep(0.05)
+            self.assertTrue(os.path.ismount(self.mnt), d.stderr.read() if d.poll() is not None else "")
+            wf = os.path.join(self.mnt, "wf-%d" % os.getpid())
+            if not os.path.isdir(wf):
+                os.mkdir(wf)
+            key = os.path.join(wf, "keys", "k%d" % time.monotonic_ns())
+            with open(key, "x") as f:
+                f.write("succeeded\nok")
+            with open(key) as f:
+                self.assertTrue(f.read().startswith("succeeded "))
+        finally:
+            subprocess.run(["fusermount3", "-u", self.mnt], stderr=subprocess.DEVNULL)
+            d.wait(timeout=30)
+            d.stderr.close()
+        r = subprocess.run([ONCECTL, "ls", name], capture_output=True, text=True, env=e, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("wf-%d" % os.getpid(), r.stdout)
+
+    def test_every_form_of_a_name_mounts(self):
+        self.pg.psql("CREATE DATABASE forms")
+        self.mounts(self.url("forms"))                  # -o create makes the schema
+        self.mounts(self.url("forms"), options="sync=full")     # and then it is there
+        self.mounts("postgres://oncefs@127.0.0.1:%d/forms" % self.pg.port)
+        self.mounts("host=127.0.0.1 port=%d dbname=forms user=oncefs" % self.pg.port)
         services = os.path.join(self.pg.tmp, "services")
         with open(services, "w") as f:
-            f.write("[jobs]\nhost=127.0.0.1\nport=%d\ndbname=postgres\nuser=oncefs\n" % self.pg.port)
-        self.refused("service=jobs", "cannot keep a store", env={"PGSERVICEFILE": services})
+            f.write("[jobs]\nhost=127.0.0.1\nport=%d\ndbname=forms\nuser=oncefs\n" % self.pg.port)
+        self.mounts("service=jobs", env={"PGSERVICEFILE": services})
+        self.mounts(self.pg.socket_url("forms"))
+
+    def test_a_schema_of_an_older_version_is_refused(self):
+        self.pg.psql("CREATE DATABASE older")
+        self.pg.psql("CREATE SCHEMA oncefs; CREATE TABLE oncefs.meta(name text PRIMARY KEY, value text);"
+                     "INSERT INTO oncefs.meta VALUES ('schema_version', '2')", db="older")
+        self.refused(self.url("older"), "schema version 2")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import Mount, claim, read, run, write  # noqa: E402
+from harness import sqlite_only, Mount, claim, read, run, write  # noqa: E402
 
 NOBODY = 65534
 READERS = int(os.environ.get("ONCEFS_READERS", "2000"))
@@ -82,6 +82,7 @@ def ask(pid, f):
             return out
         path, n, last = line.split()
         out[path] = (int(n), int(last))
+@sqlite_only("its write-ahead log is a file beside the store")
 
 
 class HeldReaders(unittest.TestCase):

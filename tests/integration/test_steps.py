@@ -7,7 +7,7 @@ import sys
 import threading
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import Mount, MountedTest, read, write, sh, run  # noqa: E402
+from harness import sqlite_only, Mount, MountedTest, read, write, sh, run  # noqa: E402
 
 
 class Steps(MountedTest):
@@ -227,6 +227,7 @@ class Steps(MountedTest):
         self.m.start()
         self.assertEqual(read(self.step("a")), b"A" * 5000)
         self.assertEqual(read(os.path.join(self.wf, "input.fingerprint")), b"v1\n")
+    @sqlite_only("counts the rows of the store file with sqlite3")
 
     def test_purge_after_reset(self):
         for i in range(50):
