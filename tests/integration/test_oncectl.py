@@ -1,6 +1,7 @@
 """oncectl against a real store, mounted and not, and the background sweep."""
 import json
 import os
+import shlex
 import pwd
 import shutil
 import sqlite3
@@ -177,7 +178,7 @@ class Oncectl(MountedTest):
             self.assertEqual((r.returncode, r.stderr), (0, ""), r.stderr)
             # On a terminal (script(1) gives it one): a line that says
             # what is going on, rewritten in place, cleared at the end.
-            r = subprocess.run(["script", "-qec", " ".join([ONCECTL] + cmd + [self.m.store]),
+            r = subprocess.run(["script", "-qec", shlex.join([ONCECTL] + cmd + [self.m.store]),
                                 "/dev/null"], capture_output=True, timeout=60)
             out = r.stdout.decode()
             self.assertEqual(r.returncode, 0, out)
