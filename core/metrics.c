@@ -62,6 +62,7 @@ void metrics_snapshot(const struct once *o, uint64_t waiters,
 	m->checkpoints = LOAD(s->checkpoints);
 	m->commits = ss.commits;
 	m->fsyncs = ss.syncs;
+	m->round_trips = ss.round_trips;
 	m->waiters = waiters;
 	m->max_write_us = ss.max_write_us;
 	m->max_maintenance_us = ss.max_maintenance_us;
@@ -83,6 +84,7 @@ void metrics_write_stats(const struct metrics_snapshot *m, FILE *f)
 	fprintf(f, "checkpoints %" PRIu64 "\n", m->checkpoints);
 	fprintf(f, "commits %" PRIu64 "\n", m->commits);
 	fprintf(f, "fsyncs %" PRIu64 "\n", m->fsyncs);
+	fprintf(f, "round_trips %" PRIu64 "\n", m->round_trips);
 	fprintf(f, "waiters %" PRIu64 "\n", m->waiters);
 	fprintf(f, "max_write_us %" PRIu64 "\n", m->max_write_us);
 	fprintf(f, "max_maintenance_us %" PRIu64 "\n", m->max_maintenance_us);
@@ -149,6 +151,9 @@ void metrics_write_prometheus(const struct metrics_snapshot *m, FILE *f)
 	metric(f, "store_fsyncs_total", "counter",
 	       "Syncs that made commits durable (one may serve several).",
 	       m->fsyncs);
+	metric(f, "store_round_trips_total", "counter",
+	       "Requests sent to the store's database server (0 on SQLite).",
+	       m->round_trips);
 	metric(f, "waiters", "gauge",
 	       "Reads of wait/KEY parked now, waiting for a claim to end.",
 	       m->waiters);

@@ -36,7 +36,7 @@ void histogram_observe(struct histogram *h, int64_t start_ns);
 struct metrics_snapshot {
 	uint64_t claims, adoptions, conflicts, finalizes, releases, renewals,
 		 fenced, checkpoints;
-	uint64_t commits, fsyncs, waiters, max_write_us, max_maintenance_us;
+	uint64_t commits, fsyncs, round_trips, waiters, max_write_us, max_maintenance_us;
 	int sync_failed;
 	struct once_latencies latencies;
 };

@@ -62,6 +62,8 @@ struct store_stats {
 	uint64_t syncs;		/* fsyncs that made them durable (group commit:
 				 * one may serve several commits) */
 	bool sync_failed;	/* an fsync failed: the store refuses writes */
+	uint64_t round_trips;	/* requests sent to a database server (0 on
+				 * an embedded store) */
 	uint64_t max_write_us;	/* the longest a write transaction held the
 				 * store's lock (what a claim may wait) */
 	uint64_t max_maintenance_us;	/* the same, of the transactions of

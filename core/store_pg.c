@@ -413,6 +413,7 @@ int pg_run(struct store_impl *st, enum pg_stmt id, struct pg_params *p,
 
 		for (int i = 0; i < n; i++)
 			types[i] = type_oid(stmts[id].types[i]);
+		st->stats.round_trips++;
 		r = PQprepare(st->conn, name, stmts[id].sql, n, types);
 		if (PQresultStatus(r) != PGRES_COMMAND_OK) {
 			int rc = pg_error(st, r, "prepare");
@@ -423,6 +424,7 @@ int pg_run(struct store_impl *st, enum pg_stmt id, struct pg_params *p,
 		PQclear(r);
 		st->prepared[id] = true;
 	}
+	st->stats.round_trips++;
 	r = PQexecPrepared(st->conn, name, p->n, p->values, p->lengths,
 			   p->formats, 1);
 	status = PQresultStatus(r);

@@ -103,7 +103,10 @@ static const char *const begin_sql[] = {
 static int try_begin(struct store_impl *st, int kind)
 {
 	int64_t sent = realtime_ms();
-	PGresult *r = PQexec(st->conn, begin_sql[kind]);
+	PGresult *r;
+
+	st->stats.round_trips++;
+	r = PQexec(st->conn, begin_sql[kind]);
 	int rc = 0;
 
 	if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
@@ -217,9 +220,11 @@ static int resolve_commit(struct store_impl *st)
 
 int pg_commit(struct store_impl *st)
 {
-	PGresult *r = PQexec(st->conn, "COMMIT");
+	PGresult *r;
 	int rc = 0;
 
+	st->stats.round_trips++;
+	r = PQexec(st->conn, "COMMIT");
 	if (PQresultStatus(r) != PGRES_COMMAND_OK) {
 		bool lost = PQstatus(st->conn) != CONNECTION_OK;
 
@@ -245,8 +250,10 @@ int pg_commit(struct store_impl *st)
 
 void pg_rollback(struct store_impl *st)
 {
-	if (PQtransactionStatus(st->conn) != PQTRANS_IDLE)
+	if (PQtransactionStatus(st->conn) != PQTRANS_IDLE) {
+		st->stats.round_trips++;
 		PQclear(PQexec(st->conn, "ROLLBACK"));
+	}
 	note_hold(st);
 	st->in_txn = st->in_write = false;
 	pthread_mutex_unlock(&st->lock);

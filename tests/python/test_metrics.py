@@ -12,7 +12,7 @@ ONCECTL = os.environ.get("ONCECTL", os.path.join(os.path.dirname(os.environ.get(
                                                  "oncectl"))
 
 COUNTERS = ["claims", "adoptions", "conflicts", "finalizes", "releases", "renewals", "fenced",
-            "checkpoints", "store_commits", "store_fsyncs"]
+            "checkpoints", "store_commits", "store_fsyncs", "store_round_trips"]
 GAUGES = ["waiters", "store_max_write_seconds", "store_max_maintenance_seconds", "store_sync_failed"]
 HISTOGRAMS = ["claim_duration_seconds", "finalize_duration_seconds",
               "checkpoint_commit_duration_seconds"]
