@@ -6,6 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <libpq-fe.h>
 
@@ -82,6 +85,16 @@ void store_close(struct store *st)
 		return;
 	st->ops->close(st->impl);
 	free(st);
+}
+
+int64_t store_new_mount_id(void)
+{
+	int64_t id = 0;
+
+	if (getrandom(&id, sizeof(id), 0) != (ssize_t)sizeof(id))
+		id = (int64_t)getpid() << 20 ^ (int64_t)time(NULL);
+	id &= INT64_MAX;
+	return id ? id : 1;
 }
 
 /* store_mark_maintenance(): this thread's transactions are maintenance. */

@@ -112,6 +112,12 @@ struct store_ops {
 extern const struct store_ops store_sqlite_ops;
 extern const struct store_ops store_pg_ops;
 
+/*
+ * A random id for this mount's rows of pins and holds, which other mounts
+ * see: never 0, never negative.
+ */
+int64_t store_new_mount_id(void);
+
 /* Did store_mark_maintenance() mark the calling thread? */
 bool store_in_maintenance(void);
 

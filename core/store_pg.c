@@ -23,7 +23,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
@@ -724,10 +723,7 @@ static int pg_open(const char *name, const struct store_options *opt,
 	pthread_mutex_init(&st->pin_lock, NULL);
 	pthread_mutex_init(&st->problem_lock, NULL);
 	pin_table_init(&st->pins);
-	if (getrandom(&st->mount_id, sizeof(st->mount_id), 0) !=
-	    (ssize_t)sizeof(st->mount_id))
-		st->mount_id = (int64_t)getpid() << 20 ^ (int64_t)time(NULL);
-	st->mount_id &= INT64_MAX;
+	st->mount_id = store_new_mount_id();
 	rc = pg_session(st, c);
 	/* A first transaction reads the database's clock. */
 	if (rc == 0)

@@ -932,11 +932,7 @@ int sq_open(const char *path, const struct store_options *opt,
 	pthread_mutex_init(&st->problem_lock, NULL);
 	pthread_mutex_init(&st->pin_lock, NULL);
 	pin_table_init(&st->pins);
-	/* A random mount id names this process's pins for other mounts. */
-	if (getrandom(&st->mount_id, sizeof(st->mount_id), 0) !=
-	    (ssize_t)sizeof(st->mount_id))
-		st->mount_id = (int64_t)getpid() << 20 ^ (int64_t)time(NULL);
-	st->mount_id &= INT64_MAX;
+	st->mount_id = store_new_mount_id();
 	st->sync = opt->read_only ? STORE_SYNC_OFF : opt->sync;
 	st->read_only = opt->read_only;
 
