@@ -16,6 +16,8 @@ import glob
 import os
 import pwd
 import shutil
+import sys
+import signal
 import socket
 import subprocess
 import tempfile
@@ -52,6 +54,11 @@ def _stop_all():
 
 
 atexit.register(_stop_all)
+
+
+def _on_sigterm(signum, frame):
+    # meson's timeout sends SIGTERM: exit through atexit, which stops the server.
+    sys.exit(128 + signum)
 
 
 class PgServer:
@@ -96,6 +103,8 @@ class PgServer:
             raise RuntimeError("pg_ctl start failed: %s%s%s" % (r.stdout, r.stderr, self.log()))
         self.started = True
         _running.append(self)
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _on_sigterm)
         return self
 
     def log(self):
