@@ -483,5 +483,56 @@ class ManPages(DocsTest):
                     self.assertIn(expect[line.split()[1]], r.stdout)
 
 
+class Kubernetes(unittest.TestCase):
+    """doc/kubernetes: the DaemonSet that mounts oncefs on every node, and a
+    job that uses it.  The manifests are parsed (Debian's python3-yaml), what
+    they grant is checked against what the README says a user must grant,
+    and the job's script runs against a real mount, twice."""
+
+    DIR = os.path.join(os.path.dirname(__file__), "..", "..", "doc", "kubernetes")
+
+    def load(self, name):
+        r = subprocess.run(["/usr/bin/python3", "-c",
+                            "import json, sys, yaml; print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))",
+                            os.path.join(self.DIR, name)], capture_output=True, text=True)
+        if r.returncode and "No module named 'yaml'" in r.stderr:
+            self.skipTest("needs python3-yaml (scripts/deps installs it)")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return {d["kind"]: d for d in json.loads(r.stdout)}
+
+    def test_the_daemonset_mounts_the_shared_store_on_every_node(self):
+        ds = self.load("oncefs-node.yaml")["DaemonSet"]
+        pod = ds["spec"]["template"]["spec"]
+        (c,) = pod["containers"]
+        self.assertTrue(c["securityContext"]["privileged"])
+        self.assertIn("SYS_ADMIN", c["securityContext"]["capabilities"]["add"])
+        vols = {v["name"]: v for v in pod["volumes"]}
+        mounts = {m["name"]: m for m in c["volumeMounts"]}
+        self.assertEqual(vols["fuse"]["hostPath"]["path"], "/dev/fuse")
+        self.assertEqual(mounts["mnt"]["mountPropagation"], "Bidirectional")
+        self.assertEqual(c["command"][0], "/usr/local/sbin/oncefs")
+        store, mountpoint = c["command"][-2:]
+        self.assertEqual(mountpoint, mounts["mnt"]["mountPath"])
+        self.assertTrue(store.startswith("postgresql://"))
+        self.assertNotIn(":", store.split("//")[1].split("@")[0], "a password in the store's name")
+        self.assertEqual(c["env"][0]["valueFrom"]["secretKeyRef"]["key"], "password")
+
+    def test_the_job_sees_the_mount_and_runs_once(self):
+        job = self.load("example-job.yaml")["Job"]
+        pod = job["spec"]["template"]["spec"]
+        (c,) = pod["containers"]
+        (vm,) = c["volumeMounts"]
+        self.assertEqual(vm["mountPropagation"], "HostToContainer")
+        self.assertEqual(pod["volumes"][0]["hostPath"]["path"], "/var/lib/oncefs/mnt")
+        script = c["command"][2].replace(vm["mountPath"], "MNT")
+        with Mount() as m:
+            out = [subprocess.run(["sh", "-c", script.replace("MNT", m.path)], capture_output=True,
+                                  text=True, timeout=60) for _ in range(2)]
+        self.assertEqual([r.returncode for r in out], [0, 0], [r.stderr for r in out])
+        self.assertIn("running the load", out[0].stdout)
+        self.assertNotIn("running the load", out[1].stdout)
+        self.assertTrue(out[1].stdout.startswith("succeeded "), out[1].stdout)
+
+
 if __name__ == "__main__":
     run()
