@@ -401,11 +401,13 @@ int pg_run(struct store_impl *st, enum pg_stmt id, struct pg_params *p,
 	char name[16];
 	PGresult *r;
 	ExecStatusType status;
+	bool retried = false;
 
 	*res = NULL;
 	if (!p)
 		p = (struct pg_params *)&none;
 	snprintf(name, sizeof(name), "s%d", (int)id);
+again:
 	if (!st->prepared[id]) {
 		Oid types[PG_MAX_PARAMS];
 		int n = (int)strlen(stmts[id].types);
@@ -431,6 +433,16 @@ int pg_run(struct store_impl *st, enum pg_stmt id, struct pg_params *p,
 		int rc = pg_error(st, r, stmts[id].sql);
 
 		PQclear(r);
+		/*
+		 * Outside a transaction, a connection found lost (the server
+		 * restarted while this mount was idle) is reset and the one
+		 * statement tried again: nothing of it had happened.
+		 */
+		if (rc == -EAGAIN && !st->in_txn && !retried &&
+		    PQstatus(st->conn) != CONNECTION_OK && pg_reconnect(st) == 0) {
+			retried = true;
+			goto again;
+		}
 		return rc;
 	}
 	if (st->in_write && strncmp(PQcmdStatus(r), "SELECT", 6) != 0)
@@ -533,10 +545,16 @@ static int connect_to(const char *name, PGconn **out, char *err, size_t errlen)
 {
 	/* Later entries override earlier ones: the name's own settings win. */
 	const char *const keys[] = { "connect_timeout",
-				     "fallback_application_name", "dbname",
-				     NULL };
-	const char *const values[] = { PG_CONNECT_TIMEOUT, "oncefs", name,
-				       NULL };
+				     "fallback_application_name", "keepalives",
+				     "keepalives_idle", "keepalives_interval",
+				     "keepalives_count", "dbname", NULL };
+	/*
+	 * Keepalives: a server whose client vanished (a host lost power
+	 * mid-transaction) notices within about 25 s, and frees the
+	 * writer row; so does this mount, of a server that vanished.
+	 */
+	const char *const values[] = { PG_CONNECT_TIMEOUT, "oncefs", "1", "10",
+				       "5", "3", name, NULL };
 	char why[400];
 	PGconn *c = PQconnectdbParams(keys, values, 1);
 
@@ -624,7 +642,16 @@ int pg_session(struct store_impl *st, PGconn *c)
 	 * the server's own schedule, which survives a crash of this mount
 	 * but not of the server.
 	 */
+	memset(st->prepared, 0, sizeof(st->prepared));
+	st->session_ok = false;
+	/*
+	 * A transaction left idle (its mount stopped by SIGSTOP, or cut off)
+	 * ends after 30 s, so the writer row it holds is free again; this
+	 * mount's own transactions are short.
+	 */
 	ok = run_plain(c, "SET search_path = oncefs", NULL, 0) &&
+	     run_plain(c, "SET idle_in_transaction_session_timeout = '30s'",
+		       NULL, 0) &&
 	     run_plain(c, st->sync == STORE_SYNC_FULL ?
 			  "SET synchronous_commit = on" :
 			  "SET synchronous_commit = off", NULL, 0) &&
@@ -639,7 +666,7 @@ int pg_session(struct store_impl *st, PGconn *c)
 			 NULL, values, NULL, NULL, 0);
 	ok = PQresultStatus(r) == PGRES_TUPLES_OK;
 	PQclear(r);
-	memset(st->prepared, 0, sizeof(st->prepared));
+	st->session_ok = ok;
 	return ok ? 0 : -EIO;
 }
 

@@ -120,6 +120,7 @@ struct store_impl {
 	bool read_only;
 	struct store_stats stats;	/* under lock */
 	bool down_logged;	/* the server's loss was logged */
+	bool session_ok;	/* pg_session() set this connection up */
 
 	struct pin_table pins;
 	pthread_mutex_t pin_lock;	/* unheld; taken before lock */
@@ -176,6 +177,8 @@ int pg_one_int(struct store_impl *st, enum pg_stmt id, struct pg_params *p,
 int pg_session(struct store_impl *st, PGconn *c);
 
 /* ---- store_pg_txn.c */
+/* Under lock: a connection that works, resetting it once if it was lost. */
+int pg_reconnect(struct store_impl *st);
 int pg_begin(struct store_impl *st, bool write);
 int pg_begin_nowait(struct store_impl *st);
 int pg_commit(struct store_impl *st);

@@ -62,7 +62,8 @@ int pg_pins_renew(struct store_impl *st, int64_t now_ms)
 	struct pin_work w;
 	int rc;
 
-	if (st->read_only || !pin_table_due(&st->pins, now_ms, &w))
+	/* Read-only: no rows to write, but idle pins still leave memory. */
+	if (!pin_table_due(&st->pins, now_ms, &w) || st->read_only)
 		return 0;
 	rc = pg_begin(st, true);
 	if (rc)

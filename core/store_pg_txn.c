@@ -45,11 +45,12 @@ int64_t pg_now_ms(struct store_impl *st)
 					       __ATOMIC_RELAXED);
 }
 
-/* Under lock: a connection that works, reconnecting once if it was lost. */
-static int usable(struct store_impl *st)
+int pg_reconnect(struct store_impl *st)
 {
-	if (PQstatus(st->conn) == CONNECTION_OK)
+	if (PQstatus(st->conn) == CONNECTION_OK && st->session_ok)
 		return 0;
+	if (PQstatus(st->conn) == CONNECTION_OK)
+		return pg_session(st, st->conn) ? -EAGAIN : 0;
 	PQreset(st->conn);
 	if (PQstatus(st->conn) != CONNECTION_OK ||
 	    pg_session(st, st->conn) != 0)
@@ -65,7 +66,7 @@ int pg_take(struct store_impl *st)
 	int rc;
 
 	pthread_mutex_lock(&st->lock);
-	rc = usable(st);
+	rc = pg_reconnect(st);
 	if (rc)
 		pthread_mutex_unlock(&st->lock);
 	return rc;
@@ -91,10 +92,16 @@ static void note_clock(struct store_impl *st, int64_t db_ms, int64_t sent_ms)
 
 static const char *const begin_sql[] = {
 	"BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT " DB_CLOCK,
-	"BEGIN; UPDATE writer SET changes = changes + 1 WHERE id = 1 "
-	"RETURNING " DB_CLOCK ", pg_current_xact_id()::text",
+	/*
+	 * READ COMMITTED whatever the database's default: a write that waited
+	 * for the writer row must see what the writer before it committed.
+	 */
+	"BEGIN ISOLATION LEVEL READ COMMITTED; UPDATE writer SET changes = "
+	"changes + 1 WHERE id = 1 RETURNING " DB_CLOCK ", "
+	"pg_current_xact_id()::text",
 	/* A pin never waits for another mount's writer. */
-	"BEGIN; SET LOCAL lock_timeout = 1; UPDATE writer SET changes = "
+	"BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = 1; "
+	"UPDATE writer SET changes = "
 	"changes + 1 WHERE id = 1 RETURNING " DB_CLOCK ", "
 	"pg_current_xact_id()::text",
 };
@@ -116,7 +123,14 @@ static int try_begin(struct store_impl *st, int kind)
 			PQclear(PQexec(st->conn, "ROLLBACK"));
 		return rc;
 	}
-	note_clock(st, strtoll(PQgetvalue(r, 0, 0), NULL, 10), sent);
+	/*
+	 * Only a read's reply measures the offset: a write's clock was read
+	 * after the wait for the writer row, not halfway through the trip.
+	 */
+	if (kind == 0)
+		note_clock(st, strtoll(PQgetvalue(r, 0, 0), NULL, 10), sent);
+	else
+		st->txn_now_ms = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
 	if (kind)
 		snprintf(st->xid, sizeof(st->xid), "%s", PQgetvalue(r, 0, 1));
 	PQclear(r);
@@ -130,13 +144,17 @@ static int begin_kind(struct store_impl *st, int kind)
 	if (kind && st->read_only)
 		return -EROFS;
 	pthread_mutex_lock(&st->lock);
-	rc = usable(st);
-	if (rc == 0)
+	rc = pg_reconnect(st);
+	if (rc == 0) {
 		rc = try_begin(st, kind);
-	/* A connection lost while idle: once more on a new one. */
-	if (rc == -EAGAIN && PQstatus(st->conn) != CONNECTION_OK &&
-	    usable(st) == 0)
-		rc = try_begin(st, kind);
+		/*
+		 * A connection the begin found lost (the server restarted
+		 * while this mount was idle): once more on a new one.
+		 */
+		if (rc == -EAGAIN && PQstatus(st->conn) != CONNECTION_OK &&
+		    pg_reconnect(st) == 0)
+			rc = try_begin(st, kind);
+	}
 	if (rc) {
 		pthread_mutex_unlock(&st->lock);
 		return rc;
@@ -185,12 +203,14 @@ static void note_hold(struct store_impl *st)
  */
 static int resolve_commit(struct store_impl *st)
 {
-	for (int tries = 0; tries < 20; tries++) {
+	int64_t deadline = realtime_ms() + 5000;
+
+	while (realtime_ms() < deadline) {
 		struct pg_params p = { 0 };
 		PGresult *r;
 		int rc;
 
-		if (usable(st) != 0) {
+		if (pg_reconnect(st) != 0) {
 			usleep(100 * 1000);
 			continue;
 		}
