@@ -49,7 +49,7 @@ void metrics_snapshot(const struct once *o, uint64_t waiters,
 		      struct metrics_snapshot *m)
 {
 	const struct once_stats *s = &o->stats;
-	struct store_stats ss;
+	struct store_stats ss = { 0 };
 
 	store_get_stats(o->store, &ss);
 	m->claims = LOAD(s->claims);

@@ -1,7 +1,6 @@
 """The mount's .metrics, parsed by a real Prometheus parser (Debian's
 python3-prometheus-client), and `oncectl stats --prometheus`."""
 import os
-import time
 import subprocess
 
 import pytest
@@ -34,17 +33,9 @@ def test_metrics_parse_and_count(mount):
         claim(mount.p("wf", "keys", "k0"))
     with open(mount.p("wf", "steps", "s"), "w") as f:
         f.write("x")
-    # The size a stat gives is the text's as rendered then; the kernel
-    # sends a close's RELEASE after close() returns, and what it records
-    # may land between a stat and a read: compare a pair that agrees.
-    for _ in range(50):
-        size = os.stat(mount.p(".metrics")).st_size
-        with open(mount.p(".metrics")) as f:
-            text = f.read()
-        if size == len(text.encode()):
-            break
-        time.sleep(0.02)
-    assert size == len(text.encode())
+    with open(mount.p(".metrics")) as f:
+        text = f.read()
+    assert os.stat(mount.p(".metrics")).st_size == len(text.encode())
     fam = families(text)
     for name in COUNTERS:
         assert fam["oncefs_" + name].type == "counter", name
