@@ -37,6 +37,13 @@ static size_t find(const struct pin_table *t, int64_t content, bool *found)
 	return lo;
 }
 
+/* Under t->lock: one more reader of p. */
+static void take(struct pin *p)
+{
+	p->count++;
+	p->idle_since_ms = 0;
+}
+
 bool pin_table_ref(struct pin_table *t, int64_t content)
 {
 	bool found;
@@ -44,10 +51,8 @@ bool pin_table_ref(struct pin_table *t, int64_t content)
 
 	pthread_mutex_lock(&t->lock);
 	at = find(t, content, &found);
-	if (found) {
-		t->pins[at].count++;
-		t->pins[at].idle_since_ms = 0;
-	}
+	if (found)
+		take(&t->pins[at]);
 	pthread_mutex_unlock(&t->lock);
 	return found;
 }
@@ -61,8 +66,7 @@ int pin_table_add(struct pin_table *t, int64_t content, bool in_store)
 	pthread_mutex_lock(&t->lock);
 	at = find(t, content, &found);
 	if (found) {
-		t->pins[at].count++;
-		t->pins[at].idle_since_ms = 0;
+		take(&t->pins[at]);
 		t->pins[at].in_store |= in_store;
 		goto out;
 	}
