@@ -36,12 +36,16 @@ int event_render(const struct event *ev, char *buf, size_t size, size_t *len)
 		rc = json_put_string(&b, "event", ev->type, strlen(ev->type));
 	if (!rc && ev->subject && ev->name)
 		rc = json_put_string(&b, ev->subject, ev->name, ev->name_len);
-	if (!rc && ev->generation)
+	if (!rc && ev->generation == EVENT_LATER)
+		rc = json_put_literal(&b, "generation", EVENT_MARK_GENERATION);
+	else if (!rc && ev->generation)
 		rc = json_put_int(&b, "generation", ev->generation);
 	if (!rc && ev->detail_field && ev->detail)
 		rc = json_put_string(&b, ev->detail_field, ev->detail,
 				     ev->detail_len);
-	if (!rc && ev->number_field)
+	if (!rc && ev->number_field && ev->number_field_value == EVENT_LATER)
+		rc = json_put_literal(&b, ev->number_field, EVENT_MARK_NUMBER);
+	else if (!rc && ev->number_field)
 		rc = json_put_int(&b, ev->number_field, ev->number_field_value);
 	if (!rc && ev->text_field && ev->text) {
 		size_t n = ev->text_len;

@@ -16,6 +16,7 @@
 #define ONCE_EVENT_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "store.h"
 
@@ -27,6 +28,18 @@
  * a text field whose every byte is escaped (\u00XX), and the rest.
  */
 #define EVENT_LINE_MAX (6 * EVENT_TEXT_MAX + 2048)
+
+/*
+ * A number only the store knows when the event is rendered (store_claim
+ * draws the generation and counts the attempt in the same statement):
+ * an event whose generation or number_field_value is EVENT_LATER renders
+ * it as EVENT_MARK_GENERATION or EVENT_MARK_NUMBER, bytes that no other
+ * part of a line can hold (the encoder escapes every control byte), and
+ * the backend puts the number there in decimal, as json_put_int() would.
+ */
+#define EVENT_LATER INT64_MIN
+#define EVENT_MARK_GENERATION "\001g"
+#define EVENT_MARK_NUMBER "\001n"
 
 /* Render ev into buf (EVENT_LINE_MAX + 1 bytes); *len gets its length. */
 int event_render(const struct event *ev, char *buf, size_t size, size_t *len);

@@ -99,7 +99,7 @@ int file_claim(struct once *o, struct file *f, int64_t wf, const char *name,
 	if (rc == 0)
 		rc = snapshot_of(f, line, key_status_line(k, line, sizeof(line)));
 	if (rc)
-		key_abandon(o, k->generation, who, NULL,
+		key_abandon(o, k->generation, k->name, k->name_len, who, NULL,
 			    "the open that claimed it failed");
 	return rc;
 }
@@ -112,7 +112,7 @@ int file_open_wait(struct once *o, struct file *f, int64_t generation,
 
 	if (f->writable)
 		return key_refuse_write(who);
-	rc = key_get(o, generation, &k);
+	rc = key_get(o, generation, &k, NULL);
 	if (rc == -ESTALE)
 		return -ENOENT;
 	if (rc)
@@ -469,7 +469,8 @@ int file_commit(struct once *o, struct file *f, const struct caller *who)
 	}
 	switch (f->kind) {
 	case FILE_KEY:
-		rc = key_finalize(o, f->generation, f->buf, f->len, who);
+		rc = key_finalize(o, f->generation, f->name, f->name_len, f->buf,
+				  f->len, who);
 		if (rc == 0)
 			f->settled = true;
 		break;
@@ -539,7 +540,8 @@ void file_release(struct once *o, struct file *f, const struct caller *who)
 
 		if (!f->fate_known)
 			holder_fate_now(f->opener, &fate);
-		key_abandon(o, f->generation, &holder, &fate, NULL);
+		key_abandon(o, f->generation, f->name, f->name_len, &holder,
+			    &fate, NULL);
 	}
 	if (f->input_hold) {
 		step_release_input(o, f->input_hold);

@@ -300,7 +300,7 @@ int json_put_hex(struct json_buf *b, const char *field, const void *s, size_t le
 	return rc ? undo(b, save, rc) : 0;
 }
 
-static int put_literal(struct json_buf *b, const char *field, const char *v)
+int json_put_literal(struct json_buf *b, const char *field, const char *v)
 {
 	size_t save = b->len;
 	int rc = put_name(b, field, false);
@@ -315,15 +315,15 @@ int json_put_int(struct json_buf *b, const char *field, int64_t v)
 	char num[24];
 
 	snprintf(num, sizeof(num), "%" PRId64, v);
-	return put_literal(b, field, num);
+	return json_put_literal(b, field, num);
 }
 
 int json_put_bool(struct json_buf *b, const char *field, bool v)
 {
-	return put_literal(b, field, v ? "true" : "false");
+	return json_put_literal(b, field, v ? "true" : "false");
 }
 
 int json_put_null(struct json_buf *b, const char *field)
 {
-	return put_literal(b, field, "null");
+	return json_put_literal(b, field, "null");
 }

@@ -104,6 +104,9 @@ int json_put_hex(struct json_buf *b, const char *field, const void *s, size_t le
 /* "field":v */
 int json_put_int(struct json_buf *b, const char *field, int64_t v);
 
+/* "field":v, v as it is: JSON text of the caller's (or a mark, event.h). */
+int json_put_literal(struct json_buf *b, const char *field, const char *v);
+
 /* "field":true or false */
 int json_put_bool(struct json_buf *b, const char *field, bool v);
 

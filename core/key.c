@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "event.h"
 #include "fingerprint.h"
 #include "holder.h"
 #include "key.h"
@@ -14,30 +15,18 @@
 
 bool key_is_live(const struct key_row *k, int64_t now_ms)
 {
-	switch (k->status) {
-	case KEY_SUCCEEDED:
-	case KEY_FAILED:
-		return true;
-	case KEY_IN_FLIGHT:
-		return k->expires_ms > now_ms;
-	case KEY_VACANT:
-		break;
-	}
-	return false;
+	return store_key_live(k, now_ms);
 }
 
 /*
  * The lease of a held claim: short, renewed while its handle is open, so
- * that the claims of a mount that died are free within it; never longer
- * than the workflow's in_flight_ttl.
+ * that the claims of a mount that died are free within it; the store
+ * cuts it to the workflow's in_flight_ttl.
  */
-static int64_t held_lease_ms(const struct once *o, const struct wf_row *w)
+static int64_t held_lease_ms(const struct once *o)
 {
-	int64_t lease = o->config.lease_ms > 0 ? o->config.lease_ms
-					       : ONCE_LEASE_MS_DEFAULT;
-	int64_t ttl = w->policy.in_flight_ttl * 1000;
-
-	return lease < ttl ? lease : ttl;
+	return o->config.lease_ms > 0 ? o->config.lease_ms
+				      : ONCE_LEASE_MS_DEFAULT;
 }
 
 static bool is_terminal(const struct key_row *k)
@@ -65,20 +54,15 @@ static void key_event(struct event *ev, const char *type,
 int key_lookup(struct once *o, int64_t wf, const char *name, size_t len,
 	       struct key_row *out, struct wf_row *w)
 {
+	struct wf_row own;
 	int rc = name_check(name, len);
 
 	if (rc)
 		return rc;
-	rc = store_begin(o->store, false);
-	if (rc)
-		return rc;
-	if (w)
-		rc = store_wf_by_id(o->store, wf, w);
-	if (rc == 0)
-		rc = store_key_get(o->store, wf, name, len, out);
+	rc = store_lookup_key(o->store, wf, name, len, w ? w : &own, out);
 	if (rc == 0 && !key_is_live(out, once_now_ms(o)))
 		rc = -ENOENT;
-	return once_end(o, rc);
+	return rc;
 }
 
 /*
@@ -91,24 +75,17 @@ int key_lookup(struct once *o, int64_t wf, const char *name, size_t len,
 static int get_generation(struct once *o, int64_t generation,
 			  struct key_row *out)
 {
-	int rc = store_key_by_generation(o->store, generation, out);
-
-	if (rc == -ENOENT || (rc == 0 && out->status == KEY_VACANT))
-		rc = -ESTALE;
-	if (rc == 0 && out->status == KEY_IN_FLIGHT &&
-	    out->expires_ms <= once_now_ms(o))
-		rc = -ESTALE;
-	return rc;
+	return store_generation_get(o->store, generation, once_now_ms(o), out);
 }
 
-int key_get(struct once *o, int64_t generation, struct key_row *out)
+int key_get(struct once *o, int64_t generation, struct key_row *out,
+	    struct wf_row *w)
 {
-	int rc = store_begin(o->store, false);
+	int rc = store_lookup_generation(o->store, generation, out, w);
 
-	if (rc)
-		return rc;
-	rc = get_generation(o, generation, out);
-	return once_end(o, rc);
+	if (rc == -ENOENT)
+		return -ESTALE;
+	return rc ? rc : store_key_current(out, once_now_ms(o));
 }
 
 size_t key_status_line(const struct key_row *k, char *buf, size_t size)
@@ -123,80 +100,45 @@ static int claim(struct once *o, int64_t wf, const char *name, size_t len,
 		 const struct caller *who, struct key_row *out,
 		 struct wf_row *wf_out)
 {
-	int64_t now = once_now_ms(o), previous = 0;
+	struct event claim_ev, expire_ev, adopt_ev;
+	struct key_row k;
 	struct wf_row w;
-	struct event ev;
+	struct store_claim c = {
+		.wf = wf,
+		.name = name,
+		.len = len,
+		.now_ms = once_now_ms(o),
+		.lease_ms = held_lease_ms(o),
+		.pid = who->pid,
+		.uid = who->uid,
+		.claim = &claim_ev,
+		.expire = &expire_ev,
+		.adopt = &adopt_ev,
+	};
 	bool adopt = false;
 	int rc = name_check(name, len);
 
 	if (rc)
 		return rc;
-	rc = store_begin(o->store, true);
-	if (rc)
-		return rc;
-	rc = store_wf_by_id(o->store, wf, &w);
-	if (rc)
-		goto out;
-	rc = store_key_get(o->store, wf, name, len, out);
-	if (rc == 0) {
-		if (key_is_live(out, now)) {
-			rc = -EEXIST;
-			goto out;
-		}
-		adopt = out->status == KEY_IN_FLIGHT;
-		previous = out->generation;
-		out->previous = previous;
-		out->attempt++;
-	} else if (rc == -ENOENT) {
-		memset(out, 0, sizeof(*out));
-		out->wf = wf;
-		name_copy(out->name, &out->name_len, name, len);
-		out->attempt = 1;
-	} else {
-		goto out;
-	}
-	rc = store_next_generation(o->store, &out->generation);
-	if (rc)
-		goto out;
-	out->status = KEY_IN_FLIGHT;
-	out->expires_ms = now + held_lease_ms(o, &w);
-	out->mtime_ns = now * 1000000;
-	out->holder_pid = who->pid;
-	out->holder_uid = who->uid;
-	if (out->id) {
-		rc = store_key_update(o->store, out);
-		if (rc == 0 && out->content)
-			rc = store_key_set_result(o->store, out, NULL, 0);
-		if (rc == 0)
-			rc = store_key_clear_notes(o->store, out->id);
-	} else {
-		out->result_len = 0;
-		out->content = 0;
-		rc = store_key_insert(o->store, out);
-	}
-	if (rc)
-		goto out;
-	if (adopt) {
-		struct key_row old = *out;
-
-		old.generation = previous;
-		key_event(&ev, "expire", &old);
-		rc = once_event(o, wf, who, &ev);
-		if (rc)
-			goto out;
-	}
-	key_event(&ev, adopt ? "adopt" : "claim", out);
-	ev.number_field = adopt ? "previous" : "attempt";
-	ev.number_field_value = adopt ? previous : out->attempt;
-	rc = once_event(o, wf, who, &ev);
-out:
-	rc = once_end(o, rc);
+	name_copy(k.name, &k.name_len, name, len);
+	k.generation = EVENT_LATER;
+	key_event(&claim_ev, "claim", &k);
+	claim_ev.number_field = "attempt";
+	claim_ev.number_field_value = EVENT_LATER;
+	key_event(&expire_ev, "expire", &k);
+	key_event(&adopt_ev, "adopt", &k);
+	adopt_ev.number_field = "previous";
+	adopt_ev.number_field_value = EVENT_LATER;
+	once_stamp(&claim_ev, who, c.now_ms);
+	once_stamp(&expire_ev, who, c.now_ms);
+	once_stamp(&adopt_ev, who, c.now_ms);
+	rc = store_claim(o->store, &c, out, &w, &adopt);
 	if (rc == 0 && wf_out)
 		*wf_out = w;
 	if (rc == 0)
 		once_count(adopt ? &o->stats.adoptions : &o->stats.claims);
 	if (rc == 0 && adopt)
-		wait_changed(o->waits, previous);
+		wait_changed(o->waits, out->previous);
 	else if (rc == -EEXIST)
 		once_count(&o->stats.conflicts);
 	return rc;
@@ -377,6 +319,10 @@ static bool generation_prefix(const struct status_line *sl, int64_t generation)
 	return g == sl->generation;
 }
 
+static int check_row(const struct key_row *k, int64_t generation,
+		     const struct status_line *sl, bool whole,
+		     const struct caller *who);
+
 /*
  * Inside a transaction: may a handle of this generation finalize?  sl is
  * the status line (whole or unfinished), or NULL.
@@ -387,8 +333,14 @@ static int check_key(struct once *o, int64_t generation,
 {
 	int rc = get_generation(o, generation, k);
 
-	if (rc)
-		return rc;
+	return rc ? rc : check_row(k, generation, sl, whole, who);
+}
+
+/* check_key() of a row read already. */
+static int check_row(const struct key_row *k, int64_t generation,
+		     const struct status_line *sl, bool whole,
+		     const struct caller *who)
+{
 	if (is_terminal(k))
 		return key_refuse_write(who);
 	if (sl && sl->generation_digits) {
@@ -409,11 +361,9 @@ int key_check_write(struct once *o, int64_t generation, const char *buf,
 
 	if (rc && rc != -EAGAIN)
 		return rc;
-	rc = store_begin(o->store, false);
-	if (rc)
-		return rc;
-	rc = check_key(o, generation, &sl, whole, who, &k);
-	rc = once_end(o, rc);
+	rc = key_get(o, generation, &k, NULL);
+	if (rc == 0)
+		rc = check_row(&k, generation, &sl, whole, who);
 	if (rc == -ESTALE)
 		once_count(&o->stats.fenced);
 	return rc;
@@ -445,30 +395,63 @@ static int renew(struct once *o, struct key_row *k, const char *type,
 	return rc;
 }
 
-static int finalize(struct once *o, int64_t generation, const char *buf,
-		    size_t len, const struct caller *who)
+/* "detach": the claim outlives its handles, for in_flight_ttl. */
+static int detach(struct once *o, int64_t generation, const struct caller *who)
+{
+	struct key_row k;
+	int rc = store_begin(o->store, true);
+
+	if (rc)
+		return rc;
+	rc = check_key(o, generation, NULL, true, who, &k);
+	if (rc == 0)
+		rc = renew(o, &k, "detach", who);
+	return once_end(o, rc);
+}
+
+/*
+ * Why a status line naming another generation is refused: what the key
+ * of this one would say first (stale, or terminal), else -ESTALE.
+ */
+static int other_generation(struct once *o, int64_t generation,
+			    const struct caller *who)
+{
+	struct key_row k;
+	int rc = key_get(o, generation, &k, NULL);
+
+	if (rc == 0 && is_terminal(&k))
+		rc = key_refuse_write(who);
+	return rc ? rc : -ESTALE;
+}
+
+static int finalize(struct once *o, int64_t generation, const char *name,
+		    size_t name_len, const char *buf, size_t len,
+		    const struct caller *who)
 {
 	struct status_line sl;
-	struct wf_row w;
 	struct key_row k;
 	struct event ev;
+	struct store_finalize f;
 	int rc = check_bytes(o, buf, len, true, &sl);
 
 	if (rc)
 		return rc;
-	rc = store_begin(o->store, true);
-	if (rc)
-		return rc;
-	rc = check_key(o, generation, &sl, true, who, &k);
-	if (rc == 0)
-		rc = store_wf_by_id(o->store, k.wf, &w);
-	if (rc)
+	if (sl.generation_digits && sl.generation != generation)
+		rc = other_generation(o, generation, who);
+	else if (sl.status == KEY_IN_FLIGHT)
+		rc = detach(o, generation, who);
+	if (rc || sl.status == KEY_IN_FLIGHT)
 		goto out;
-	if (sl.status == KEY_IN_FLIGHT) {
-		/* "detach": the claim outlives its handles, for in_flight_ttl. */
-		rc = renew(o, &k, "detach", who);
-		goto out;
-	}
+	f = (struct store_finalize){
+		.generation = generation,
+		.now_ms = once_now_ms(o),
+		.status = sl.status,
+		.result = buf + sl.result_off,
+		.result_len = len - sl.result_off,
+		.ev = &ev,
+	};
+	name_copy(k.name, &k.name_len, name, name_len);
+	k.generation = generation;
 	key_event(&ev, "finalize", &k);
 	ev.detail_field = "status";
 	ev.detail = status_name(sl.status);
@@ -479,37 +462,26 @@ static int finalize(struct once *o, int64_t generation, const char *buf,
 		ev.text = buf + sl.result_off;
 		ev.text_len = len - sl.result_off;
 	}
-	k.mtime_ns = once_now_ms(o) * 1000000;
-	if (sl.status == KEY_FAILED && w.policy.dedup_on == DEDUP_SUCCESS) {
-		k.status = KEY_VACANT;
-		rc = store_key_update(o->store, &k);
-		if (rc == 0 && k.content)
-			rc = store_key_set_result(o->store, &k, NULL, 0);
-	} else {
-		k.status = sl.status;
-		rc = store_key_update(o->store, &k);
-		if (rc == 0)
-			rc = store_key_set_result(o->store, &k,
-						  buf + sl.result_off,
-						  len - sl.result_off);
-	}
-	if (rc == 0)
-		rc = once_event(o, k.wf, who, &ev);
-out:
-	rc = once_end(o, rc);
+	once_stamp(&ev, who, f.now_ms);
+	rc = store_finalize(o->store, &f, &k);
+	if (rc == -EPERM)
+		rc = key_refuse_write(who);
 	if (rc == 0) {
 		once_count(&o->stats.finalizes);
 		wait_changed(o->waits, generation);
-	} else if (rc == -ESTALE)
+	}
+out:
+	if (rc == -ESTALE)
 		once_count(&o->stats.fenced);
 	return rc;
 }
 
-int key_finalize(struct once *o, int64_t generation, const char *buf,
-		 size_t len, const struct caller *who)
+int key_finalize(struct once *o, int64_t generation, const char *name,
+		 size_t name_len, const char *buf, size_t len,
+		 const struct caller *who)
 {
 	int64_t start = metrics_now_ns();
-	int rc = finalize(o, generation, buf, len, who);
+	int rc = finalize(o, generation, name, name_len, buf, len, who);
 
 	histogram_observe(&o->latencies.finalize, start);
 	return rc;
@@ -547,41 +519,34 @@ int key_release(struct once *o, int64_t wf, const char *name, size_t len,
 	return rc;
 }
 
-int key_abandon(struct once *o, int64_t generation, const struct caller *who,
+int key_abandon(struct once *o, int64_t generation, const char *name,
+		size_t name_len, const struct caller *who,
 		const struct holder_fate *fate, const char *why)
 {
 	const char *field = NULL;
 	char said[96];
-	int64_t value = 0;
+	int64_t value = 0, now = once_now_ms(o);
 	struct key_row k;
 	struct event ev;
-	int rc = store_begin(o->store, true);
+	int rc;
 
-	if (rc)
-		return rc;
+	if (fate) {
+		holder_describe(fate, said, sizeof(said), &field, &value);
+		why = said;
+	}
+	name_copy(k.name, &k.name_len, name, name_len);
+	k.generation = generation;
+	key_event(&ev, "abandon", &k);
+	ev.detail_field = "reason";
+	ev.detail = why;
+	ev.detail_len = strlen(why);
+	ev.number_field = field;
+	ev.number_field_value = value;
+	once_stamp(&ev, who, now);
 	/* A lease that already ran out is an expiry, not an abandon. */
-	rc = get_generation(o, generation, &k);
-	if (rc == 0 && k.status != KEY_IN_FLIGHT)
+	rc = store_abandon(o->store, generation, now, &ev, &k);
+	if (rc == -ENOENT)
 		rc = -ESTALE;
-	if (rc == 0) {
-		k.status = KEY_VACANT;
-		k.mtime_ns = once_now_ms(o) * 1000000;
-		rc = store_key_update(o->store, &k);
-	}
-	if (rc == 0) {
-		if (fate) {
-			holder_describe(fate, said, sizeof(said), &field, &value);
-			why = said;
-		}
-		key_event(&ev, "abandon", &k);
-		ev.detail_field = "reason";
-		ev.detail = why;
-		ev.detail_len = strlen(why);
-		ev.number_field = field;
-		ev.number_field_value = value;
-		rc = once_event(o, k.wf, who, &ev);
-	}
-	rc = once_end(o, rc == -ENOENT ? -ESTALE : rc);
 	if (rc == 0)
 		wait_changed(o->waits, generation);
 	return rc;
@@ -605,47 +570,18 @@ int key_touch(struct once *o, int64_t generation, const struct caller *who)
 
 int key_renew(struct once *o, const int64_t *generations, size_t n)
 {
-	int64_t now = once_now_ms(o);
 	uint64_t renewed = 0;
 	int rc;
 
 	if (n == 0)
 		return 0;
-	rc = store_begin(o->store, true);
-	if (rc)
-		return rc;
-	for (size_t i = 0; i < n && rc == 0; i++) {
-		struct key_row k;
-		struct wf_row w;
-		int64_t lease_ms;
-
-		rc = store_key_by_generation(o->store, generations[i], &k);
-		/* An expired lease is not revived (see get_generation). */
-		if (rc == -ENOENT || (rc == 0 && (k.status != KEY_IN_FLIGHT ||
-						  k.expires_ms <= now))) {
-			rc = 0;
-			continue;
-		}
-		if (rc == 0)
-			rc = store_wf_by_id(o->store, k.wf, &w);
-		if (rc) {
-			rc = 0;		/* one bad row must not cost the others */
-			continue;
-		}
-		lease_ms = held_lease_ms(o, &w);
-		/*
-		 * Once a third of the lease has passed; a longer lease (from
-		 * touch or detach) is left as it is.  Routine: no event.
-		 */
-		if (k.expires_ms - now < lease_ms - lease_ms / 3) {
-			k.expires_ms = now + lease_ms;
-			rc = store_key_update(o->store, &k);
-			renewed += rc == 0;
-			if (rc && rc != -ENOSPC && rc != -EROFS && rc != -EIO)
-				rc = 0;
-		}
-	}
-	rc = once_end(o, rc);
+	/*
+	 * Once a third of the lease has passed; an expired lease is not
+	 * revived (see get_generation), a longer one (touch, detach) is left
+	 * as it is.  Routine: no event.
+	 */
+	rc = store_renew(o->store, generations, n, once_now_ms(o),
+			 held_lease_ms(o), &renewed);
 	if (rc == 0)
 		__atomic_add_fetch(&o->stats.renewals, renewed, __ATOMIC_RELAXED);
 	return rc;

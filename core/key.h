@@ -48,8 +48,12 @@ int key_refuse_write(const struct caller *who);
 int key_lookup(struct once *o, int64_t wf, const char *name, size_t len,
 	       struct key_row *out, struct wf_row *w);
 
-/* The key of a generation: -ESTALE when it is no longer the key's. */
-int key_get(struct once *o, int64_t generation, struct key_row *out);
+/*
+ * The key of a generation: -ESTALE when it is no longer the key's.  When
+ * w is not NULL it gets the key's workflow, read with it.
+ */
+int key_get(struct once *o, int64_t generation, struct key_row *out,
+	    struct wf_row *w);
 
 /*
  * Claim (O_EXCL create): -EEXIST when the key is live, -ENOENT when the
@@ -109,9 +113,13 @@ int key_content(struct once *o, int64_t generation, struct key_row *out,
 int key_check_write(struct once *o, int64_t generation, const char *buf,
 		    size_t len, const struct caller *who);
 
-/* Finalize with all the bytes of a handle (the commit at flush). */
-int key_finalize(struct once *o, int64_t generation, const char *buf,
-		 size_t len, const struct caller *who);
+/*
+ * Finalize with all the bytes of a handle (the commit at flush); name is
+ * the key's (the handle's).
+ */
+int key_finalize(struct once *o, int64_t generation, const char *name,
+		 size_t name_len, const char *buf, size_t len,
+		 const struct caller *who);
 
 /*
  * The claim of generation has no holder any more: its handle closed with
@@ -122,7 +130,8 @@ int key_finalize(struct once *o, int64_t generation, const char *buf,
  * (the holder).  -ESTALE when the generation is no longer in flight.
  */
 struct holder_fate;
-int key_abandon(struct once *o, int64_t generation, const struct caller *who,
+int key_abandon(struct once *o, int64_t generation, const char *name,
+		size_t name_len, const struct caller *who,
 		const struct holder_fate *fate, const char *why);
 
 /* rm keys/K: -ENOENT when no live key has that name. */

@@ -36,12 +36,17 @@ void once_count(uint64_t *counter)
 	__atomic_add_fetch(counter, 1, __ATOMIC_RELAXED);
 }
 
+void once_stamp(struct event *ev, const struct caller *who, int64_t now_ms)
+{
+	ev->time_ms = now_ms;
+	ev->pid = who->pid;
+	ev->uid = who->uid;
+}
+
 int once_event(struct once *o, int64_t wf, const struct caller *who,
 	       struct event *ev)
 {
-	ev->time_ms = once_now_ms(o);
-	ev->pid = who->pid;
-	ev->uid = who->uid;
+	once_stamp(ev, who, once_now_ms(o));
 	return store_event_append(o->store, wf, ev);
 }
 

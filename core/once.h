@@ -65,6 +65,9 @@ int64_t once_now_ms(const struct once *o);
 /* Count an event in o->stats (thread-safe). */
 void once_count(uint64_t *counter);
 
+/* Stamp an event with the time and the caller (for a store operation). */
+void once_stamp(struct event *ev, const struct caller *who, int64_t now_ms);
+
 /*
  * Append an event to workflow wf's log, stamped with the time and the
  * caller.  Inside a write transaction.

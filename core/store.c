@@ -142,6 +142,65 @@ void store_on_wal_growth(struct store *st, void (*fn)(void *arg), void *arg)
 	st->ops->on_wal_growth(st->impl, fn, arg);
 }
 
+/* ---- operations: the backend's own, or made of its rows ----------- */
+
+int store_lookup_workflow(struct store *st, int64_t id, const char *name,
+			  size_t len, struct wf_row *w)
+{
+	if (st->ops->lookup_workflow)
+		return st->ops->lookup_workflow(st->impl, id, name, len, w);
+	return verbs_lookup_workflow(st, id, name, len, w);
+}
+
+int store_lookup_key(struct store *st, int64_t wf, const char *name,
+		     size_t len, struct wf_row *w, struct key_row *k)
+{
+	if (st->ops->lookup_key)
+		return st->ops->lookup_key(st->impl, wf, name, len, w, k);
+	return verbs_lookup_key(st, wf, name, len, w, k);
+}
+
+int store_lookup_generation(struct store *st, int64_t generation,
+			    struct key_row *k, struct wf_row *w)
+{
+	if (st->ops->lookup_generation)
+		return st->ops->lookup_generation(st->impl, generation, k, w);
+	return verbs_lookup_generation(st, generation, k, w);
+}
+
+int store_claim(struct store *st, const struct store_claim *c,
+		struct key_row *k, struct wf_row *w, bool *adopted)
+{
+	if (st->ops->claim)
+		return st->ops->claim(st->impl, c, k, w, adopted);
+	return verbs_claim(st, c, k, w, adopted);
+}
+
+int store_finalize(struct store *st, const struct store_finalize *f,
+		   struct key_row *k)
+{
+	if (st->ops->finalize)
+		return st->ops->finalize(st->impl, f, k);
+	return verbs_finalize(st, f, k);
+}
+
+int store_abandon(struct store *st, int64_t generation, int64_t now_ms,
+		  const struct event *ev, struct key_row *k)
+{
+	if (st->ops->abandon)
+		return st->ops->abandon(st->impl, generation, now_ms, ev, k);
+	return verbs_abandon(st, generation, now_ms, ev, k);
+}
+
+int store_renew(struct store *st, const int64_t *generations, size_t n,
+		int64_t now_ms, int64_t lease_ms, uint64_t *renewed)
+{
+	if (st->ops->renew)
+		return st->ops->renew(st->impl, generations, n, now_ms,
+				      lease_ms, renewed);
+	return verbs_renew(st, generations, n, now_ms, lease_ms, renewed);
+}
+
 int store_begin(struct store *st, bool write)
 {
 	return st->ops->begin(st->impl, write);

@@ -2,9 +2,11 @@
  * store.h - the persistent state of oncefs, behind one interface.
  *
  * The store keeps rows (workflows, keys, checkpoints, events) and one
- * store-wide generation sequence; it knows nothing of the rules that
- * connect them.  The rules live in workflow.c, key.c and step.c, which
- * call these functions between store_begin() and store_commit().
+ * store-wide generation sequence.  Two kinds of calls: operations, the
+ * common steps of a key's life (claim, finalize, abandon, renew, lookup),
+ * each one atomic action that a database server does in one round trip;
+ * and row functions, which the rules of workflow.c, key.c and step.c
+ * call between store_begin() and store_commit() for everything else.
  *
  * Every function returns 0 or -errno: -ENOENT for a missing row, -EIO for
  * a backend error or a row whose values are out of range (logged; see
@@ -192,6 +194,115 @@ int store_checkpoint(struct store *st);
  * want a checkpoint now (from inside the commit: fn must only wake).
  */
 void store_on_wal_growth(struct store *st, void (*fn)(void *arg), void *arg);
+
+/*
+ * Operations: the common steps of a key's life (key.h), each one atomic
+ * action, called outside a transaction and committed (durable as the
+ * sync level promises) before it returns.  On a database server each is
+ * one round trip: one statement, or one pipelined flight that commits;
+ * on SQLite, one transaction of the row functions below (store_verbs.c).
+ * The state machine is key.h's; what each operation does to it is stated
+ * here, so that both backends do exactly this.  The events an operation
+ * appends come rendered from the caller (events with EVENT_LATER get the
+ * numbers only the store knows, event.h), stamped with now_ms and the
+ * caller's pid and uid.  now_ms is the store's clock (store_now_ms).
+ */
+
+/*
+ * The rules of liveness, which every backend's operations apply: is k
+ * live (terminal, or in flight with its lease not ended by now_ms: a
+ * claim of it would fail)?  Is it current for its generation (0), or is
+ * the generation dead for it (-ESTALE: vacant, or in flight with its
+ * lease ended, whether or not a sweep has run)?
+ */
+bool store_key_live(const struct key_row *k, int64_t now_ms);
+int store_key_current(const struct key_row *k, int64_t now_ms);
+/*
+ * Inside a transaction: the key of a generation that is current, or
+ * -ESTALE.
+ */
+int store_generation_get(struct store *st, int64_t generation, int64_t now_ms,
+			 struct key_row *out);
+
+/* A workflow by name, or by id when name is NULL: -ENOENT when none. */
+int store_lookup_workflow(struct store *st, int64_t id, const char *name,
+			  size_t len, struct wf_row *w);
+/*
+ * A workflow, and its key of that name: -ENOENT when either is missing
+ * (w->id is 0 when the workflow is).  Liveness is the caller's to judge.
+ */
+int store_lookup_key(struct store *st, int64_t wf, const char *name,
+		     size_t len, struct wf_row *w, struct key_row *k);
+/*
+ * The key of a generation, and its workflow when w is not NULL: -ENOENT
+ * when no key has it.
+ */
+int store_lookup_generation(struct store *st, int64_t generation,
+			    struct key_row *k, struct wf_row *w);
+
+struct store_claim {
+	int64_t wf;
+	const char *name;
+	size_t len;
+	int64_t now_ms;
+	int64_t lease_ms;	/* cut to the workflow's in_flight_ttl */
+	int32_t pid;
+	uint32_t uid;
+	/*
+	 * The events, the generation and the number EVENT_LATER: "claim"
+	 * (number: the attempt), or over a claim in flight, "expire" (the
+	 * old generation) then "adopt" (number: the generation taken over).
+	 */
+	const struct event *claim, *expire, *adopt;
+};
+/*
+ * Claim c->name of workflow c->wf when it is absent, vacant, or in flight
+ * with its lease ended by now_ms: it becomes in flight under the next
+ * generation of the sequence, attempt one more than before (1 for a new
+ * key), previous the generation it had (0: none), leased to now_ms + the
+ * lesser of lease_ms and in_flight_ttl, held by pid and uid, with no
+ * result and no notes.  *adopted says whether the claim it replaced was
+ * in flight.  -EEXIST when the key is live (*k: its row); -ENOENT when
+ * there is no such workflow.  *w gets the workflow (as before the claim).
+ */
+int store_claim(struct store *st, const struct store_claim *c,
+		struct key_row *k, struct wf_row *w, bool *adopted);
+
+/*
+ * The end of a claim through its generation.  -ESTALE when the
+ * generation is not the key's, or the key is vacant, or in flight with
+ * its lease ended by now_ms; -EPERM when the key is terminal.
+ */
+struct store_finalize {
+	int64_t generation;
+	int64_t now_ms;
+	enum key_status status;	/* KEY_SUCCEEDED or KEY_FAILED */
+	const char *result;	/* its bytes (at most the mount's max_result) */
+	size_t result_len;
+	const struct event *ev;	/* "finalize", stamped */
+};
+/*
+ * Finalize: the key takes the status and the result (a new content
+ * version; the old one dies), mtime now_ms; but a failure under
+ * dedup_on=success leaves it vacant with no result.  *k: the row before.
+ */
+int store_finalize(struct store *st, const struct store_finalize *f,
+		   struct key_row *k);
+/*
+ * Abandon: the claim of generation, in flight, becomes vacant (mtime
+ * now_ms) and ev ("abandon") is logged; -ESTALE as above, and when the
+ * key is terminal.  *k: the row before.
+ */
+int store_abandon(struct store *st, int64_t generation, int64_t now_ms,
+		  const struct event *ev, struct key_row *k);
+/*
+ * Renew the leases of the keys of these generations that are in flight
+ * with a lease not ended by now_ms and less than two thirds of
+ * (the lesser of lease_ms and their workflow's in_flight_ttl) left, to
+ * now_ms + that lease; *renewed gets their number.  No event.
+ */
+int store_renew(struct store *st, const int64_t *generations, size_t n,
+		int64_t now_ms, int64_t lease_ms, uint64_t *renewed);
 
 int store_begin(struct store *st, bool write);
 int store_commit(struct store *st);

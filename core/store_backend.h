@@ -10,7 +10,9 @@
  * sees it only through struct store.
  *
  * Each member has the contract of the store.h function of the same name,
- * on the backend's state instead of a struct store.
+ * on the backend's state instead of a struct store.  The operations
+ * (lookup_key .. renew) may be NULL: store.c then runs the ones made of
+ * the backend's row functions (store_verbs.c).
  */
 #ifndef ONCE_STORE_BACKEND_H
 #define ONCE_STORE_BACKEND_H
@@ -31,6 +33,20 @@ struct store_ops {
 	int (*checkpoint)(struct store_impl *st);
 	void (*on_wal_growth)(struct store_impl *st, void (*fn)(void *arg),
 		void *arg);
+	int (*lookup_workflow)(struct store_impl *st, int64_t id,
+		const char *name, size_t len, struct wf_row *w);
+	int (*lookup_key)(struct store_impl *st, int64_t wf, const char *name,
+		size_t len, struct wf_row *w, struct key_row *k);
+	int (*lookup_generation)(struct store_impl *st, int64_t generation,
+		struct key_row *k, struct wf_row *w);
+	int (*claim)(struct store_impl *st, const struct store_claim *c,
+		struct key_row *k, struct wf_row *w, bool *adopted);
+	int (*finalize)(struct store_impl *st, const struct store_finalize *f,
+		struct key_row *k);
+	int (*abandon)(struct store_impl *st, int64_t generation,
+		int64_t now_ms, const struct event *ev, struct key_row *k);
+	int (*renew)(struct store_impl *st, const int64_t *generations,
+		size_t n, int64_t now_ms, int64_t lease_ms, uint64_t *renewed);
 	int (*begin)(struct store_impl *st, bool write);
 	int (*commit)(struct store_impl *st);
 	void (*rollback)(struct store_impl *st);
@@ -107,6 +123,22 @@ struct store_ops {
 	int (*event_trim)(struct store_impl *st, int64_t now_ms, int max,
 		int64_t *n, bool *more);
 };
+
+/* The operations made of row functions (store_verbs.c). */
+int verbs_lookup_workflow(struct store *st, int64_t id, const char *name,
+			  size_t len, struct wf_row *w);
+int verbs_lookup_key(struct store *st, int64_t wf, const char *name,
+		     size_t len, struct wf_row *w, struct key_row *k);
+int verbs_lookup_generation(struct store *st, int64_t generation,
+			    struct key_row *k, struct wf_row *w);
+int verbs_claim(struct store *st, const struct store_claim *c,
+		struct key_row *k, struct wf_row *w, bool *adopted);
+int verbs_finalize(struct store *st, const struct store_finalize *f,
+		   struct key_row *k);
+int verbs_abandon(struct store *st, int64_t generation, int64_t now_ms,
+		  const struct event *ev, struct key_row *k);
+int verbs_renew(struct store *st, const int64_t *generations, size_t n,
+		int64_t now_ms, int64_t lease_ms, uint64_t *renewed);
 
 /* The backends. */
 extern const struct store_ops store_sqlite_ops;

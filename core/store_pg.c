@@ -42,6 +42,29 @@
 #define KILL(table) "UPDATE contents SET dead = 1 WHERE id = " \
 	"(SELECT content FROM " table " WHERE id = $1)"
 
+/* The same columns of a row named t (for joins). */
+#define WF_COLS_OF(t) t ".id, " t ".name, " t ".uid, " t ".gid, " t ".mode, " \
+	t ".ctime_ns, " t ".mtime_ns, " t ".on_input_change, " t ".dedup_on, " \
+	t ".in_flight_ttl, " t ".retention, " t ".fingerprint, " t ".epoch, " \
+	t ".events_size - " t ".events_base"
+#define KEY_COLS_OF(t) t ".id, " t ".wf, " t ".name, " t ".status, " \
+	t ".generation, " t ".attempt, " t ".expires_ms, " t ".mtime_ns, " \
+	t ".holder_pid, " t ".holder_uid, " t ".result_len, " t ".content, " \
+	t ".previous"
+/* An event line rendered with marks (event.h), its numbers put in. */
+#define MARKED(line, gen, num) "replace(replace(" line ", chr(1) || 'g', " \
+	gen "::text), chr(1) || 'n', " num "::text)"
+/* Lines l(n, line) at the end of workflow wf's file, stamped time_ms. */
+#define APPEND_LINES(wf, time_ms) \
+	"sz AS (SELECT coalesce(sum(octet_length(line) + 1), 0) AS total, " \
+	"  min(octet_length(line) + 1) FILTER (WHERE n = 1) AS head FROM l), " \
+	"we AS (UPDATE workflows SET events_size = events_size + sz.total " \
+	"  FROM sz WHERE id = " wf " AND sz.total > 0 " \
+	"  RETURNING events_size - sz.total AS base, sz.head), " \
+	"ev AS (INSERT INTO events(wf, off, time_ms, line) SELECT " wf ", " \
+	"  we.base + CASE WHEN l.n = 1 THEN 0 ELSE we.head END, " time_ms \
+	", l.line FROM we, l) "
+
 /*
  * The statements, with the types of their parameters: i for bigint, b
  * for bytea, t for text.  A parameter a statement does not use still has
@@ -52,6 +75,102 @@ static const struct {
 	const char *types;
 } stmts[P_NSTMTS] = {
 	[P_CHANGES] = { "SELECT changes FROM writer WHERE id = 1", "" },
+	/* The first statement of every write: see store_pg_txn.c. */
+	[P_WRITER] = { "UPDATE writer SET changes = changes + 1 WHERE id = 1 "
+		"RETURNING " DB_CLOCK ", pg_current_xact_id()::text", "" },
+	/* ---- the operations (store_pg_verbs.c), each one statement */
+	[P_LOOKUP_KEY] = { "SELECT " WF_COLS_OF("w") ", " KEY_COLS_OF("k") ", "
+		DB_CLOCK " FROM workflows w LEFT JOIN keys k ON k.wf = w.id AND "
+		"k.name = $2 WHERE w.id = $1", "ib" },
+	[P_LOOKUP_GEN] = { "SELECT " KEY_COLS_OF("k") ", " WF_COLS_OF("w") ", "
+		DB_CLOCK " FROM keys k LEFT JOIN workflows w ON w.id = k.wf "
+		"WHERE k.generation = $1", "i" },
+	/*
+	 * $1 wf, $2 name, $3 now, $4 lease, $5 pid, $6 uid, $7..$9 the
+	 * claim, expire and adopt lines.  Returns (0, the new row, the
+	 * workflow, adopted) or (1, the live row, the workflow, 0); no row
+	 * when there is no such workflow.
+	 */
+	[P_CLAIM] = { "WITH w AS (SELECT * FROM workflows WHERE id = $1), "
+		"o AS (SELECT " KEY_COLS " FROM keys WHERE wf = $1 AND name = $2), "
+		"f AS MATERIALIZED (SELECT nextval('generation') AS gen, "
+		"  coalesce((SELECT attempt FROM o), 0) + 1 AS attempt, "
+		"  coalesce((SELECT generation FROM o), 0) AS prev, "
+		"  coalesce((SELECT status = 1 FROM o), false) AS adopt, "
+		"  least($4, w.in_flight_ttl * 1000) AS lease FROM w "
+		"  WHERE NOT EXISTS (SELECT 1 FROM o WHERE status IN (2, 3) OR "
+		"  (status = 1 AND expires_ms > $3))), "
+		"up AS (INSERT INTO keys(wf, name, status, generation, attempt, "
+		"  expires_ms, mtime_ns, holder_pid, holder_uid, previous, content, "
+		"  result_len) SELECT $1, $2, 1, gen, attempt, $3 + lease, "
+		"  $3 * 1000000, $5, $6, prev, 0, 0 FROM f "
+		"  ON CONFLICT (wf, name) DO UPDATE SET status = 1, "
+		"  generation = excluded.generation, attempt = excluded.attempt, "
+		"  expires_ms = excluded.expires_ms, mtime_ns = excluded.mtime_ns, "
+		"  holder_pid = excluded.holder_pid, "
+		"  holder_uid = excluded.holder_uid, previous = excluded.previous, "
+		"  content = 0, result_len = 0, request = NULL, original = NULL "
+		"  RETURNING " KEY_COLS "), "
+		"dead AS (UPDATE contents SET dead = 1 WHERE id = "
+		"  (SELECT content FROM o) AND EXISTS (SELECT 1 FROM f)), "
+		"l AS (SELECT 1 AS n, CASE WHEN adopt THEN "
+		MARKED("$8", "prev", "0") " ELSE " MARKED("$7", "gen", "attempt")
+		" END AS line FROM f "
+		"  UNION ALL SELECT 2, " MARKED("$9", "gen", "prev") " FROM f "
+		"  WHERE adopt), "
+		APPEND_LINES("$1", "$3")
+		"SELECT 0::int8, up.*, " WF_COLS_OF("w") ", "
+		"(SELECT adopt FROM f)::int::int8 FROM up, w "
+		"UNION ALL SELECT 1::int8, o.*, " WF_COLS_OF("w") ", 0::int8 "
+		"FROM o, w WHERE NOT EXISTS (SELECT 1 FROM f)", "ibiiiittt" },
+	/*
+	 * $1 generation, $2 now, $3 status, $4 result, $5 its length, $6 the
+	 * line, $7 DEDUP_SUCCESS, $8 the chunk size.  Returns (0: done,
+	 * 1: stale, 2: terminal; the row before).
+	 */
+	[P_FINALIZE] = { "WITH o AS (SELECT " KEY_COLS " FROM keys WHERE "
+		"generation = $1), "
+		"w AS (SELECT id, dedup_on FROM workflows WHERE id = "
+		"  (SELECT wf FROM o)), "
+		"c AS (SELECT CASE WHEN o.status = 0 OR (o.status = 1 AND "
+		"  o.expires_ms <= $2) OR NOT EXISTS (SELECT 1 FROM w) THEN 1 "
+		"  WHEN o.status IN (2, 3) THEN 2 ELSE 0 END AS code FROM o), "
+		"n AS (SELECT CASE WHEN $3 = 3 AND w.dedup_on = $7 THEN 0 "
+		"  ELSE $3 END AS status FROM w, c WHERE c.code = 0), "
+		"nc AS (INSERT INTO contents(size, dead) SELECT $5, 0 FROM n "
+		"  WHERE n.status <> 0 AND $5 > 0 RETURNING id), "
+		"ch AS (INSERT INTO chunks(content, seq, data) SELECT nc.id, s, "
+		"  substring($4 FROM (s * $8 + 1)::int FOR $8::int) FROM nc, "
+		"  generate_series(0, ($5 - 1) / $8) s), "
+		"kill AS (UPDATE contents SET dead = 1 WHERE id = "
+		"  (SELECT content FROM o) AND EXISTS (SELECT 1 FROM n)), "
+		"up AS (UPDATE keys SET status = n.status, mtime_ns = $2 * 1000000, "
+		"  content = coalesce((SELECT id FROM nc), 0), result_len = "
+		"  CASE WHEN EXISTS (SELECT 1 FROM nc) THEN $5 ELSE 0 END "
+		"  FROM n WHERE keys.generation = $1 RETURNING keys.id), "
+		"l AS (SELECT 1 AS n, $6 AS line FROM up), "
+		APPEND_LINES("(SELECT id FROM w)", "$2")
+		"SELECT coalesce((SELECT code FROM c), 1)::int8, o.* "
+		"FROM (SELECT 1) one LEFT JOIN o ON true", "iiibitii" },
+	/* $1 generation, $2 now, $3 the line.  As P_FINALIZE (1: stale). */
+	[P_ABANDON] = { "WITH o AS (SELECT " KEY_COLS " FROM keys WHERE "
+		"generation = $1), "
+		"c AS (SELECT CASE WHEN status = 1 AND expires_ms > $2 THEN 0 "
+		"  ELSE 1 END AS code FROM o), "
+		"up AS (UPDATE keys SET status = 0, mtime_ns = $2 * 1000000 "
+		"  FROM c WHERE keys.generation = $1 AND c.code = 0 "
+		"  RETURNING keys.wf), "
+		"l AS (SELECT 1 AS n, $3 AS line FROM up), "
+		APPEND_LINES("(SELECT wf FROM up)", "$2")
+		"SELECT coalesce((SELECT code FROM c), 1)::int8, o.* "
+		"FROM (SELECT 1) one LEFT JOIN o ON true", "iit" },
+	/* $1 generations, $2 now, $3 the mount's lease. */
+	[P_RENEW] = { "WITH due AS (SELECT k.id, least($3, w.in_flight_ttl * "
+		"1000) AS lease FROM keys k JOIN workflows w ON w.id = k.wf WHERE "
+		"k.generation = ANY($1) AND k.status = 1 AND k.expires_ms > $2) "
+		"UPDATE keys SET expires_ms = $2 + due.lease FROM due WHERE "
+		"keys.id = due.id AND keys.expires_ms - $2 < due.lease - "
+		"due.lease / 3", "aii" },
 	[P_XACT_STATUS] = { "SELECT coalesce(pg_xact_status($1::xid8), "
 		"'aborted')", "t" },
 	[P_NEXT_GEN] = { "SELECT nextval('generation')", "" },
@@ -331,6 +450,15 @@ void pg_null(struct pg_params *p)
 	p->formats[i] = 1;
 }
 
+void pg_text(struct pg_params *p, const char *s)
+{
+	int i = p->n++;
+
+	p->values[i] = s;
+	p->lengths[i] = 0;
+	p->formats[i] = 0;
+}
+
 static Oid type_oid(char t)
 {
 	switch (t) {
@@ -338,6 +466,8 @@ static Oid type_oid(char t)
 		return 17;	/* bytea */
 	case 't':
 		return 25;	/* text */
+	case 'a':
+		return 1016;	/* bigint[], sent as text */
 	default:
 		return 20;	/* bigint */
 	}
@@ -394,6 +524,36 @@ int pg_error(struct store_impl *st, const PGresult *r, const char *what)
 	return -EIO;
 }
 
+void pg_stmt_name(enum pg_stmt id, char *buf, size_t size)
+{
+	snprintf(buf, size, "s%d", (int)id);
+}
+
+int pg_prepare(struct store_impl *st, enum pg_stmt id)
+{
+	Oid types[PG_MAX_PARAMS];
+	int n = (int)strlen(stmts[id].types);
+	char name[16];
+	PGresult *r;
+
+	if (st->prepared[id])
+		return 0;
+	pg_stmt_name(id, name, sizeof(name));
+	for (int i = 0; i < n; i++)
+		types[i] = type_oid(stmts[id].types[i]);
+	st->stats.round_trips++;
+	r = PQprepare(st->conn, name, stmts[id].sql, n, types);
+	if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+		int rc = pg_error(st, r, "prepare");
+
+		PQclear(r);
+		return rc;
+	}
+	PQclear(r);
+	st->prepared[id] = true;
+	return 0;
+}
+
 int pg_run(struct store_impl *st, enum pg_stmt id, struct pg_params *p,
 	   PGresult **res)
 {
@@ -402,35 +562,22 @@ int pg_run(struct store_impl *st, enum pg_stmt id, struct pg_params *p,
 	PGresult *r;
 	ExecStatusType status;
 	bool retried = false;
+	int rc;
 
 	*res = NULL;
 	if (!p)
 		p = (struct pg_params *)&none;
-	snprintf(name, sizeof(name), "s%d", (int)id);
+	pg_stmt_name(id, name, sizeof(name));
 again:
-	if (!st->prepared[id]) {
-		Oid types[PG_MAX_PARAMS];
-		int n = (int)strlen(stmts[id].types);
-
-		for (int i = 0; i < n; i++)
-			types[i] = type_oid(stmts[id].types[i]);
-		st->stats.round_trips++;
-		r = PQprepare(st->conn, name, stmts[id].sql, n, types);
-		if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-			int rc = pg_error(st, r, "prepare");
-
-			PQclear(r);
-			return rc;
-		}
-		PQclear(r);
-		st->prepared[id] = true;
-	}
+	rc = pg_prepare(st, id);
+	if (rc)
+		return rc;
 	st->stats.round_trips++;
 	r = PQexecPrepared(st->conn, name, p->n, p->values, p->lengths,
 			   p->formats, 1);
 	status = PQresultStatus(r);
 	if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK) {
-		int rc = pg_error(st, r, stmts[id].sql);
+		rc = pg_error(st, r, stmts[id].sql);
 
 		PQclear(r);
 		/*
@@ -652,6 +799,9 @@ int pg_session(struct store_impl *st, PGconn *c)
 	ok = run_plain(c, "SET search_path = oncefs", NULL, 0) &&
 	     run_plain(c, "SET idle_in_transaction_session_timeout = '30s'",
 		       NULL, 0) &&
+	     /* A flight's implicit transaction, as a write's BEGIN says. */
+	     run_plain(c, "SET default_transaction_isolation = "
+		       "'read committed'", NULL, 0) &&
 	     run_plain(c, st->sync == STORE_SYNC_FULL ?
 			  "SET synchronous_commit = on" :
 			  "SET synchronous_commit = off", NULL, 0) &&
@@ -926,6 +1076,13 @@ const struct store_ops store_pg_ops = {
 	.problem = pg_problem,
 	.checkpoint = pg_checkpoint,
 	.on_wal_growth = pg_on_wal_growth,
+	.lookup_workflow = pg_lookup_workflow,
+	.lookup_key = pg_lookup_key,
+	.lookup_generation = pg_lookup_generation,
+	.claim = pg_claim,
+	.finalize = pg_finalize,
+	.abandon = pg_abandon,
+	.renew = pg_renew,
 	.begin = pg_begin,
 	.commit = pg_commit,
 	.rollback = pg_rollback,

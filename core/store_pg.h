@@ -9,6 +9,8 @@
  *                       lost
  *   store_pg_rows.c     workflows, keys and their notes, input holds,
  *                       checkpoints, events, sweeping
+ *   store_pg_verbs.c    the operations (claim, finalize, ...), one
+ *                       round trip each
  *   store_pg_content.c  content versions: chunks, pins, staging, reading,
  *                       the rows that name content, purging
  *
@@ -34,6 +36,13 @@
 
 enum pg_stmt {
 	P_CHANGES,
+	P_WRITER,
+	P_LOOKUP_KEY,
+	P_LOOKUP_GEN,
+	P_CLAIM,
+	P_FINALIZE,
+	P_ABANDON,
+	P_RENEW,
 	P_XACT_STATUS,
 	P_NEXT_GEN,
 	P_WF_BY_NAME,
@@ -134,6 +143,9 @@ struct store_impl {
 	char problem[256];	/* the last bad row, for pg_problem() */
 };
 
+/* The database's clock, in Unix milliseconds, as SQL. */
+#define DB_CLOCK "floor(extract(epoch FROM clock_timestamp()) * 1000)::int8"
+
 /* Content is cut into chunks of this size (see store.h). */
 #define PG_CHUNK (1024 * 1024)
 
@@ -154,6 +166,11 @@ struct pg_params {
 void pg_int(struct pg_params *p, int64_t v);
 void pg_bytes(struct pg_params *p, const void *buf, size_t len);
 void pg_null(struct pg_params *p);
+/* Prepare statement id on this connection, once; its name into buf. */
+int pg_prepare(struct store_impl *st, enum pg_stmt id);
+void pg_stmt_name(enum pg_stmt id, char *buf, size_t size);
+/* A parameter in text form (an array of integers, "{1,2}"). */
+void pg_text(struct pg_params *p, const char *s);
 /*
  * Run statement id (prepared on first use) with p; *res gets its result
  * (PQclear it) when 0 is returned, and NULL otherwise.
@@ -179,6 +196,11 @@ int pg_session(struct store_impl *st, PGconn *c);
 /* ---- store_pg_txn.c */
 /* Under lock: a connection that works, resetting it once if it was lost. */
 int pg_reconnect(struct store_impl *st);
+/*
+ * The database's clock db_ms, read by a statement sent at sent_ms (this
+ * host's clock): the offset pg_now_ms() applies.
+ */
+void pg_note_clock(struct store_impl *st, int64_t db_ms, int64_t sent_ms);
 int pg_begin(struct store_impl *st, bool write);
 int pg_begin_nowait(struct store_impl *st);
 int pg_commit(struct store_impl *st);
@@ -186,11 +208,25 @@ void pg_rollback(struct store_impl *st);
 /* Take the connection for one statement outside a transaction. */
 int pg_take(struct store_impl *st);
 void pg_give(struct store_impl *st);
+/*
+ * A write operation in one round trip: statement id with p, after the
+ * writer row's update, in one implicit transaction that the server
+ * commits at the flight's end.  *res gets id's result; NULL with 0
+ * returned when the flight committed but its reply was lost (the caller
+ * reads back what it needs).  Takes the connection: outside a transaction.
+ */
+int pg_flight(struct store_impl *st, enum pg_stmt id, struct pg_params *p,
+	      PGresult **res);
 int pg_next_generation(struct store_impl *st, int64_t *out);
 int64_t pg_now_ms(struct store_impl *st);
 int pg_changed(struct store_impl *st, int64_t *seen);
 
 /* ---- store_pg_rows.c */
+/* A row of WF_COLS or KEY_COLS order from column c of a result (checked). */
+int pg_read_wf(struct store_impl *st, const PGresult *r, int row, int c,
+	       struct wf_row *out);
+int pg_read_key(struct store_impl *st, const PGresult *r, int row, int c,
+		struct key_row *out);
 int pg_wf_by_name(struct store_impl *st, const char *name, size_t len,
 		  struct wf_row *out);
 int pg_wf_by_id(struct store_impl *st, int64_t id, struct wf_row *out);
@@ -248,6 +284,22 @@ int pg_key_retired(struct store_impl *st, int64_t now_ms,
 		   struct key_row *rows, int max, int *n, bool *more);
 int pg_event_trim(struct store_impl *st, int64_t now_ms, int max,
 		  int64_t *n, bool *more);
+
+/* ---- store_pg_verbs.c: the operations */
+int pg_lookup_workflow(struct store_impl *st, int64_t id, const char *name,
+		       size_t len, struct wf_row *w);
+int pg_lookup_key(struct store_impl *st, int64_t wf, const char *name,
+		  size_t len, struct wf_row *w, struct key_row *k);
+int pg_lookup_generation(struct store_impl *st, int64_t generation,
+			 struct key_row *k, struct wf_row *w);
+int pg_claim(struct store_impl *st, const struct store_claim *c,
+	     struct key_row *k, struct wf_row *w, bool *adopted);
+int pg_finalize(struct store_impl *st, const struct store_finalize *f,
+		struct key_row *k);
+int pg_abandon(struct store_impl *st, int64_t generation, int64_t now_ms,
+	       const struct event *ev, struct key_row *k);
+int pg_renew(struct store_impl *st, const int64_t *generations, size_t n,
+	     int64_t now_ms, int64_t lease_ms, uint64_t *renewed);
 
 /* ---- store_pg_content.c */
 int pg_pin(struct store_impl *st, int64_t content, int64_t now_ms);

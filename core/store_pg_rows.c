@@ -81,8 +81,8 @@ static int col_in(struct store_impl *st, const char *table, int64_t id,
 
 /* ---- workflows -------------------------------------------------------- */
 
-static int read_wf(struct store_impl *st, const PGresult *r, int row,
-		   void *out)
+int pg_read_wf(struct store_impl *st, const PGresult *r, int row, int c,
+	       struct wf_row *out)
 {
 	static const char t[] = "workflows";
 	struct wf_row *w = out;
@@ -91,35 +91,35 @@ static int read_wf(struct store_impl *st, const PGresult *r, int row,
 	int64_t v[7] = { 0 };
 	int rc;
 
-	w->id = pg_col_int(r, row, 0);
-	rc = copy_name(st, t, w->id, r, row, 1, w->name, &w->name_len);
+	w->id = pg_col_int(r, row, c + 0);
+	rc = copy_name(st, t, w->id, r, row, c + 1, w->name, &w->name_len);
 	if (!rc)
-		rc = col_in(st, t, w->id, r, row, 2, "uid", 0, UINT32_MAX, &v[0]);
+		rc = col_in(st, t, w->id, r, row, c + 2, "uid", 0, UINT32_MAX, &v[0]);
 	if (!rc)
-		rc = col_in(st, t, w->id, r, row, 3, "gid", 0, UINT32_MAX, &v[1]);
+		rc = col_in(st, t, w->id, r, row, c + 3, "gid", 0, UINT32_MAX, &v[1]);
 	if (!rc)
-		rc = col_in(st, t, w->id, r, row, 4, "mode", 0, 07777, &v[2]);
+		rc = col_in(st, t, w->id, r, row, c + 4, "mode", 0, 07777, &v[2]);
 	if (!rc)
-		rc = col_in(st, t, w->id, r, row, 7, "on_input_change",
+		rc = col_in(st, t, w->id, r, row, c + 7, "on_input_change",
 			    ON_INPUT_RESET, ON_INPUT_RAISE, &v[3]);
 	if (!rc)
-		rc = col_in(st, t, w->id, r, row, 8, "dedup_on", DEDUP_SUCCESS,
+		rc = col_in(st, t, w->id, r, row, c + 8, "dedup_on", DEDUP_SUCCESS,
 			    DEDUP_ANY, &v[4]);
 	if (!rc)
-		rc = col_in(st, t, w->id, r, row, 9, "in_flight_ttl", 1,
+		rc = col_in(st, t, w->id, r, row, c + 9, "in_flight_ttl", 1,
 			    POLICY_TTL_MAX, &v[5]);
 	if (!rc)
-		rc = col_in(st, t, w->id, r, row, 10, "retention", 0,
+		rc = col_in(st, t, w->id, r, row, c + 10, "retention", 0,
 			    POLICY_RETENTION_MAX, &v[6]);
 	if (!rc)
-		rc = col_in(st, t, w->id, r, row, 12, "epoch", 0, INT64_MAX,
+		rc = col_in(st, t, w->id, r, row, c + 12, "epoch", 0, INT64_MAX,
 			    &w->epoch);
 	if (!rc)
-		rc = col_in(st, t, w->id, r, row, 13, "events size", 0,
+		rc = col_in(st, t, w->id, r, row, c + 13, "events size", 0,
 			    INT64_MAX, &w->events_size);
-	fp = PQgetvalue(r, row, 11);
-	w->fingerprint_len = PQgetisnull(r, row, 11) ? 0 :
-			     (size_t)PQgetlength(r, row, 11);
+	fp = PQgetvalue(r, row, c + 11);
+	w->fingerprint_len = PQgetisnull(r, row, c + 11) ? 0 :
+			     (size_t)PQgetlength(r, row, c + 11);
 	if (!rc && w->fingerprint_len &&
 	    (w->fingerprint_len > FINGERPRINT_MAX ||
 	     fingerprint_parse(fp, w->fingerprint_len, &fp_len) ||
@@ -131,8 +131,8 @@ static int read_wf(struct store_impl *st, const PGresult *r, int row,
 	w->uid = (uint32_t)v[0];
 	w->gid = (uint32_t)v[1];
 	w->mode = (uint32_t)v[2];
-	w->ctime_ns = pg_col_int(r, row, 5);
-	w->mtime_ns = pg_col_int(r, row, 6);
+	w->ctime_ns = pg_col_int(r, row, c + 5);
+	w->mtime_ns = pg_col_int(r, row, c + 6);
 	w->policy.on_input_change = (enum on_input_change)v[3];
 	w->policy.dedup_on = (enum dedup_on)v[4];
 	w->policy.in_flight_ttl = v[5];
@@ -141,6 +141,12 @@ static int read_wf(struct store_impl *st, const PGresult *r, int row,
 		memcpy(w->fingerprint, fp, w->fingerprint_len);
 	w->fingerprint[w->fingerprint_len] = '\0';
 	return 0;
+}
+
+static int read_wf(struct store_impl *st, const PGresult *r, int row,
+		   void *out)
+{
+	return pg_read_wf(st, r, row, 0, out);
 }
 
 static void bind_wf(struct pg_params *p, const struct wf_row *w)
@@ -250,51 +256,57 @@ int pg_wf_list(struct store_impl *st, int64_t after, struct wf_row *rows,
 
 /* ---- keys ------------------------------------------------------------- */
 
-static int read_key(struct store_impl *st, const PGresult *r, int row,
-		    void *out)
+int pg_read_key(struct store_impl *st, const PGresult *r, int row, int c,
+		struct key_row *out)
 {
 	static const char t[] = "keys";
 	struct key_row *k = out;
 	int64_t status = 0, pid = 0, uid = 0;
 	int rc;
 
-	k->id = pg_col_int(r, row, 0);
-	k->wf = pg_col_int(r, row, 1);
-	rc = copy_name(st, t, k->id, r, row, 2, k->name, &k->name_len);
+	k->id = pg_col_int(r, row, c + 0);
+	k->wf = pg_col_int(r, row, c + 1);
+	rc = copy_name(st, t, k->id, r, row, c + 2, k->name, &k->name_len);
 	if (!rc)
-		rc = col_in(st, t, k->id, r, row, 3, "status", KEY_VACANT,
+		rc = col_in(st, t, k->id, r, row, c + 3, "status", KEY_VACANT,
 			    KEY_FAILED, &status);
 	if (!rc)
-		rc = col_in(st, t, k->id, r, row, 4, "generation", 1, INT64_MAX,
+		rc = col_in(st, t, k->id, r, row, c + 4, "generation", 1, INT64_MAX,
 			    &k->generation);
 	if (!rc)
-		rc = col_in(st, t, k->id, r, row, 5, "attempt", 0, INT64_MAX,
+		rc = col_in(st, t, k->id, r, row, c + 5, "attempt", 0, INT64_MAX,
 			    &k->attempt);
 	if (!rc)
-		rc = col_in(st, t, k->id, r, row, 8, "holder pid", 0, INT32_MAX,
+		rc = col_in(st, t, k->id, r, row, c + 8, "holder pid", 0, INT32_MAX,
 			    &pid);
 	if (!rc)
-		rc = col_in(st, t, k->id, r, row, 9, "holder uid", 0, UINT32_MAX,
+		rc = col_in(st, t, k->id, r, row, c + 9, "holder uid", 0, UINT32_MAX,
 			    &uid);
 	if (!rc)
-		rc = col_in(st, t, k->id, r, row, 10, "result length", 0,
+		rc = col_in(st, t, k->id, r, row, c + 10, "result length", 0,
 			    INT32_MAX, &k->result_len);
 	if (!rc)
-		rc = col_in(st, t, k->id, r, row, 11, "result content", 0,
+		rc = col_in(st, t, k->id, r, row, c + 11, "result content", 0,
 			    INT64_MAX, &k->content);
 	if (!rc)
-		rc = col_in(st, t, k->id, r, row, 12, "previous generation", 0,
+		rc = col_in(st, t, k->id, r, row, c + 12, "previous generation", 0,
 			    k->generation - 1, &k->previous);
 	if (rc)
 		return rc;
 	if ((k->content == 0) != (k->result_len == 0))
 		return pg_bad_row(st, t, k->id, "result content", k->content);
 	k->status = (enum key_status)status;
-	k->expires_ms = pg_col_int(r, row, 6);
-	k->mtime_ns = pg_col_int(r, row, 7);
+	k->expires_ms = pg_col_int(r, row, c + 6);
+	k->mtime_ns = pg_col_int(r, row, c + 7);
 	k->holder_pid = (int32_t)pid;
 	k->holder_uid = (uint32_t)uid;
 	return 0;
+}
+
+static int read_key(struct store_impl *st, const PGresult *r, int row,
+		    void *out)
+{
+	return pg_read_key(st, r, row, 0, out);
 }
 
 static void bind_key(struct pg_params *p, const struct key_row *k)

@@ -77,8 +77,8 @@ void pg_give(struct store_impl *st)
 	pthread_mutex_unlock(&st->lock);
 }
 
-/* The database's clock is in the begin's reply: keep its offset. */
-static void note_clock(struct store_impl *st, int64_t db_ms, int64_t sent_ms)
+/* The database's clock is in a read's reply: keep its offset. */
+void pg_note_clock(struct store_impl *st, int64_t db_ms, int64_t sent_ms)
 {
 	int64_t now = realtime_ms();
 
@@ -88,7 +88,6 @@ static void note_clock(struct store_impl *st, int64_t db_ms, int64_t sent_ms)
 	st->txn_now_ms = db_ms;
 }
 
-#define DB_CLOCK "floor(extract(epoch FROM clock_timestamp()) * 1000)::int8"
 
 static const char *const begin_sql[] = {
 	"BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT " DB_CLOCK,
@@ -128,7 +127,7 @@ static int try_begin(struct store_impl *st, int kind)
 	 * after the wait for the writer row, not halfway through the trip.
 	 */
 	if (kind == 0)
-		note_clock(st, strtoll(PQgetvalue(r, 0, 0), NULL, 10), sent);
+		pg_note_clock(st, strtoll(PQgetvalue(r, 0, 0), NULL, 10), sent);
 	else
 		st->txn_now_ms = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
 	if (kind)
@@ -277,6 +276,123 @@ void pg_rollback(struct store_impl *st)
 	note_hold(st);
 	st->in_txn = st->in_write = false;
 	pthread_mutex_unlock(&st->lock);
+}
+
+/* ---- flights: a write operation in one round trip -------------------- */
+
+/*
+ * Send the writer row's update and statement id with p as one flight
+ * (pipeline mode), read their replies; under lock.  *got_xid says whether
+ * the writer's reply, which carries the transaction id, came back (the
+ * flush request after it has the server send it before it runs id, so
+ * before it could commit).
+ */
+static int flight_once(struct store_impl *st, enum pg_stmt id,
+		       struct pg_params *p, PGresult **res, bool *got_xid)
+{
+	char wname[16], name[16];
+	PGresult *r;
+	int rc = pg_prepare(st, P_WRITER);
+
+	*got_xid = false;
+	if (rc == 0)
+		rc = pg_prepare(st, id);
+	if (rc)
+		return rc;
+	pg_stmt_name(P_WRITER, wname, sizeof(wname));
+	pg_stmt_name(id, name, sizeof(name));
+	st->stats.round_trips++;
+	if (!PQenterPipelineMode(st->conn) ||
+	    !PQsendQueryPrepared(st->conn, wname, 0, NULL, NULL, NULL, 0) ||
+	    !PQsendFlushRequest(st->conn) ||
+	    !PQsendQueryPrepared(st->conn, name, p->n, p->values, p->lengths,
+				 p->formats, 1) ||
+	    !PQpipelineSync(st->conn)) {
+		rc = pg_error(st, NULL, "send");
+		goto out;
+	}
+	/* The writer's reply, then id's, each ended by a NULL; then the sync. */
+	for (int q = 0; q < 2; q++) {
+		while ((r = PQgetResult(st->conn)) != NULL) {
+			ExecStatusType s = PQresultStatus(r);
+
+			if (q == 0 && s == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+				st->txn_now_ms = strtoll(PQgetvalue(r, 0, 0),
+							 NULL, 10);
+				snprintf(st->xid, sizeof(st->xid), "%s",
+					 PQgetvalue(r, 0, 1));
+				*got_xid = true;
+			} else if (q == 1 && rc == 0 && !*res &&
+				   (s == PGRES_TUPLES_OK ||
+				    s == PGRES_COMMAND_OK)) {
+				*res = r;
+				continue;
+			} else if (rc == 0 && s != PGRES_PIPELINE_ABORTED) {
+				rc = pg_error(st, r, q ? "operation" : "begin");
+			}
+			PQclear(r);
+		}
+		if (PQstatus(st->conn) != CONNECTION_OK)
+			break;
+	}
+	if (PQstatus(st->conn) == CONNECTION_OK) {
+		r = PQgetResult(st->conn);
+		if (PQresultStatus(r) != PGRES_PIPELINE_SYNC && rc == 0)
+			rc = pg_error(st, r, "sync");
+		PQclear(r);
+	}
+out:
+	PQexitPipelineMode(st->conn);
+	if (PQstatus(st->conn) != CONNECTION_OK) {
+		rc = -EAGAIN;
+		if (*res) {
+			PQclear(*res);	/* whether it committed is unknown */
+			*res = NULL;
+		}
+	}
+	return rc;
+}
+
+int pg_flight(struct store_impl *st, enum pg_stmt id, struct pg_params *p,
+	      PGresult **res)
+{
+	bool got_xid = false;
+	int rc;
+
+	*res = NULL;
+	if (st->read_only)
+		return -EROFS;
+	pthread_mutex_lock(&st->lock);
+	clock_gettime(CLOCK_MONOTONIC, &st->began);
+	st->in_write = true;
+	rc = pg_reconnect(st);
+	for (int tries = 0; rc == 0 && tries < 2; tries++) {
+		rc = flight_once(st, id, p, res, &got_xid);
+		if (rc != -EAGAIN || PQstatus(st->conn) == CONNECTION_OK)
+			break;
+		/*
+		 * The connection was lost.  With the transaction id, ask what
+		 * became of it: committed (its reply is lost: *res NULL), or
+		 * not, and then once more on a new connection.  Without it, the
+		 * server never ran the operation (it sends the id first), save
+		 * on a network that lost a reply in flight: once more too.
+		 */
+		if (got_xid) {
+			rc = resolve_commit(st);
+			if (rc != -EAGAIN)
+				break;
+		}
+		rc = pg_reconnect(st);
+	}
+	if (rc == 0) {
+		st->stats.commits++;
+		if (st->sync == STORE_SYNC_FULL)
+			st->stats.syncs++;
+	}
+	note_hold(st);
+	st->in_write = false;
+	pthread_mutex_unlock(&st->lock);
+	return rc;
 }
 
 int pg_next_generation(struct store_impl *st, int64_t *out)

@@ -48,23 +48,12 @@ int workflow_lookup(struct once *o, const char *name, size_t len,
 {
 	int rc = name_check(name, len);
 
-	if (rc)
-		return rc;
-	rc = store_begin(o->store, false);
-	if (rc)
-		return rc;
-	rc = store_wf_by_name(o->store, name, len, out);
-	return once_end(o, rc);
+	return rc ? rc : store_lookup_workflow(o->store, 0, name, len, out);
 }
 
 int workflow_get(struct once *o, int64_t id, struct wf_row *out)
 {
-	int rc = store_begin(o->store, false);
-
-	if (rc)
-		return rc;
-	rc = store_wf_by_id(o->store, id, out);
-	return once_end(o, rc);
+	return store_lookup_workflow(o->store, id, NULL, 0, out);
 }
 
 /* Inside a transaction: is the workflow empty? */

@@ -267,16 +267,12 @@ static int stat_ino(struct fs *fs, uint64_t ino, struct stat *st)
 			fill_wf(&w, ino_wf_slot(ino), st);
 		return rc;
 	case INO_KIND_WAIT:
-		rc = key_get(&fs->core, ino_value(ino), &k);
-		if (rc == 0)
-			rc = workflow_get(&fs->core, k.wf, &w);
+		rc = key_get(&fs->core, ino_value(ino), &k, &w);
 		if (rc == 0)
 			fill_wait(&w, &k, st);
 		return rc == -ENOENT ? -ESTALE : rc;
 	case INO_KIND_KEY:
-		rc = key_get(&fs->core, ino_value(ino), &k);
-		if (rc == 0)
-			rc = workflow_get(&fs->core, k.wf, &w);
+		rc = key_get(&fs->core, ino_value(ino), &k, &w);
 		if (rc == -ENOENT)
 			rc = -ESTALE;
 		if (rc == 0) {
@@ -561,7 +557,7 @@ static int setattr_key(struct fs *fs, fuse_ino_t ino, int to_set,
 
 	if (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID))
 		return -EPERM;
-	rc = key_get(&fs->core, gen, &k);
+	rc = key_get(&fs->core, gen, &k, NULL);
 	if (rc)
 		return rc;
 	if (k.status != KEY_IN_FLIGHT)
@@ -1365,7 +1361,8 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		 * claim has no holder: free the key now, not at the lease's end.
 		 */
 		if (h->f.claimed)
-			key_abandon(&fs->core, h->f.generation, &who, NULL,
+			key_abandon(&fs->core, h->f.generation, h->f.name,
+				    h->f.name_len, &who, NULL,
 				    "the open that claimed it did not return");
 		handle_close(fs, h);
 	}
@@ -1680,7 +1677,7 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 			reply_xattr_value(req, value, len, size);
 		return;
 	}
-	rc = key_get(&fs->core, ino_value(ino), &k);
+	rc = key_get(&fs->core, ino_value(ino), &k, NULL);
 	if (rc) {
 		reply_rc(req, rc);
 		return;

@@ -299,7 +299,7 @@ static void test_wait_ended(void **state)
 	file_init(&b, FILE_WAIT, w.id, O_RDONLY);
 	assert_rc(file_open_wait(&fx->o, &a, k.generation, &user), 0);
 	assert_rc(file_open_wait(&fx->o, &b, k.generation, &user), 0);
-	assert_rc(key_finalize(&fx->o, k.generation, S("succeeded\nr"), &user), 0);
+	assert_rc(key_finalize(&fx->o, k.generation, k.name, k.name_len, S("succeeded\nr"), &user), 0);
 	assert_rc(file_wait_ended(&fx->o, &a, &cache), 0);
 	assert_i64(cache.generation, k.generation);
 	assert_rc(file_wait_ended(&fx->o, &b, &cache), 0);
@@ -315,7 +315,7 @@ static void test_wait_ended(void **state)
 	memset(&a, 0, sizeof(a));
 	file_init(&a, FILE_WAIT, w.id, O_RDONLY);
 	assert_rc(file_open_wait(&fx->o, &a, k.generation, &user), 0);
-	assert_rc(key_finalize(&fx->o, k.generation, S("failed\n"), &user), 0);
+	assert_rc(key_finalize(&fx->o, k.generation, k.name, k.name_len, S("failed\n"), &user), 0);
 	assert_rc(file_wait_ended(&fx->o, &a, &cache), -ENOENT);
 	file_fini(&a);
 	pthread_mutex_destroy(&cache.lock);

@@ -48,7 +48,11 @@ static struct key_row claim(struct fixture *fx, int64_t wf, const char *name,
 static int finalize(struct fixture *fx, int64_t gen, const char *text,
 		    const struct caller *who)
 {
-	return key_finalize(&fx->o, gen, text, strlen(text), who);
+	struct key_row k = { .name = "?", .name_len = 1 };
+
+	key_get(&fx->o, gen, &k, NULL);	/* the name, for the event */
+	return key_finalize(&fx->o, gen, k.name, k.name_len, text,
+			    strlen(text), who);
 }
 
 /* The key as a lookup by name sees it (must be live). */
@@ -166,7 +170,7 @@ static void test_claim(void **state)
 	got = lookup(fx, w.id, "2026-11-21");
 	assert_i64(got.id, k.id);
 	assert_i64(got.generation, k.generation);
-	assert_rc(key_get(&fx->o, k.generation, &got), 0);
+	assert_rc(key_get(&fx->o, k.generation, &got, NULL), 0);
 	assert_i64(got.id, k.id);
 	assert_content(fx, k.generation, fmt("in_flight %" PRId64 "\n",
 					     k.generation),
@@ -297,7 +301,7 @@ static void test_finalize_succeeded(void **state)
 	char *ev;
 
 	fx->now += 5000;
-	assert_rc(key_finalize(&fx->o, k.generation, text, sizeof(text) - 1,
+	assert_rc(key_finalize(&fx->o, k.generation, k.name, k.name_len, text, sizeof(text) - 1,
 			       &user), 0);
 	got = lookup(fx, w.id, "k");
 	assert_int_equal(got.status, KEY_SUCCEEDED);
@@ -386,7 +390,7 @@ static void test_failed_under_dedup_success(void **state)
 	assert_rc(finalize(fx, k.generation, "failed\ntraceback", &user), 0);
 	/* The key disappears, so a retry can claim it. */
 	assert_absent(fx, w.id, "k");
-	assert_rc(key_get(&fx->o, k.generation, &got), -ESTALE);
+	assert_rc(key_get(&fx->o, k.generation, &got, NULL), -ESTALE);
 	assert_rc(key_content(&fx->o, k.generation, &got, &buf, &len), -ESTALE);
 	assert_null(buf);
 	assert_rc(key_list(&fx->o, w.id, 0, &got, 1, &n), 0);
@@ -593,7 +597,7 @@ static void test_check_write_unfinished_wrong_generation(void **state)
 	snprintf(wrong, sizeof(wrong), "succeeded %" PRId64, k.generation + 1);
 	snprintf(longer, sizeof(longer), "succeeded %" PRId64 "0", k.generation);
 	/* The same bytes, complete, are refused by the finalize. */
-	assert_rc(key_finalize(&fx->o, k.generation, wrong, strlen(wrong), &user),
+	assert_rc(key_finalize(&fx->o, k.generation, k.name, k.name_len, wrong, strlen(wrong), &user),
 		  -ESTALE);
 	assert_passes(key_check_write(&fx->o, k.generation, mine, strlen(mine),
 				      &user));
@@ -619,11 +623,11 @@ static void test_check_write_efbig(void **state)
 				  (size_t)n + SMALL_RESULT, &user), 0);
 	assert_rc(key_check_write(&fx->o, k.generation, text,
 				  (size_t)n + SMALL_RESULT + 1, &user), -EFBIG);
-	assert_rc(key_finalize(&fx->o, k.generation, text,
+	assert_rc(key_finalize(&fx->o, k.generation, k.name, k.name_len, text,
 			       (size_t)n + SMALL_RESULT + 1, &user), -EFBIG);
 	got = lookup(fx, w.id, "k");
 	assert_int_equal(got.status, KEY_IN_FLIGHT);
-	assert_rc(key_finalize(&fx->o, k.generation, text,
+	assert_rc(key_finalize(&fx->o, k.generation, k.name, k.name_len, text,
 			       (size_t)n + SMALL_RESULT, &user), 0);
 	got = lookup(fx, w.id, "k");
 	assert_int_equal(got.status, KEY_SUCCEEDED);
@@ -634,7 +638,7 @@ static void test_check_write_efbig(void **state)
 	memset(text + n, 'e', SMALL_RESULT + 1);
 	assert_rc(key_check_write(&fx->o, k.generation, text,
 				  (size_t)n + SMALL_RESULT + 1, &user), -EFBIG);
-	assert_rc(key_finalize(&fx->o, k.generation, text,
+	assert_rc(key_finalize(&fx->o, k.generation, k.name, k.name_len, text,
 			       (size_t)n + SMALL_RESULT + 1, &user), -EFBIG);
 	assert_int_equal(lookup(fx, w.id, "k2").status, KEY_IN_FLIGHT);
 }
@@ -676,9 +680,9 @@ static void test_long_status_line_same_verdict(void **state)
 				  &user), -EINVAL);
 	assert_rc(key_check_write(&fx->o, k.generation, text, sizeof(text),
 				  &user), -EINVAL);
-	assert_rc(key_finalize(&fx->o, k.generation, text, sizeof(text) - 1,
+	assert_rc(key_finalize(&fx->o, k.generation, k.name, k.name_len, text, sizeof(text) - 1,
 			       &user), -EINVAL);
-	assert_rc(key_finalize(&fx->o, k.generation, text, sizeof(text), &user),
+	assert_rc(key_finalize(&fx->o, k.generation, k.name, k.name_len, text, sizeof(text), &user),
 		  -EINVAL);
 }
 
@@ -707,7 +711,7 @@ static void test_lease_expiry(void **state)
 	assert_false(has);
 	assert_rc(key_release(&fx->o, w.id, S("k"), &user), -ENOENT);
 	/* Its generation is dead too: the lease passed (see the rule). */
-	assert_rc(key_get(&fx->o, k.generation, &got), -ESTALE);
+	assert_rc(key_get(&fx->o, k.generation, &got, NULL), -ESTALE);
 }
 
 static void test_adoption(void **state)
@@ -834,7 +838,7 @@ static void test_fenced_after_adoption(void **state)
 	assert_rc(finalize(fx, k.generation, "succeeded\nstale", &user), -ESTALE);
 	assert_rc(finalize(fx, k.generation, "failed\n", &root), -ESTALE);
 	assert_rc(key_touch(&fx->o, k.generation, &user), -ESTALE);
-	assert_rc(key_get(&fx->o, k.generation, &got), -ESTALE);
+	assert_rc(key_get(&fx->o, k.generation, &got, NULL), -ESTALE);
 	assert_rc(key_content(&fx->o, k.generation, &got, &buf, &len), -ESTALE);
 	assert_null(buf);
 	/* The new holder's generation, written by the old holder, is its. */
@@ -1026,11 +1030,11 @@ static void test_abandon(void **state)
 	struct holder_fate fate = { HOLDER_KILLED, SIGKILL };
 	char *ev;
 
-	assert_rc(key_abandon(&fx->o, k.generation, &user, &fate, NULL), 0);
+	assert_rc(key_abandon(&fx->o, k.generation, k.name, k.name_len, &user, &fate, NULL), 0);
 	/* Free at once, long before any lease ends. */
 	assert_absent(fx, w.id, "k");
 	assert_rc(finalize(fx, k.generation, "succeeded\n", &user), -ESTALE);
-	assert_rc(key_abandon(&fx->o, k.generation, &user, &fate, NULL), -ESTALE);
+	assert_rc(key_abandon(&fx->o, k.generation, k.name, k.name_len, &user, &fate, NULL), -ESTALE);
 	ev = event_last(fx->st, w.id, "abandon");
 	assert_non_null(ev);
 	assert_contains(ev, "\"reason\":\"killed by SIGKILL\"");
@@ -1043,7 +1047,7 @@ static void test_abandon(void **state)
 	assert_true(again.generation > k.generation);
 	/* A finalized claim is not abandoned. */
 	assert_rc(finalize(fx, again.generation, "succeeded\n", &other), 0);
-	assert_rc(key_abandon(&fx->o, again.generation, &other, NULL, "x"),
+	assert_rc(key_abandon(&fx->o, again.generation, S("k"), &other, NULL, "x"),
 		  -ESTALE);
 	assert_int_equal(lookup(fx, w.id, "k").status, KEY_SUCCEEDED);
 }
@@ -1059,7 +1063,7 @@ static void test_release(void **state)
 
 	assert_rc(key_release(&fx->o, w.id, S("k"), &other), 0);
 	assert_absent(fx, w.id, "k");
-	assert_rc(key_get(&fx->o, k.generation, &got), -ESTALE);
+	assert_rc(key_get(&fx->o, k.generation, &got, NULL), -ESTALE);
 	assert_rc(finalize(fx, k.generation, "succeeded\n", &user), -ESTALE);
 	assert_rc(key_release(&fx->o, w.id, S("k"), &other), -ENOENT);
 	assert_rc(key_release(&fx->o, w.id, S("never"), &other), -ENOENT);
@@ -1199,7 +1203,7 @@ static void test_two_mounts(void **state)
 	assert_rc(key_lookup(&o2, w.id, S("k"), &got, NULL), 0);
 	assert_i64(got.generation, k.generation);
 	/* The holder can finalize through the other mount by generation. */
-	assert_rc(key_finalize(&o2, k.generation, S("succeeded\n"), &user), 0);
+	assert_rc(key_finalize(&o2, k.generation, k.name, k.name_len, S("succeeded\n"), &user), 0);
 	assert_int_equal(lookup(fx, w.id, "k").status, KEY_SUCCEEDED);
 	/* Generations drawn by either mount never repeat. */
 	{

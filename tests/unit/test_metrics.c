@@ -51,7 +51,7 @@ static void test_claims_are_timed_and_rendered(void **state)
 	assert_rc(workflow_create(&fx->o, S("job"), 0755, &user, &w), 0);
 	assert_rc(key_claim(&fx->o, w.id, S("k"), &user, &k, NULL), 0);
 	assert_rc(key_claim(&fx->o, w.id, S("k"), &user, &k, NULL), -EEXIST);
-	assert_rc(key_finalize(&fx->o, k.generation, S("succeeded\n"), &user), 0);
+	assert_rc(key_finalize(&fx->o, k.generation, k.name, k.name_len, S("succeeded\n"), &user), 0);
 	text = render(fx, false);
 	assert_non_null(strstr(text, "claims 1\nadoptions 0\nconflicts 1\nfinalizes 1\n"));
 	assert_non_null(strstr(text, "waiters 7\n"));

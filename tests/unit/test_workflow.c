@@ -180,7 +180,7 @@ static void test_remove_not_empty_with_key(void **state)
 	assert_rc(workflow_remove(&fx->o, S("job"), &user), -ENOTEMPTY);
 	assert_rc(workflow_lookup(&fx->o, S("job"), &got), 0);
 	/* A terminal key keeps it non-empty too. */
-	assert_rc(key_finalize(&fx->o, k.generation, S("succeeded\n"), &user), 0);
+	assert_rc(key_finalize(&fx->o, k.generation, k.name, k.name_len, S("succeeded\n"), &user), 0);
 	assert_rc(workflow_remove(&fx->o, S("job"), &user), -ENOTEMPTY);
 	/* rm keys/K, then rmdir works. */
 	assert_rc(key_release(&fx->o, w.id, S("k"), &user), 0);
@@ -214,7 +214,7 @@ static void test_remove_failed_key_under_success(void **state)
 
 	claim(fx, w.id, "k", &k);
 	/* failed under dedup_on=success leaves a vacant row: no key. */
-	assert_rc(key_finalize(&fx->o, k.generation, S("failed\n"), &user), 0);
+	assert_rc(key_finalize(&fx->o, k.generation, k.name, k.name_len, S("failed\n"), &user), 0);
 	assert_rc(workflow_remove(&fx->o, S("job"), &user), 0);
 }
 
