@@ -18,12 +18,12 @@
  */
 static int decide(struct once *o, const struct wf_row *w, const char *value,
 		  size_t len, bool complete, int64_t own_hold, bool *same,
-		  bool *steps)
+		  bool *steps, bool *held)
 {
-	bool held;
 	int rc;
 
 	*steps = false;
+	*held = false;
 	/* An unfinished value may still become the current one. */
 	*same = (complete ? len == w->fingerprint_len
 			  : len <= w->fingerprint_len) &&
@@ -34,8 +34,8 @@ static int decide(struct once *o, const struct wf_row *w, const char *value,
 	 * A run holds the input it started with; the file that holds it may
 	 * set another (its own hold then holds the new one).
 	 */
-	rc = store_hold_any(o->store, w->id, once_now_ms(o), own_hold, &held);
-	if (rc == 0 && held)
+	rc = store_hold_any(o->store, w->id, once_now_ms(o), own_hold, held);
+	if (rc == 0 && *held)
 		return -EBUSY;
 	if (rc == 0)
 		rc = store_step_any(o->store, w->id, w->epoch, steps);
@@ -44,8 +44,15 @@ static int decide(struct once *o, const struct wf_row *w, const char *value,
 	return rc;
 }
 
-int step_check_fingerprint(struct once *o, int64_t wf, const char *buf,
-			   size_t len, int64_t own_hold)
+/*
+ * A hold in the way may be one whose file was closed a moment ago: FUSE
+ * sends its RELEASE after close(2) has returned.  Before EBUSY, that is
+ * waited out, briefly: a few tries 20 ms apart.
+ */
+#define HOLD_SETTLE_TRIES 10
+
+static int check_once(struct once *o, int64_t wf, const char *buf,
+		      size_t len, int64_t own_hold, bool *held)
 {
 	struct wf_row w;
 	size_t vlen;
@@ -60,8 +67,21 @@ int step_check_fingerprint(struct once *o, int64_t wf, const char *buf,
 	rc = store_wf_by_id(o->store, wf, &w);
 	if (rc == 0)
 		rc = decide(o, &w, buf, vlen, len > 0 && buf[len - 1] == '\n',
-			    own_hold, &same, &steps);
+			    own_hold, &same, &steps, held);
 	return once_end(o, rc);
+}
+
+int step_check_fingerprint(struct once *o, int64_t wf, const char *buf,
+			   size_t len, int64_t own_hold)
+{
+	bool held = false;
+	int rc = check_once(o, wf, buf, len, own_hold, &held);
+
+	for (int i = 0; rc == -EBUSY && held && i < HOLD_SETTLE_TRIES; i++) {
+		usleep(20 * 1000);
+		rc = check_once(o, wf, buf, len, own_hold, &held);
+	}
+	return rc;
 }
 
 /* The lease of a hold: as long as a held claim's. */
@@ -71,8 +91,8 @@ static int64_t hold_lease_ms(const struct once *o)
 				      : ONCE_LEASE_MS_DEFAULT;
 }
 
-int step_set_fingerprint(struct once *o, int64_t wf, const char *buf,
-			 size_t len, const struct caller *who, int64_t *hold)
+static int set_once(struct once *o, int64_t wf, const char *buf, size_t len,
+		    const struct caller *who, int64_t *hold, bool *held)
 {
 	struct event ev = { .type = "fingerprint", .detail_field = "value" };
 	struct wf_row w;
@@ -88,7 +108,7 @@ int step_set_fingerprint(struct once *o, int64_t wf, const char *buf,
 	rc = store_wf_by_id(o->store, wf, &w);
 	if (rc == 0)
 		rc = decide(o, &w, buf, vlen, true, hold ? *hold : 0, &same,
-			    &steps);
+			    &steps, held);
 	if (rc)
 		goto out;
 	if (same)
@@ -127,6 +147,19 @@ out:
 	rc = once_end(o, rc);
 	if (rc && hold && *hold && !held_before)
 		*hold = 0;
+	return rc;
+}
+
+int step_set_fingerprint(struct once *o, int64_t wf, const char *buf,
+			 size_t len, const struct caller *who, int64_t *hold)
+{
+	bool held = false;
+	int rc = set_once(o, wf, buf, len, who, hold, &held);
+
+	for (int i = 0; rc == -EBUSY && held && i < HOLD_SETTLE_TRIES; i++) {
+		usleep(20 * 1000);
+		rc = set_once(o, wf, buf, len, who, hold, &held);
+	}
 	return rc;
 }
 

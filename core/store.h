@@ -57,6 +57,7 @@ struct store_options {
 	bool read_only;		/* inspection: never write */
 	enum store_sync sync;
 	int busy_timeout_ms;
+	int connections;	/* a server's: at most this many (0: default) */
 };
 
 struct store_stats {

@@ -171,8 +171,19 @@ static const struct {
 		"UPDATE keys SET expires_ms = $2 + due.lease FROM due WHERE "
 		"keys.id = due.id AND keys.expires_ms - $2 < due.lease - "
 		"due.lease / 3", "aii" },
-	[P_XACT_STATUS] = { "SELECT coalesce(pg_xact_status($1::xid8), "
-		"'aborted')", "t" },
+	/* A connection's row of last_writes (store_pg_txn.c). */
+	[P_MARK_NEW] = { "INSERT INTO last_writes(conn, op, time_ms) VALUES "
+		"($1, 0, $2) ON CONFLICT (conn) DO NOTHING", "ii" },
+	/* Fails (division by zero) unless the row is at op $2 - 1. */
+	[P_MARK] = { "WITH u AS (UPDATE last_writes SET op = $2, time_ms = $3 "
+		"WHERE conn = $1 AND op = $2 - 1 RETURNING 1) "
+		"SELECT 1 / (SELECT count(*)::int FROM u)", "iii" },
+	/* The row locked (a write still running on it ends first), at $2. */
+	[P_RESOLVE] = { "WITH o AS (SELECT op FROM last_writes WHERE conn = $1 "
+		"FOR UPDATE) UPDATE last_writes SET op = greatest(o.op, $2) "
+		"FROM o WHERE conn = $1 RETURNING o.op", "ii" },
+	[P_MARK_DROP] = { "DELETE FROM last_writes WHERE conn = $1 OR "
+		"time_ms < $2", "ii" },
 	[P_NEXT_GEN] = { "SELECT nextval('generation')", "" },
 	[P_WF_BY_NAME] = { "SELECT " WF_COLS " FROM workflows WHERE name = $1", "b" },
 	[P_WF_BY_ID] = { "SELECT " WF_COLS " FROM workflows WHERE id = $1", "i" },
@@ -329,6 +340,17 @@ static const struct {
 };
 
 /*
+ * The last write of each connection of each mount, by op number, so that
+ * a write whose reply was lost can be looked up (store_pg_txn.c); a
+ * connection's row goes when its mount unmounts, or a day after its last
+ * write.  Version 4 added it.
+ */
+#define LAST_WRITES "CREATE TABLE IF NOT EXISTS last_writes(" \
+	"  conn bigint PRIMARY KEY," \
+	"  op bigint NOT NULL," \
+	"  time_ms bigint NOT NULL);"
+
+/*
  * The schema, in one transaction (the tables as the SQLite backend's;
  * store_sqlite.c says what each is for).  The writer row serializes
  * write transactions (store_pg.h) and counts them for store_changed().
@@ -410,13 +432,14 @@ static const char schema[] =
 	"  expires_ms bigint NOT NULL);"
 	"CREATE INDEX holds_by_workflow ON holds(wf, expires_ms);"
 	"CREATE INDEX holds_by_mount ON holds(mount);"
+	LAST_WRITES
 	"CREATE TABLE events("
 	"  wf bigint NOT NULL,"
 	"  off bigint NOT NULL,"
 	"  time_ms bigint NOT NULL,"
 	"  line text NOT NULL,"
 	"  PRIMARY KEY(wf, off));"
-	"INSERT INTO meta VALUES ('schema_version', '3');"
+	"INSERT INTO meta VALUES ('schema_version', '4');"
 	"COMMIT";
 
 /* ---- helpers ---------------------------------------------------------- */
@@ -497,12 +520,23 @@ int pg_error(struct store_impl *st, const PGresult *r, const char *what)
 	const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
 	char why[300];
 
-	if (PQstatus(st->conn) != CONNECTION_OK) {
-		if (!st->down_logged)
+	PGconn *conn = pg_cur()->conn;
+
+	/*
+	 * An error of libpq's own (no SQLSTATE: the server went, or the
+	 * connection is in a state no request can use), or the server's word
+	 * that it ends the session, is a lost connection: the next use opens
+	 * a new one.
+	 */
+	if (!state || strncmp(state, "08", 2) == 0 ||
+	    strncmp(state, "57P", 3) == 0)	/* the server ends the session */
+		pg_cur()->broken = true;
+	if (PQstatus(conn) != CONNECTION_OK || pg_cur()->broken) {
+		if (!__atomic_exchange_n(&st->down_logged, true,
+					 __ATOMIC_RELAXED))
 			syslog(LOG_ERR, "oncefs: %s: lost the connection to "
 			       "PostgreSQL (%s); reconnecting", what,
-			       PQerrorMessage(st->conn));
-		st->down_logged = true;
+			       PQerrorMessage(conn));
 		return -EAGAIN;
 	}
 	if (state) {
@@ -518,7 +552,7 @@ int pg_error(struct store_impl *st, const PGresult *r, const char *what)
 		if (strcmp(state, "53200") == 0)	/* out_of_memory */
 			return -ENOMEM;
 	}
-	first_line(r ? PQresultErrorMessage(r) : PQerrorMessage(st->conn), why,
+	first_line(r ? PQresultErrorMessage(r) : PQerrorMessage(conn), why,
 		   sizeof(why));
 	syslog(LOG_ERR, "oncefs: %s: %s", what, why);
 	return -EIO;
@@ -536,13 +570,15 @@ int pg_prepare(struct store_impl *st, enum pg_stmt id)
 	char name[16];
 	PGresult *r;
 
-	if (st->prepared[id])
+	struct pg_conn *c = pg_cur();
+
+	if (c->prepared[id])
 		return 0;
 	pg_stmt_name(id, name, sizeof(name));
 	for (int i = 0; i < n; i++)
 		types[i] = type_oid(stmts[id].types[i]);
-	st->stats.round_trips++;
-	r = PQprepare(st->conn, name, stmts[id].sql, n, types);
+	pg_count_trip(st);
+	r = PQprepare(c->conn, name, stmts[id].sql, n, types);
 	if (PQresultStatus(r) != PGRES_COMMAND_OK) {
 		int rc = pg_error(st, r, "prepare");
 
@@ -550,7 +586,7 @@ int pg_prepare(struct store_impl *st, enum pg_stmt id)
 		return rc;
 	}
 	PQclear(r);
-	st->prepared[id] = true;
+	c->prepared[id] = true;
 	return 0;
 }
 
@@ -572,8 +608,8 @@ again:
 	rc = pg_prepare(st, id);
 	if (rc)
 		return rc;
-	st->stats.round_trips++;
-	r = PQexecPrepared(st->conn, name, p->n, p->values, p->lengths,
+	pg_count_trip(st);
+	r = PQexecPrepared(pg_cur()->conn, name, p->n, p->values, p->lengths,
 			   p->formats, 1);
 	status = PQresultStatus(r);
 	if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK) {
@@ -585,15 +621,17 @@ again:
 		 * restarted while this mount was idle) is reset and the one
 		 * statement tried again: nothing of it had happened.
 		 */
-		if (rc == -EAGAIN && !st->in_txn && !retried &&
-		    PQstatus(st->conn) != CONNECTION_OK && pg_reconnect(st) == 0) {
+		if (rc == -EAGAIN && !pg_cur()->in_txn && !retried &&
+		    (PQstatus(pg_cur()->conn) != CONNECTION_OK ||
+		     pg_cur()->broken) &&
+		    pg_reconnect(st) == 0) {
 			retried = true;
 			goto again;
 		}
 		return rc;
 	}
-	if (st->in_write && strncmp(PQcmdStatus(r), "SELECT", 6) != 0)
-		st->wrote = true;
+	if (pg_cur()->in_write && strncmp(PQcmdStatus(r), "SELECT", 6) != 0)
+		pg_cur()->wrote = true;
 	*res = r;
 	return 0;
 }
@@ -688,7 +726,7 @@ static int has_password(const char *name, bool *yes, char *err, size_t errlen)
 }
 
 /* A connection, or -errno with the reason in err. */
-static int connect_to(const char *name, PGconn **out, char *err, size_t errlen)
+int pg_connect(const char *name, PGconn **out, char *err, size_t errlen)
 {
 	/* Later entries override earlier ones: the name's own settings win. */
 	const char *const keys[] = { "connect_timeout",
@@ -776,8 +814,9 @@ static int schema_version(PGconn *c, long *version, char *err, size_t errlen)
 	return 0;
 }
 
-int pg_session(struct store_impl *st, PGconn *c)
+int pg_session(struct store_impl *st, struct pg_conn *pc)
 {
+	PGconn *c = pc->conn;
 	char timeout[32];
 	const char *values[1] = { timeout };
 	PGresult *r;
@@ -789,8 +828,8 @@ int pg_session(struct store_impl *st, PGconn *c)
 	 * the server's own schedule, which survives a crash of this mount
 	 * but not of the server.
 	 */
-	memset(st->prepared, 0, sizeof(st->prepared));
-	st->session_ok = false;
+	memset(pc->prepared, 0, sizeof(pc->prepared));
+	pc->session_ok = false;
 	/*
 	 * A transaction left idle (its mount stopped by SIGSTOP, or cut off)
 	 * ends after 30 s, so the writer row it holds is free again; this
@@ -816,7 +855,7 @@ int pg_session(struct store_impl *st, PGconn *c)
 			 NULL, values, NULL, NULL, 0);
 	ok = PQresultStatus(r) == PGRES_TUPLES_OK;
 	PQclear(r);
-	st->session_ok = ok;
+	pc->session_ok = ok;
 	return ok ? 0 : -EIO;
 }
 
@@ -830,9 +869,29 @@ static int create_schema(PGconn *c, char *err, size_t errlen)
 		return 0;
 	run_plain(c, "ROLLBACK", NULL, 0);
 	if (schema_version(c, &version, err, errlen) == 0 &&
-	    version == STORE_SCHEMA_VERSION)
+	    version == PG_SCHEMA_VERSION)
 		return 0;
 	snprintf(err, errlen, "cannot create the oncefs schema: %s", why);
+	return strstr(why, "permission denied") ? -EACCES : -EIO;
+}
+
+/* Version 3 (no last_writes) to 4, by a mount that may write. */
+static int upgrade_schema(PGconn *c, char *err, size_t errlen)
+{
+	static const char upgrade[] =
+		"BEGIN;"
+		"SET LOCAL search_path = oncefs;"
+		LAST_WRITES
+		"UPDATE meta SET value = '4' WHERE name = 'schema_version' AND "
+		"value = '3';"
+		"COMMIT";
+	char why[400];
+
+	if (run_plain(c, upgrade, why, sizeof(why)))
+		return 0;
+	run_plain(c, "ROLLBACK", NULL, 0);
+	snprintf(err, errlen, "cannot upgrade the oncefs schema to version 4: "
+		 "%s", why);
 	return strstr(why, "permission denied") ? -EACCES : -EIO;
 }
 
@@ -856,7 +915,7 @@ static int pg_open(const char *name, const struct store_options *opt,
 			 "or a service file instead");
 		return -EINVAL;
 	}
-	rc = connect_to(name, &c, err, errlen);
+	rc = pg_connect(name, &c, err, errlen);
 	if (rc)
 		return rc;
 	rc = schema_version(c, &version, err, errlen);
@@ -865,10 +924,10 @@ static int pg_open(const char *name, const struct store_options *opt,
 			 "(schema oncefs): mount with -o create, or run "
 			 "'oncectl init', to create one", PQdb(c), PQhost(c));
 		rc = -ENOENT;
-	} else if (rc == 0 && version > STORE_SCHEMA_VERSION) {
+	} else if (rc == 0 && version > PG_SCHEMA_VERSION) {
 		snprintf(err, errlen, "the store in database %s has schema "
 			 "version %ld, newer than this oncefs (%d): upgrade "
-			 "oncefs", PQdb(c), version, STORE_SCHEMA_VERSION);
+			 "oncefs", PQdb(c), version, PG_SCHEMA_VERSION);
 		rc = -EPROTONOSUPPORT;
 	} else if (rc == 0 && version == 0 && opt->read_only) {
 		snprintf(err, errlen, "database %s holds no oncefs store",
@@ -876,7 +935,9 @@ static int pg_open(const char *name, const struct store_options *opt,
 		rc = -ENOENT;
 	} else if (rc == 0 && version == 0) {
 		rc = create_schema(c, err, errlen);
-	} else if (rc == 0 && version < STORE_SCHEMA_VERSION) {
+	} else if (rc == 0 && version == 3 && !opt->read_only) {
+		rc = upgrade_schema(c, err, errlen);
+	} else if (rc == 0 && version < 3) {
 		snprintf(err, errlen, "the store in database %s has schema "
 			 "version %ld, which only oncefs's SQLite stores had",
 			 PQdb(c), version);
@@ -887,26 +948,47 @@ static int pg_open(const char *name, const struct store_options *opt,
 		return rc;
 	}
 	st = calloc(1, sizeof(*st));
-	if (!st || !(st->name = strdup(name))) {
+	if (st) {
+		st->max_conns = opt->connections > 0 ? opt->connections
+						     : PG_CONNECTIONS_DEFAULT;
+		if (st->max_conns > PG_CONNECTIONS_MAX)
+			st->max_conns = PG_CONNECTIONS_MAX;
+		st->conns = calloc((size_t)st->max_conns, sizeof(*st->conns));
+		st->name = strdup(name);
+	}
+	if (!st || !st->conns || !st->name) {
+		if (st)
+			free(st->conns);
 		free(st);
 		PQfinish(c);
 		return -ENOMEM;
 	}
-	st->conn = c;
+	for (int i = 0; i < st->max_conns; i++)
+		st->conns[i].id = store_new_mount_id();
+	st->conns[0].conn = c;
+	st->nconns = 1;
 	st->busy_timeout_ms = opt->busy_timeout_ms;
 	st->sync = opt->read_only ? STORE_SYNC_OFF : opt->sync;
 	st->read_only = opt->read_only;
 	pthread_mutex_init(&st->lock, NULL);
+	pthread_cond_init(&st->freed, NULL);
 	pthread_mutex_init(&st->pin_lock, NULL);
 	pthread_mutex_init(&st->problem_lock, NULL);
 	pin_table_init(&st->pins);
 	st->mount_id = store_new_mount_id();
-	rc = pg_session(st, c);
 	/* A first transaction reads the database's clock. */
-	if (rc == 0)
-		rc = pg_begin(st, false);
+	rc = pg_begin(st, false);
 	if (rc == 0)
 		rc = pg_commit(st);
+	/* The rows of last_writes of mounts that went a day ago. */
+	if (rc == 0 && !st->read_only && pg_take(st) == 0) {
+		struct pg_params p = { 0 };
+
+		pg_int(&p, 0);
+		pg_int(&p, pg_now_ms(st) - 24 * 3600 * 1000);
+		rc = pg_exec(st, P_MARK_DROP, &p);
+		pg_give(st);
+	}
 	if (rc) {
 		snprintf(err, errlen, "cannot use the oncefs store in database "
 			 "%s: %s", PQdb(c), PQerrorMessage(c));
@@ -937,10 +1019,24 @@ static void pg_close(struct store_impl *st)
 		else
 			pg_rollback(st);
 	}
-	PQfinish(st->conn);
+	/* Nor rows of last_writes: its writes all had their replies. */
+	for (int i = 0; !st->read_only && i < st->nconns; i++) {
+		struct pg_params p = { 0 };
+
+		if (!st->conns[i].marked || pg_take(st) != 0)
+			continue;
+		pg_int(&p, st->conns[i].id);
+		pg_int(&p, 0);
+		pg_exec(st, P_MARK_DROP, &p);
+		pg_give(st);
+	}
+	for (int i = 0; i < st->nconns; i++)
+		PQfinish(st->conns[i].conn);
+	free(st->conns);
 	pin_table_free(&st->pins);
 	free(st->unheld);
 	pthread_mutex_destroy(&st->lock);
+	pthread_cond_destroy(&st->freed);
 	pthread_mutex_destroy(&st->pin_lock);
 	pthread_mutex_destroy(&st->problem_lock);
 	free(st->name);
@@ -1050,7 +1146,7 @@ static int pg_check(struct store_impl *st,
 		if (calls->progress)
 			calls->progress(calls->arg, "oncefs's invariants", i + 1,
 					steps + 1);
-		r = PQexec(st->conn, invariants[i]);
+		r = PQexec(pg_cur()->conn, invariants[i]);
 		if (PQresultStatus(r) != PGRES_TUPLES_OK) {
 			int rc = pg_error(st, r, "check");
 

@@ -14,12 +14,13 @@
  *   store_pg_content.c  content versions: chunks, pins, staging, reading,
  *                       the rows that name content, purging
  *
- * One connection per mount, serialized by st->lock from store_begin() to
- * its end, as the SQLite backend does.  Write transactions of every
- * mount on the database are serialized by one row (writer): each begins
- * by updating it, which takes its lock until the commit, so that the
- * rules of core/ run on a database no other mount changes meanwhile,
- * exactly as on SQLite, whose write lock is the file's.
+ * A small pool of connections per mount (-o connections=N): a thread has
+ * one from store_begin() to its end, or for one flight or statement.
+ * Write transactions of every mount on the database are serialized by
+ * one row (writer): each begins by updating it, which takes its lock
+ * until the commit, so that the rules of core/ run on a database no
+ * other mount changes meanwhile, exactly as on SQLite, whose write lock
+ * is the file's.  A flight holds it only while the server runs it.
  */
 #ifndef ONCE_STORE_PG_H
 #define ONCE_STORE_PG_H
@@ -43,7 +44,10 @@ enum pg_stmt {
 	P_FINALIZE,
 	P_ABANDON,
 	P_RENEW,
-	P_XACT_STATUS,
+	P_MARK_NEW,
+	P_MARK,
+	P_RESOLVE,
+	P_MARK_DROP,
 	P_NEXT_GEN,
 	P_WF_BY_NAME,
 	P_WF_BY_ID,
@@ -108,28 +112,47 @@ enum pg_stmt {
 	P_NSTMTS
 };
 
+/*
+ * One connection of the pool.  A thread takes one for a transaction, a
+ * flight or a statement (pg_take), and has it alone until it gives it
+ * back; a take by a thread that has one already is that one again.
+ */
+struct pg_conn {
+	PGconn *conn;		/* NULL until first needed */
+	bool prepared[P_NSTMTS];	/* on this connection */
+	bool session_ok;	/* pg_session() set it up */
+	bool broken;		/* unusable: open a new one at next use */
+	bool busy;		/* taken (under the store's lock) */
+	int depth;		/* its thread's takes */
+	/*
+	 * Its row of last_writes: every write through it advances op, so
+	 * that a write whose reply was lost can be looked up (and fenced).
+	 */
+	int64_t id;
+	int64_t op;		/* the last op the store holds */
+	bool marked;		/* the row exists */
+	bool in_txn, in_write;	/* the transaction under way */
+	bool wrote;		/* it changed a row */
+	struct timespec began;	/* when the write began */
+};
+
 struct store_impl {
 	char *name;		/* the store's name: a URL or connection string */
-	PGconn *conn;
-	bool prepared[P_NSTMTS];	/* on this connection */
-	pthread_mutex_t lock;	/* the connection, from begin to the end */
-	bool in_txn, in_write;
-	char xid[24];		/* the write transaction's, for pg_xact_status */
-	struct timespec began;	/* when the write transaction began */
-	bool wrote;		/* it changed a row */
+	struct pg_conn *conns;	/* the pool: max_conns, nconns opened */
+	int nconns, max_conns;
+	pthread_mutex_t lock;	/* the pool's busy flags, stats' maxima */
+	pthread_cond_t freed;
 	/*
 	 * The database's clock: its time minus this host's, as read at the
-	 * last begin (every begin reads it); under lock, read atomically.
+	 * last read; read and written atomically.
 	 */
 	int64_t clock_offset_ms;
-	int64_t txn_now_ms;	/* the database's time at this begin */
 
 	int busy_timeout_ms;
 	enum store_sync sync;
 	bool read_only;
-	struct store_stats stats;	/* under lock */
+	struct store_stats stats;	/* counters: atomic adds */
 	bool down_logged;	/* the server's loss was logged */
-	bool session_ok;	/* pg_session() set this connection up */
 
 	struct pin_table pins;
 	pthread_mutex_t pin_lock;	/* unheld; taken before lock */
@@ -142,6 +165,18 @@ struct store_impl {
 	pthread_mutex_t problem_lock;
 	char problem[256];	/* the last bad row, for pg_problem() */
 };
+
+/* Connections a mount opens at most, unless its options say. */
+#define PG_CONNECTIONS_DEFAULT 4
+#define PG_CONNECTIONS_MAX 64
+
+/* The schema version of a PostgreSQL store (3 lacked last_writes). */
+#define PG_SCHEMA_VERSION 4
+
+/* The connection the calling thread took. */
+struct pg_conn *pg_cur(void);
+/* Count one request sent to the server. */
+void pg_count_trip(struct store_impl *st);
 
 /* The database's clock, in Unix milliseconds, as SQL. */
 #define DB_CLOCK "floor(extract(epoch FROM clock_timestamp()) * 1000)::int8"
@@ -191,10 +226,15 @@ int pg_bad_row(struct store_impl *st, const char *table, int64_t id,
 int pg_one_int(struct store_impl *st, enum pg_stmt id, struct pg_params *p,
 	       int64_t *out);
 /* Set up a new connection: its search path, durability, lock wait. */
-int pg_session(struct store_impl *st, PGconn *c);
+int pg_session(struct store_impl *st, struct pg_conn *c);
+/* Connect to the store's server; a message for the user into err. */
+int pg_connect(const char *name, PGconn **out, char *err, size_t errlen);
 
 /* ---- store_pg_txn.c */
-/* Under lock: a connection that works, resetting it once if it was lost. */
+/*
+ * On the thread's connection: make it work, connecting or resetting it
+ * once if it was lost.
+ */
 int pg_reconnect(struct store_impl *st);
 /*
  * The database's clock db_ms, read by a statement sent at sent_ms (this
@@ -205,7 +245,11 @@ int pg_begin(struct store_impl *st, bool write);
 int pg_begin_nowait(struct store_impl *st);
 int pg_commit(struct store_impl *st);
 void pg_rollback(struct store_impl *st);
-/* Take the connection for one statement outside a transaction. */
+/*
+ * Take a connection of the pool for the calling thread (waiting for one
+ * when all are taken), working; give it back.  Begins, commits and
+ * flights take and give their own.
+ */
 int pg_take(struct store_impl *st);
 void pg_give(struct store_impl *st);
 /*

@@ -37,6 +37,7 @@ struct options {
 	char *max_result;
 	char *max_checkpoint;
 	int busy_timeout_ms;
+	int connections;
 	int sweep_interval;
 	int lease;
 	int foreground;
@@ -59,6 +60,7 @@ static const struct fuse_opt option_spec[] = {
 	OPT("busy_timeout=%d", busy_timeout_ms),
 	OPT("sweep_interval=%d", sweep_interval),
 	OPT("lease=%d", lease),
+	OPT("connections=%d", connections),
 	FUSE_OPT_KEY("-h", KEY_HELP),
 	FUSE_OPT_KEY("--help", KEY_HELP),
 	FUSE_OPT_KEY("-V", KEY_VERSION),
@@ -92,6 +94,8 @@ static void usage(FILE *f)
 "                       largest checkpoint (default 1G)\n"
 "  -o busy_timeout=MS   how long to wait for another process's write lock\n"
 "                       on the store before failing with EAGAIN (default 5000)\n"
+"  -o connections=N    PostgreSQL: connections this mount opens at most\n"
+"                       (default 4, 1 to 64)\n"
 "  -o lease=S           the lease of a held claim, renewed while its handle\n"
 "                       is open: a dead mount's claims are free after it\n"
 "                       (default 10; never longer than in_flight_ttl)\n"
@@ -292,6 +296,7 @@ int main(int argc, char *argv[])
 	sopt.create = opt.create;
 	sopt.read_only = opt.read_only;
 	sopt.busy_timeout_ms = opt.busy_timeout_ms;
+	sopt.connections = opt.connections;
 	if (parse_sync(opt.sync, &sopt.sync)) {
 		fprintf(stderr, "oncefs: sync=%s: expected full, normal or off\n",
 			opt.sync);
@@ -331,6 +336,11 @@ int main(int argc, char *argv[])
 	}
 	if (opt.busy_timeout_ms < 0) {
 		fprintf(stderr, "oncefs: busy_timeout must be >= 0\n");
+		rc = 2;
+		goto out;
+	}
+	if (opt.connections < 0 || opt.connections > 64) {
+		fprintf(stderr, "oncefs: connections must be 1 to 64\n");
 		rc = 2;
 		goto out;
 	}
