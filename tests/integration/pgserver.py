@@ -97,6 +97,7 @@ class PgServer:
         opts = ("-c listen_addresses=127.0.0.1 -c port=%d -c unix_socket_directories=%s "
                 "-c fsync=on -c synchronous_commit=on -c max_connections=100"
                 % (self.port, self.sock))
+        self.opts = opts
         r = self._as_postgres(os.path.join(self.bin, "pg_ctl"), "-D", self.data, "-o", opts,
                               "-l", os.path.join(self.tmp, "server.log"), "-w", "-t", "60", "start")
         if r.returncode:
@@ -106,6 +107,19 @@ class PgServer:
         if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
             signal.signal(signal.SIGTERM, _on_sigterm)
         return self
+
+    def halt(self):
+        """Stop the server (its data stays) until resume()."""
+        r = self._as_postgres(os.path.join(self.bin, "pg_ctl"), "-D", self.data, "-m", "fast",
+                              "-w", "-t", "60", "stop")
+        if r.returncode:
+            raise RuntimeError("pg_ctl stop failed: " + r.stdout + r.stderr)
+
+    def resume(self):
+        r = self._as_postgres(os.path.join(self.bin, "pg_ctl"), "-D", self.data, "-o", self.opts,
+                              "-l", os.path.join(self.tmp, "server.log"), "-w", "-t", "60", "start")
+        if r.returncode:
+            raise RuntimeError("pg_ctl start failed: " + r.stdout + r.stderr)
 
     def log(self):
         try:

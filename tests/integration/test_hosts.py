@@ -16,6 +16,7 @@ clock is the database's; the daemons' connections killed
 immediate) during a storm of claims: no acknowledged claim lost, no key
 with two winners.
 """
+import errno
 import json
 import os
 import shutil
@@ -306,6 +307,29 @@ time.sleep(7)
             r = h.run([sys.executable, "-c", CLAIMER, h.p("wf"), "after-" + h.name])
             self.assertTrue(json.loads(r.stdout)["won"], r.stdout + r.stderr + h.read_log())
         return len(acked), errors
+
+    def test_a_server_that_is_down_is_waited_for_then_eagain(self):
+        h = self.host("a", options=("create", "lease=2", "busy_timeout=1500"))
+        self.assertEqual(h.run(["mkdir", h.p("wf")]).returncode, 0)
+        self.pg.halt()
+        try:
+            t0 = time.monotonic()
+            r = h.run([sys.executable, "-c", CLAIMER, h.p("wf"), "down"])
+            took = time.monotonic() - t0
+        finally:
+            self.pg.resume()
+        out = json.loads(r.stdout)
+        self.assertFalse(out["won"], out)
+        self.assertEqual(out["errno"], errno.EAGAIN, out)
+        # It waited busy_timeout for the server, and not for ever.
+        self.assertGreaterEqual(took, 1.4)
+        self.assertLess(took, 30)
+        # Back by itself, without a remount; the key was never claimed.
+        r = h.run([sys.executable, "-c", CLAIMER, h.p("wf"), "down", "after"])
+        got = [json.loads(line) for line in r.stdout.splitlines()]
+        self.assertTrue(all(g["won"] and g["finalized"] for g in got), r.stdout + h.read_log())
+        print("\nserver down: a claim failed EAGAIN after %.1f s (busy_timeout=1.5 s); "
+              "claims work again once it is back" % took)
 
     def test_connections_killed_during_a_claim_storm(self):
         def kill():

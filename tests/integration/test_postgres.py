@@ -124,5 +124,21 @@ class Refusals(unittest.TestCase):
         self.refused(self.url("older"), "schema version 2")
 
 
+    def test_a_schema_of_version_3_is_upgraded_by_a_mount_that_writes(self):
+        self.pg.psql("CREATE DATABASE three")
+        self.mounts(self.url("three"))
+        # What version 3 had: no last_writes.
+        self.pg.psql("DROP TABLE oncefs.last_writes; UPDATE oncefs.meta SET value = '3' "
+                     "WHERE name = 'schema_version'", db="three")
+        e = dict(os.environ, PGPASSWORD=pgserver.PASSWORD)
+        r = subprocess.run([ONCECTL, "ls", self.url("three")], capture_output=True, text=True,
+                           env=e, stdin=subprocess.DEVNULL)
+        self.assertEqual(r.returncode, 0, r.stderr)      # read-only: read as it is
+        self.assertEqual(self.pg.psql("SELECT value FROM oncefs.meta", db="three").strip(), "3")
+        self.mounts(self.url("three"), options="sync=full")
+        self.assertEqual(self.pg.psql("SELECT value FROM oncefs.meta", db="three").strip(), "4")
+        self.assertEqual(self.pg.psql("SELECT count(*) FROM oncefs.last_writes", db="three").strip(),
+                         "0")   # an unmount leaves no rows behind
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
