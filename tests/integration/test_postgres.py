@@ -76,8 +76,9 @@ class Refusals(unittest.TestCase):
                      "INSERT INTO oncefs.meta VALUES ('schema_version', '99')", db="newer")
         self.refused(self.url("newer"), "newer than this oncefs")
 
-    def mounts(self, name, env=None, options="create"):
-        """oncefs mounts name, a claim works, and oncectl reads it back."""
+    def mounts(self, name, env=None, options="create", then=None):
+        """oncefs mounts name, a claim works, and oncectl reads it back;
+        then(mountpoint), when given, runs while it is mounted."""
         e = dict(os.environ, PGPASSWORD=pgserver.PASSWORD, PGCONNECT_TIMEOUT="5")
         e.pop("PGSERVICEFILE", None)
         e.update(env or {})
@@ -97,6 +98,8 @@ class Refusals(unittest.TestCase):
                 f.write("succeeded\nok")
             with open(key) as f:
                 self.assertTrue(f.read().startswith("succeeded "))
+            if then:
+                then(self.mnt)
         finally:
             subprocess.run(["fusermount3", "-u", self.mnt], stderr=subprocess.DEVNULL)
             d.wait(timeout=30)
@@ -139,6 +142,39 @@ class Refusals(unittest.TestCase):
         self.assertEqual(self.pg.psql("SELECT value FROM oncefs.meta", db="three").strip(), "4")
         self.assertEqual(self.pg.psql("SELECT count(*) FROM oncefs.last_writes", db="three").strip(),
                          "0")   # an unmount leaves no rows behind
+
+    def test_an_operation_is_one_round_trip(self):
+        """What each step of a claim's life costs, counted by the mount."""
+        def round_trips(mnt):
+            with open(os.path.join(mnt, ".stats")) as f:
+                return int(next(l for l in f if l.startswith("round_trips ")).split()[1])
+
+        def measure(mnt):
+            wf = os.path.join(mnt, "wf-%d" % os.getpid())
+            costs = {}
+            for i in range(4):
+                k = os.path.join(wf, "keys", "rt%d" % i)
+                steps = [("claim", lambda: os.open(k, os.O_WRONLY | os.O_CREAT | os.O_EXCL)),
+                         ("write", lambda: os.write(fd, b"succeeded\n")),
+                         ("finalize", lambda: os.close(fd))]
+                for what, fn in steps:
+                    before = round_trips(mnt)
+                    r = fn()
+                    if what == "claim":
+                        fd = r
+                    if i:       # the first uses prepare statements on a connection
+                        costs.setdefault(what, set()).add(round_trips(mnt) - before)
+            print("\nround trips (PostgreSQL): open(O_EXCL) %s (the path's LOOKUPs, the "
+                  "GETATTR of keys/ the kernel asks after a CREATE, and the claim), write %s "
+                  "(its checks), close %s (the finalize)"
+                  % (sorted(costs["claim"]), sorted(costs["write"]), sorted(costs["finalize"])))
+            # The claim (CREATE) and the finalize (FLUSH) are one flight each; the
+            # rest of an open is one statement per request the kernel sends.
+            self.assertLessEqual(max(costs["claim"]), 5, costs)
+            self.assertEqual(costs["write"], {1}, costs)
+            self.assertEqual(costs["finalize"], {1}, costs)
+        self.pg.psql("CREATE DATABASE trips")
+        self.mounts(self.url("trips"), then=measure)
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
