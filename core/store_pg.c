@@ -630,8 +630,6 @@ again:
 		}
 		return rc;
 	}
-	if (pg_cur()->in_write && strncmp(PQcmdStatus(r), "SELECT", 6) != 0)
-		pg_cur()->wrote = true;
 	*res = r;
 	return 0;
 }

@@ -132,7 +132,6 @@ struct pg_conn {
 	int64_t op;		/* the last op the store holds */
 	bool marked;		/* the row exists */
 	bool in_txn, in_write;	/* the transaction under way */
-	bool wrote;		/* it changed a row */
 	struct timespec began;	/* when the write began */
 };
 

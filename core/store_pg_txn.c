@@ -400,7 +400,6 @@ static int begin_kind(struct store_impl *st, bool write, bool nowait)
 	}
 	c->in_txn = true;
 	c->in_write = write;
-	c->wrote = false;
 	if (write)
 		clock_gettime(CLOCK_MONOTONIC, &c->began);
 	return 0;
@@ -442,7 +441,7 @@ int pg_commit(struct store_impl *st)
 	if (rc == 0 && write && !lost_reply)
 		c->op++;
 	forget_mark_if(st, rc);
-	write_ended(st, rc == 0 && c->wrote);
+	write_ended(st, rc == 0);
 	c->in_txn = false;
 	pg_give(st);
 	return rc;

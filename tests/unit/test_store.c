@@ -20,7 +20,7 @@ static int tmp_setup(void **state)
 
 	assert_non_null(t);
 	make_tmpdir(t->dir, sizeof(t->dir));
-	snprintf(t->path, sizeof(t->path), "%s/state.db", t->dir);
+	fresh_store_name(t->dir, t->path, sizeof(t->path));
 	*state = t;
 	return 0;
 }
@@ -114,6 +114,7 @@ static void test_missing_without_create(void **state)
 {
 	struct tmp *t = *state;
 
+	SQLITE_ONLY("a store file that is not there");
 	open_refused(t->path, &plain, -ENOENT, t->path);
 	assert_false(path_exists(t->path));
 	/* read-only inspection does not create either */
@@ -134,6 +135,7 @@ static void test_create_and_reopen(void **state)
 	size_t len;
 	char *bytes;
 
+	SQLITE_ONLY("the file's bytes");
 	assert_rc(store_open(t->path, &creating, &st, err, sizeof(err)), 0);
 	assert_non_null(st);
 	store_close(st);
@@ -186,6 +188,7 @@ static void test_refuse_foreign_sqlite(void **state)
 {
 	struct tmp *t = *state;
 
+	SQLITE_ONLY("a SQLite file of another program");
 	assert_int_equal(raw_sql(t->path,
 		"CREATE TABLE accounts(id INTEGER PRIMARY KEY, name TEXT);"
 		"INSERT INTO accounts(name) VALUES('alice'), ('bob');"), SQLITE_OK);
@@ -198,6 +201,7 @@ static void test_refuse_other_application_id(void **state)
 {
 	struct tmp *t = *state;
 
+	SQLITE_ONLY("SQLite's application_id");
 	/* No tables, but another application's id: not ours to take. */
 	assert_int_equal(raw_sql(t->path, "PRAGMA application_id = 1234;"),
 			 SQLITE_OK);
@@ -209,6 +213,7 @@ static void test_refuse_no_schema_version(void **state)
 {
 	struct tmp *t = *state;
 
+	SQLITE_ONLY("edits the file with sqlite3 (test_postgres.py refuses the same on a database)");
 	/* Our application id, but no user_version: half made, not ours. */
 	assert_int_equal(raw_sql(t->path,
 		"PRAGMA application_id = 1869505381;"
@@ -223,6 +228,7 @@ static void test_refuse_random_bytes(void **state)
 	char buf[8192];
 	uint32_t x = 2463534242u;
 
+	SQLITE_ONLY("a file of random bytes");
 	for (size_t i = 0; i < sizeof(buf); i++) {
 		x ^= x << 13;
 		x ^= x >> 17;
@@ -243,6 +249,7 @@ static void test_refuse_corrupt_sqlite(void **state)
 	size_t len;
 	char *bytes;
 
+	SQLITE_ONLY("a corrupt SQLite file");
 	/* A real store whose pages after the header are trashed. */
 	store_close(open_store(t->path, true));
 	assert_int_equal(raw_sql(t->path, "PRAGMA journal_mode = DELETE;"),
@@ -270,6 +277,7 @@ static void test_refuse_empty_file(void **state)
 {
 	struct tmp *t = *state;
 
+	SQLITE_ONLY("an empty file");
 	spew(t->path, "", 0);
 	refused_unchanged(t->path, &plain, -EINVAL, NULL);
 	assert_true(path_exists(t->path));
@@ -279,6 +287,7 @@ static void test_refuse_directory(void **state)
 {
 	struct tmp *t = *state;
 
+	SQLITE_ONLY("a directory for a file");
 	assert_int_equal(mkdir(t->path, 0755), 0);
 	open_refused(t->path, &plain, -EINVAL, NULL);
 	open_refused(t->path, &creating, -EINVAL, NULL);
@@ -290,6 +299,7 @@ static void test_refuse_newer_schema(void **state)
 	struct tmp *t = *state;
 	char sql[128];
 
+	SQLITE_ONLY("edits the file with sqlite3 (test_postgres.py refuses a newer schema on a database)");
 	/* A store of ours from a newer oncefs, in rollback-journal mode. */
 	store_close(open_store(t->path, true));
 	snprintf(sql, sizeof(sql),
@@ -305,6 +315,7 @@ static void test_refuse_newer_schema_in_wal(void **state)
 	struct tmp *t = *state;
 	char sql[128];
 
+	SQLITE_ONLY("SQLite's write-ahead log");
 	/* The same in WAL mode (as oncefs leaves its stores). */
 	store_close(open_store(t->path, true));
 	snprintf(sql, sizeof(sql), "PRAGMA user_version = %d;",
@@ -391,6 +402,7 @@ static void test_refuse_values_out_of_range(void **state)
 	struct tmp *t = *state;
 	struct store_options ro = plain;
 
+	SQLITE_ONLY("edits rows with sqlite3");
 	ro.read_only = true;
 	for (size_t i = 0; i < sizeof(edits) / sizeof(edits[0]); i++) {
 		struct store *st;
@@ -430,6 +442,7 @@ static void test_refuse_key_values_out_of_range(void **state)
 	};
 	struct tmp *t = *state;
 
+	SQLITE_ONLY("edits rows with sqlite3");
 	for (size_t i = 0; i < sizeof(edits) / sizeof(edits[0]); i++) {
 		struct store *st;
 		struct wf_row w = make_wf(S("wf"));
@@ -506,6 +519,7 @@ static void test_upgrade_from_schema_1(void **state)
 	size_t len;
 	int64_t n;
 
+	SQLITE_ONLY("SQLite schemas 1 and 2 (test_postgres.py upgrades a PostgreSQL store of version 3)");
 	assert_int_equal(raw_sql(t->path, v1), SQLITE_OK);
 	ro.read_only = true;
 	open_refused(t->path, &ro, -EPROTONOSUPPORT, "upgrade");
@@ -569,6 +583,7 @@ static void test_upgrade_from_schema_2(void **state)
 	int64_t hold;
 	bool any;
 
+	SQLITE_ONLY("SQLite schemas 1 and 2 (test_postgres.py upgrades a PostgreSQL store of version 3)");
 	store_close(open_store(t->path, true));
 	assert_int_equal(raw_sql(t->path, to_v2), SQLITE_OK);
 	ro.read_only = true;
@@ -597,6 +612,7 @@ static void test_read_only_store_file(void **state)
 	struct store *st = NULL;
 	char err[256];
 
+	SQLITE_ONLY("file permissions");
 	store_close(open_store(t->path, true));
 	if (geteuid() == 0) {
 		print_message("running as root: file modes do not bind; "
@@ -733,6 +749,7 @@ static void test_busy_is_eagain(void **state)
 	pthread_t th;
 	int busy, after;
 
+	SQLITE_ONLY("SQLite's file lock (test_hosts.py waits on the writer row)");
 	quick.busy_timeout_ms = 50;
 	assert_rc(store_open(t->path, &quick, &b, err, sizeof(err)), 0);
 	assert_int_equal(pthread_create(&th, NULL, hold_write_lock, &h), 0);

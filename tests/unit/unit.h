@@ -19,9 +19,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <syslog.h>
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <libpq-fe.h>
 #include <sqlite3.h>
 
 #include "once.h"
@@ -158,6 +160,50 @@ static inline int raw_sql(const char *path, const char *sql)
 
 /* ---- the fixture ------------------------------------------------------- */
 
+/*
+ * ONCEFS_TEST_PG names a PostgreSQL database (tests/unit/with_pg.py sets
+ * it): each fixture's store is then the schema oncefs in it, dropped
+ * first, instead of a file.  NULL: SQLite.
+ */
+static inline const char *test_pg(void)
+{
+	const char *url = getenv("ONCEFS_TEST_PG");
+
+	return url && *url ? url : NULL;
+}
+
+/* A test that cannot apply to PostgreSQL says why, and is skipped. */
+#define SQLITE_ONLY(why)                                                      \
+	do {                                                                  \
+		if (test_pg()) {                                              \
+			print_message("skipped on PostgreSQL: %s\n", why);    \
+			skip();                                               \
+		}                                                             \
+	} while (0)
+
+/* An empty store's name for a fixture in dir: a file, or the database. */
+static inline void fresh_store_name(const char *dir, char *path, size_t size)
+{
+	const char *url = test_pg();
+	PGconn *c;
+	PGresult *r;
+
+	if (!url) {
+		snprintf(path, size, "%s/state.db", dir);
+		return;
+	}
+	snprintf(path, size, "%s", url);
+	c = PQconnectdb(url);
+	if (PQstatus(c) != CONNECTION_OK)
+		fail_msg("%s: %s", url, PQerrorMessage(c));
+	r = PQexec(c, "SET client_min_messages = warning; "
+		   "DROP SCHEMA IF EXISTS oncefs CASCADE");
+	if (PQresultStatus(r) != PGRES_COMMAND_OK)
+		fail_msg("drop schema: %s", PQerrorMessage(c));
+	PQclear(r);
+	PQfinish(c);
+}
+
 struct fixture {
 	char dir[1024];
 	char path[PATH_MAX];
@@ -181,7 +227,10 @@ static inline struct store *open_store(const char *path, bool create)
 	};
 	struct store *st = NULL;
 	char err[256] = "";
-	int rc = store_open(path, &opt, &st, err, sizeof(err));
+	int rc;
+
+	openlog("unit", LOG_PERROR, LOG_USER);	/* the store's messages too */
+	rc = store_open(path, &opt, &st, err, sizeof(err));
 
 	if (rc)
 		fail_msg("store_open(%s) = %d (%s): %s", path, rc, errname(rc),
@@ -210,7 +259,7 @@ static inline int fx_setup_with(void **state, size_t max_result)
 
 	assert_non_null(fx);
 	make_tmpdir(fx->dir, sizeof(fx->dir));
-	snprintf(fx->path, sizeof(fx->path), "%s/state.db", fx->dir);
+	fresh_store_name(fx->dir, fx->path, sizeof(fx->path));
 	fx->st = open_store(fx->path, true);
 	fx->now = T0_MS;
 	fx_attach(fx, max_result);
