@@ -29,6 +29,7 @@ struct once_config {
 	int64_t max_checkpoint;		/* bytes of one checkpoint */
 	const char *tmpdir;		/* private copies of checkpoints */
 	int64_t lease_ms;		/* a held claim's lease (0: the default) */
+	const char *host;		/* this host's name, for claims (NULL: none) */
 };
 
 /* How long a held claim's lease runs, renewed while its handle is open. */

@@ -44,7 +44,7 @@
 #include "policy.h"
 #include "status.h"
 
-#define STORE_SCHEMA_VERSION 3
+#define STORE_SCHEMA_VERSION 4
 
 enum store_sync {
 	STORE_SYNC_FULL,	/* durable across power loss (the default) */
@@ -87,6 +87,9 @@ struct wf_row {
 	int64_t events_size;	/* bytes of the events file (after sweeps) */
 };
 
+/* The longest host name a key keeps of its claimant (HOST_NAME_MAX). */
+#define STORE_HOST_MAX 64
+
 struct key_row {
 	int64_t id;
 	int64_t wf;
@@ -99,6 +102,7 @@ struct key_row {
 	int64_t mtime_ns;
 	int32_t holder_pid;
 	uint32_t holder_uid;
+	char holder_host[STORE_HOST_MAX + 1];	/* the claimant's host, or "" */
 	int64_t result_len;
 	int64_t content;	/* the result's content version (0: none) */
 	int64_t previous;	/* the generation this claim took over (0: none) */
@@ -217,6 +221,11 @@ void store_on_wal_growth(struct store *st, void (*fn)(void *arg), void *arg);
  * lease ended, whether or not a sweep has run)?
  */
 bool store_key_live(const struct key_row *k, int64_t now_ms);
+/*
+ * Is s (len bytes) a host name a key may keep: up to STORE_HOST_MAX
+ * letters, digits, '.', '-' or '_'?  (A row read back is checked too.)
+ */
+bool store_host_ok(const char *s, size_t len);
 int store_key_current(const struct key_row *k, int64_t now_ms);
 /*
  * Inside a transaction: the key of a generation that is current, or
@@ -249,6 +258,7 @@ struct store_claim {
 	int64_t lease_ms;	/* cut to the workflow's in_flight_ttl */
 	int32_t pid;
 	uint32_t uid;
+	const char *host;	/* the claimant's host name (NULL: none) */
 	/*
 	 * The events, the generation and the number EVENT_LATER: "claim"
 	 * (number: the attempt), or over a claim in flight, "expire" (the
@@ -261,7 +271,8 @@ struct store_claim {
  * with its lease ended by now_ms: it becomes in flight under the next
  * generation of the sequence, attempt one more than before (1 for a new
  * key), previous the generation it had (0: none), leased to now_ms + the
- * lesser of lease_ms and in_flight_ttl, held by pid and uid, with no
+ * lesser of lease_ms and in_flight_ttl, held by pid, uid and host (one
+ * that store_host_ok() refuses is kept as ""), with no
  * result and no notes.  *adopted says whether the claim it replaced was
  * in flight.  -EEXIST when the key is live (*k: its row); -ENOENT when
  * there is no such workflow.  *w gets the workflow (as before the claim).

@@ -36,7 +36,8 @@
 	"dedup_on, in_flight_ttl, retention, fingerprint, epoch, " \
 	"events_size - events_base"
 #define KEY_COLS "id, wf, name, status, generation, attempt, expires_ms, " \
-	"mtime_ns, holder_pid, holder_uid, result_len, content, previous"
+	"mtime_ns, holder_pid, holder_uid, result_len, content, previous, " \
+	"holder_host"
 #define STEP_COLS "id, wf, epoch, name, size, mtime_ns, content, atime_ns"
 /* Marks a content version dead: the one a row names before it changes. */
 #define KILL(table) "UPDATE contents SET dead = 1 WHERE id = " \
@@ -50,7 +51,7 @@
 #define KEY_COLS_OF(t) t ".id, " t ".wf, " t ".name, " t ".status, " \
 	t ".generation, " t ".attempt, " t ".expires_ms, " t ".mtime_ns, " \
 	t ".holder_pid, " t ".holder_uid, " t ".result_len, " t ".content, " \
-	t ".previous"
+	t ".previous, " t ".holder_host"
 /* An event line rendered with marks (event.h), its numbers put in. */
 #define MARKED(line, gen, num) "replace(replace(" line ", chr(1) || 'g', " \
 	gen "::text), chr(1) || 'n', " num "::text)"
@@ -87,7 +88,7 @@ static const struct {
 		"WHERE k.generation = $1", "i" },
 	/*
 	 * $1 wf, $2 name, $3 now, $4 lease, $5 pid, $6 uid, $7..$9 the
-	 * claim, expire and adopt lines.  Returns (0, the new row, the
+	 * claim, expire and adopt lines, $10 the host.  Returns (0, the new row, the
 	 * workflow, adopted) or (1, the live row, the workflow, 0); no row
 	 * when there is no such workflow.
 	 */
@@ -102,13 +103,14 @@ static const struct {
 		"  (status = 1 AND expires_ms > $3))), "
 		"up AS (INSERT INTO keys(wf, name, status, generation, attempt, "
 		"  expires_ms, mtime_ns, holder_pid, holder_uid, previous, content, "
-		"  result_len) SELECT $1, $2, 1, gen, attempt, $3 + lease, "
-		"  $3 * 1000000, $5, $6, prev, 0, 0 FROM f "
+		"  result_len, holder_host) SELECT $1, $2, 1, gen, attempt, "
+		"  $3 + lease, $3 * 1000000, $5, $6, prev, 0, 0, $10 FROM f "
 		"  ON CONFLICT (wf, name) DO UPDATE SET status = 1, "
 		"  generation = excluded.generation, attempt = excluded.attempt, "
 		"  expires_ms = excluded.expires_ms, mtime_ns = excluded.mtime_ns, "
 		"  holder_pid = excluded.holder_pid, "
 		"  holder_uid = excluded.holder_uid, previous = excluded.previous, "
+		"  holder_host = excluded.holder_host, "
 		"  content = 0, result_len = 0, request = NULL, original = NULL "
 		"  RETURNING " KEY_COLS "), "
 		"dead AS (UPDATE contents SET dead = 1 WHERE id = "
@@ -122,7 +124,7 @@ static const struct {
 		"SELECT 0::int8, up.*, " WF_COLS_OF("w") ", "
 		"(SELECT adopt FROM f)::int::int8 FROM up, w "
 		"UNION ALL SELECT 1::int8, o.*, " WF_COLS_OF("w") ", 0::int8 "
-		"FROM o, w WHERE NOT EXISTS (SELECT 1 FROM f)", "ibiiiittt" },
+		"FROM o, w WHERE NOT EXISTS (SELECT 1 FROM f)", "ibiiiitttb" },
 	/*
 	 * $1 generation, $2 now, $3 status, $4 result, $5 its length, $6 the
 	 * line, $7 DEDUP_SUCCESS, $8 the chunk size.  Returns (0: done,
@@ -217,12 +219,13 @@ static const struct {
 		"i" },
 	[P_KEY_INSERT] = { "INSERT INTO keys(wf, name, status, generation, "
 		"attempt, expires_ms, mtime_ns, holder_pid, holder_uid, previous, "
-		"content, result_len) VALUES($2, $3, $4, $5, $6, $7, $8, $9, $10, "
-		"$11, 0, 0) ON CONFLICT DO NOTHING RETURNING id", "iibiiiiiiii" },
+		"content, result_len, holder_host) VALUES($2, $3, $4, $5, $6, $7, "
+		"$8, $9, $10, $11, 0, 0, $12) ON CONFLICT DO NOTHING RETURNING id",
+		"iibiiiiiiiib" },
 	[P_KEY_UPDATE] = { "UPDATE keys SET wf = $2, name = $3, status = $4, "
 		"generation = $5, attempt = $6, expires_ms = $7, mtime_ns = $8, "
-		"holder_pid = $9, holder_uid = $10, previous = $11 WHERE id = $1",
-		"iibiiiiiiii" },
+		"holder_pid = $9, holder_uid = $10, previous = $11, "
+		"holder_host = $12 WHERE id = $1", "iibiiiiiiiib" },
 	/* A key's new result: the old version dies, the new one is named. */
 	[P_KEY_SET_CONTENT] = { "WITH old AS (" KILL("keys") " AND $2 <> "
 		"(SELECT content FROM keys WHERE id = $1)) "
@@ -387,6 +390,7 @@ static const char schema[] =
 	"  expires_ms bigint NOT NULL,"
 	"  mtime_ns bigint NOT NULL,"
 	"  holder_pid bigint NOT NULL, holder_uid bigint NOT NULL,"
+	"  holder_host bytea NOT NULL DEFAULT '',"
 	"  content bigint NOT NULL DEFAULT 0,"
 	"  result_len bigint NOT NULL DEFAULT 0,"
 	"  previous bigint NOT NULL DEFAULT 0,"
@@ -867,7 +871,7 @@ static int create_schema(PGconn *c, char *err, size_t errlen)
 		return 0;
 	run_plain(c, "ROLLBACK", NULL, 0);
 	if (schema_version(c, &version, err, errlen) == 0 &&
-	    version == PG_SCHEMA_VERSION)
+	    version == STORE_SCHEMA_VERSION)
 		return 0;
 	snprintf(err, errlen, "cannot create the oncefs schema: %s", why);
 	return strstr(why, "permission denied") ? -EACCES : -EIO;
@@ -880,6 +884,8 @@ static int upgrade_schema(PGconn *c, char *err, size_t errlen)
 		"BEGIN;"
 		"SET LOCAL search_path = oncefs;"
 		LAST_WRITES
+		"ALTER TABLE keys ADD COLUMN IF NOT EXISTS holder_host bytea "
+		"NOT NULL DEFAULT '';"
 		"UPDATE meta SET value = '4' WHERE name = 'schema_version' AND "
 		"value = '3';"
 		"COMMIT";
@@ -922,10 +928,10 @@ static int pg_open(const char *name, const struct store_options *opt,
 			 "(schema oncefs): mount with -o create, or run "
 			 "'oncectl init', to create one", PQdb(c), PQhost(c));
 		rc = -ENOENT;
-	} else if (rc == 0 && version > PG_SCHEMA_VERSION) {
+	} else if (rc == 0 && version > STORE_SCHEMA_VERSION) {
 		snprintf(err, errlen, "the store in database %s has schema "
 			 "version %ld, newer than this oncefs (%d): upgrade "
-			 "oncefs", PQdb(c), version, PG_SCHEMA_VERSION);
+			 "oncefs", PQdb(c), version, STORE_SCHEMA_VERSION);
 		rc = -EPROTONOSUPPORT;
 	} else if (rc == 0 && version == 0 && opt->read_only) {
 		snprintf(err, errlen, "database %s holds no oncefs store",

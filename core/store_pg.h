@@ -169,9 +169,6 @@ struct store_impl {
 #define PG_CONNECTIONS_DEFAULT 4
 #define PG_CONNECTIONS_MAX 64
 
-/* The schema version of a PostgreSQL store (3 lacked last_writes). */
-#define PG_SCHEMA_VERSION 4
-
 /* The connection the calling thread took. */
 struct pg_conn *pg_cur(void);
 /* Count one request sent to the server. */

@@ -295,6 +295,16 @@ int pg_read_key(struct store_impl *st, const PGresult *r, int row, int c,
 		return rc;
 	if ((k->content == 0) != (k->result_len == 0))
 		return pg_bad_row(st, t, k->id, "result content", k->content);
+	{
+		const char *host = PQgetvalue(r, row, c + 13);
+		size_t n = (size_t)PQgetlength(r, row, c + 13);
+
+		if (!store_host_ok(host, n))
+			return pg_bad_row(st, t, k->id, "holder host of length",
+					  (int64_t)n);
+		memcpy(k->holder_host, host, n);
+		k->holder_host[n] = '\0';
+	}
 	k->status = (enum key_status)status;
 	k->expires_ms = pg_col_int(r, row, c + 6);
 	k->mtime_ns = pg_col_int(r, row, c + 7);
@@ -322,6 +332,7 @@ static void bind_key(struct pg_params *p, const struct key_row *k)
 	pg_int(p, k->holder_pid);
 	pg_int(p, k->holder_uid);
 	pg_int(p, k->previous);
+	pg_bytes(p, k->holder_host, strlen(k->holder_host));
 }
 
 int pg_key_get(struct store_impl *st, int64_t wf, const char *name,

@@ -20,7 +20,7 @@
 
 /* WF_COLS and KEY_COLS are this many columns (store_pg.c). */
 #define WF_NCOLS 14
-#define KEY_NCOLS 13
+#define KEY_NCOLS 14
 
 static int64_t realtime_ms(void)
 {
@@ -161,6 +161,10 @@ int pg_claim(struct store_impl *st, const struct store_claim *c,
 		for (int i = 0; i < 3; i++)
 			pg_bytes(&p, lines + i * (EVENT_LINE_MAX + 1),
 				 strlen(lines + i * (EVENT_LINE_MAX + 1)));
+		if (c->host && store_host_ok(c->host, strlen(c->host)))
+			pg_bytes(&p, c->host, strlen(c->host));
+		else
+			pg_bytes(&p, "", 0);
 		rc = pg_flight(st, P_CLAIM, &p, &r);
 	}
 	free(lines);

@@ -46,7 +46,8 @@
 	"dedup_on, in_flight_ttl, retention, fingerprint, epoch, " \
 	"events_size - events_base"
 #define KEY_COLS "id, wf, name, status, generation, attempt, expires_ms, " \
-	"mtime_ns, holder_pid, holder_uid, result_len, content, previous"
+	"mtime_ns, holder_pid, holder_uid, result_len, content, previous, " \
+	"holder_host"
 #define STEP_COLS "id, wf, epoch, name, size, mtime_ns, content, atime_ns"
 
 static const char *const sql[S_NSTMTS] = {
@@ -80,11 +81,12 @@ static const char *const sql[S_NSTMTS] = {
 	[S_KEY_CONTENT] = "SELECT content, result_len FROM keys WHERE id = ?1",
 	[S_KEY_INSERT] = "INSERT INTO keys(wf, name, status, generation, attempt, "
 		"expires_ms, mtime_ns, holder_pid, holder_uid, previous, content, "
-		"result_len) VALUES(?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 0, 0) "
-		"RETURNING id",
+		"result_len, holder_host) VALUES(?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, "
+		"?10, ?11, 0, 0, ?12) RETURNING id",
 	[S_KEY_UPDATE] = "UPDATE keys SET wf = ?2, name = ?3, status = ?4, "
 		"generation = ?5, attempt = ?6, expires_ms = ?7, mtime_ns = ?8, "
-		"holder_pid = ?9, holder_uid = ?10, previous = ?11 WHERE id = ?1",
+		"holder_pid = ?9, holder_uid = ?10, previous = ?11, "
+		"holder_host = ?12 WHERE id = ?1",
 	[S_KEY_SET_CONTENT] = "UPDATE keys SET content = ?2, result_len = ?3 "
 		"WHERE id = ?1",
 	[S_KEY_KILL_CONTENT] = "UPDATE contents SET dead = 1 WHERE id = "
@@ -241,6 +243,7 @@ static const char schema[] =
 	"  expires_ms INTEGER NOT NULL,"
 	"  mtime_ns INTEGER NOT NULL,"
 	"  holder_pid INTEGER NOT NULL, holder_uid INTEGER NOT NULL,"
+	"  holder_host TEXT NOT NULL DEFAULT '',"
 	"  content INTEGER NOT NULL DEFAULT 0,"
 	"  result_len INTEGER NOT NULL DEFAULT 0,"
 	"  previous INTEGER NOT NULL DEFAULT 0,"
@@ -827,6 +830,20 @@ static int upgrade_v2(struct store_impl *st, char *err, size_t errlen)
 			     "upgrade the store from schema 2", err, errlen);
 }
 
+/* Schema 4 keeps the host of a key's claimant. */
+static int upgrade_v3(struct store_impl *st, char *err, size_t errlen)
+{
+	static const char ddl[] =
+		"ALTER TABLE keys ADD COLUMN holder_host TEXT NOT NULL DEFAULT '';";
+	sqlite3 *db = st->main.db;
+	int rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(db, ddl, NULL, NULL, NULL);
+	return finish_schema(db, rc, "PRAGMA user_version = 4",
+			     "upgrade the store from schema 3", err, errlen);
+}
+
 /* Each step in a transaction of its own: a crash leaves a usable schema. */
 static int upgrade(struct store_impl *st, int64_t from, char *err,
 		   size_t errlen)
@@ -837,6 +854,8 @@ static int upgrade(struct store_impl *st, int64_t from, char *err,
 		rc = upgrade_v1(st, err, errlen);
 	if (rc == 0 && from < 3)
 		rc = upgrade_v2(st, err, errlen);
+	if (rc == 0 && from < 4)
+		rc = upgrade_v3(st, err, errlen);
 	return rc;
 }
 

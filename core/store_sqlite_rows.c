@@ -283,6 +283,16 @@ static int read_key(struct store_impl *st, sqlite3_stmt *s, struct key_row *k)
 		       k->generation - 1, &k->previous);
 	if (rc)
 		return rc;
+	{
+		const char *host = (const char *)sqlite3_column_blob(s, 13);
+		size_t n = (size_t)sqlite3_column_bytes(s, 13);
+
+		if (!store_host_ok(host ? host : "", n))
+			return sq_bad_row(st, t, k->id, "holder host of length",
+					  (int64_t)n);
+		memcpy(k->holder_host, host ? host : "", n);
+		k->holder_host[n] = '\0';
+	}
 	if (k->result_len < 0 || k->result_len > INT32_MAX)
 		return sq_bad_row(st, t, k->id, "result length", k->result_len);
 	if (k->content < 0 || (k->content == 0) != (k->result_len == 0))
@@ -308,6 +318,7 @@ static void bind_key(sqlite3_stmt *s, const struct key_row *k)
 	sqlite3_bind_int64(s, 9, k->holder_pid);
 	sqlite3_bind_int64(s, 10, k->holder_uid);
 	sqlite3_bind_int64(s, 11, k->previous);
+	sqlite3_bind_text(s, 12, k->holder_host, -1, SQLITE_TRANSIENT);
 }
 
 static int get_one_key(struct store_impl *st, sqlite3_stmt *s,

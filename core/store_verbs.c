@@ -6,6 +6,7 @@
  * exactly what these do; the same tests run on both.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "store_backend.h"
@@ -22,6 +23,20 @@ bool store_key_live(const struct key_row *k, int64_t now_ms)
 		break;
 	}
 	return false;
+}
+
+bool store_host_ok(const char *s, size_t len)
+{
+	if (len > STORE_HOST_MAX)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		char c = s[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		      (c >= '0' && c <= '9') || c == '.' || c == '-' || c == '_'))
+			return false;
+	}
+	return true;
 }
 
 int store_key_current(const struct key_row *k, int64_t now_ms)
@@ -151,6 +166,9 @@ int verbs_claim(struct store *st, const struct store_claim *c,
 	k->mtime_ns = c->now_ms * 1000000;
 	k->holder_pid = c->pid;
 	k->holder_uid = c->uid;
+	k->holder_host[0] = '\0';
+	if (c->host && store_host_ok(c->host, strlen(c->host)))
+		snprintf(k->holder_host, sizeof(k->holder_host), "%s", c->host);
 	if (k->id) {
 		rc = store_key_update(st, k);
 		if (rc == 0 && k->content)

@@ -256,6 +256,7 @@ int main(int argc, char *argv[])
 			       .lease = ONCE_LEASE_MS_DEFAULT / 1000 };
 	struct store_options sopt = { 0 };
 	struct background_config bcfg = { 0 };
+	char host[STORE_HOST_MAX + 1];
 	struct once_config cfg = {
 		.max_result = ONCE_MAX_RESULT_DEFAULT,
 		.max_checkpoint = ONCE_MAX_CHECKPOINT_DEFAULT,
@@ -329,6 +330,12 @@ int main(int argc, char *argv[])
 		goto out;
 	}
 	cfg.lease_ms = (int64_t)opt.lease * 1000;
+	/* Claims name this host (user.oncefs.holder): cut, never refused. */
+	if (gethostname(host, sizeof(host)) != 0)
+		host[0] = '\0';
+	host[sizeof(host) - 1] = '\0';
+	host[strcspn(host, " \t\n")] = '\0';
+	cfg.host = host;
 	if (opt.sweep_interval < 0) {
 		fprintf(stderr, "oncefs: sweep_interval must be >= 0\n");
 		rc = 2;

@@ -1697,8 +1697,9 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 			     k.status == KEY_IN_FLIGHT ? k.expires_ms / 1000 : 0);
 		break;
 	case XATTR_HOLDER:
-		n = snprintf(value, sizeof(value), "%" PRId32 " %" PRIu32,
-			     k.holder_pid, k.holder_uid);
+		n = snprintf(value, sizeof(value), "%" PRId32 " %" PRIu32 "%s%s",
+			     k.holder_pid, k.holder_uid,
+			     k.holder_host[0] ? " " : "", k.holder_host);
 		break;
 	case XATTR_PREVIOUS:
 		n = snprintf(value, sizeof(value), "%" PRId64, k.previous);

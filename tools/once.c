@@ -642,7 +642,7 @@ struct outcome {
 	char status[16];	/* the key's status after it */
 	char generation[32];
 	char attempt[32];
-	char holder[64];	/* "PID UID" of an in-flight holder */
+	char holder[128];	/* "PID UID HOST" of an in-flight holder */
 	char previous[32];	/* the generation this claim took over, or "0" */
 	char request[FINGERPRINT_BYTES + 1];	/* the key's, when it differs */
 	char when[32];		/* the key's last change, UTC */
@@ -662,6 +662,15 @@ static void xattr_of(int fd, const char *name, char *buf, size_t cap)
 	ssize_t n = fgetxattr(fd, name, buf, cap - 1);
 
 	buf[n > 0 ? n : 0] = '\0';
+}
+
+/* The host of a holder xattr ("PID UID HOST"), or "". */
+static const char *holder_host(const char *holder)
+{
+	const char *p = strchr(holder, ' ');
+
+	p = p ? strchr(p + 1, ' ') : NULL;
+	return p ? p + 1 : "";
 }
 
 /* The claim's generation, attempt and holder, and when it last changed. */
@@ -711,6 +720,10 @@ static void report(const char *key, const struct outcome *o)
 			json_put_int(&b, "exit_status", o->exit_status);
 		if (o->holder[0] && strcmp(o->status, "in_flight") == 0)
 			json_put_int(&b, "holder_pid", strtoll(o->holder, NULL, 10));
+		if (o->holder[0] && strcmp(o->status, "in_flight") == 0 &&
+		    holder_host(o->holder)[0])
+			json_put_string(&b, "holder_host", holder_host(o->holder),
+					strlen(holder_host(o->holder)));
 		if (o->result)
 			json_put_string(&b, "result", o->result, o->result_len);
 		if (json_object_end(&b) == 0) {

@@ -340,6 +340,8 @@ static int ls_workflow(struct ctl *c, const char *name)
 					j_null(c, "expires");
 				j_int(c, "holder_pid", k->holder_pid);
 				j_int(c, "holder_uid", k->holder_uid);
+				j_str(c, "holder_host", k->holder_host,
+				      strlen(k->holder_host));
 				j_int(c, "result_bytes", k->result_len);
 				j_raw(c, "}");
 				rc = j_flush(c);
@@ -348,11 +350,12 @@ static int ls_workflow(struct ctl *c, const char *name)
 			} else {
 				print_name(k->name, k->name_len);
 				printf("%*s %-9s %10" PRId64 " %7" PRId64
-				       " %-20s %-20s %d/%u\n",
+				       " %-20s %-20s %d/%u%s%s\n",
 				       k->name_len < 32 ? (int)(32 - k->name_len) : 0,
 				       "", key_state(k, now), k->generation,
 				       k->attempt, when, exp, k->holder_pid,
-				       k->holder_uid);
+				       k->holder_uid, k->holder_host[0] ? "@" : "",
+				       k->holder_host);
 			}
 			first = 0;
 			after = k->id;

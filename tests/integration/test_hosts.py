@@ -40,7 +40,7 @@ FAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1"
 #   {"key": K, "won": true, "generation": G, "finalized": true} or
 #   {"key": K, "won": false, "errno": E}
 CLAIMER = r"""
-import errno, json, os, sys
+import errno, json, os, socket, sys
 wf, keys = sys.argv[1], sys.argv[2:]
 for k in keys:
     path = os.path.join(wf, "keys", k)
@@ -49,9 +49,10 @@ for k in keys:
     except OSError as e:
         print(json.dumps({"key": k, "won": False, "errno": e.errno}), flush=True)
         continue
-    out = {"key": k, "won": True}
+    out = {"key": k, "won": True, "host": socket.gethostname()}
     try:
         out["generation"] = int(os.getxattr(path, "user.oncefs.generation"))
+        out["holder"] = os.getxattr(path, "user.oncefs.holder").decode()
         os.write(fd, b"succeeded\n" + k.encode())
         os.close(fd)
         out["finalized"] = True
@@ -63,7 +64,8 @@ for k in keys:
 
 
 class Host:
-    """One oncefs daemon in a mount namespace of its own."""
+    """One oncefs daemon in a mount namespace of its own, and a UTS
+    namespace whose host name is host-NAME."""
 
     def __init__(self, url, tmp, name, options=("create", "lease=2"), env=None):
         self.name = name
@@ -73,7 +75,8 @@ class Host:
         e = dict(os.environ)
         e.update(env or {})
         self.proc = subprocess.Popen(
-            ["unshare", "-m", "--propagation", "private", "--", ONCEFS, "-f", "-o",
+            ["unshare", "-m", "-u", "--propagation", "private", "--", "sh", "-c",
+             'hostname "$0" && exec "$@"', "host-" + name, ONCEFS, "-f", "-o",
              ",".join(options), url, self.mnt],
             stdout=self.log, stderr=self.log, env=e)
         deadline = time.time() + 30
@@ -91,11 +94,11 @@ class Host:
 
     def run(self, argv, timeout=120, **kw):
         """argv inside this host's mount namespace."""
-        return subprocess.run(["nsenter", "-t", str(self.proc.pid), "-m", "--"] + argv,
+        return subprocess.run(["nsenter", "-t", str(self.proc.pid), "-m", "-u", "--"] + argv,
                               capture_output=True, text=True, timeout=timeout, **kw)
 
     def popen(self, argv, stdin=None):
-        return subprocess.Popen(["nsenter", "-t", str(self.proc.pid), "-m", "--"] + argv,
+        return subprocess.Popen(["nsenter", "-t", str(self.proc.pid), "-m", "-u", "--"] + argv,
                                 stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
 
@@ -194,6 +197,9 @@ class Hosts(unittest.TestCase):
                 self.assertTrue(r["finalized"], r)
                 self.assertNotIn(r["key"], winners, "two winners of %s" % r["key"])
                 winners[r["key"]] = r["generation"]
+                # user.oncefs.holder: PID UID HOST, the claimant's host.
+                self.assertTrue(r["host"].startswith("host-"), r)
+                self.assertEqual(r["holder"].split()[2], r["host"], r)
             else:
                 self.assertEqual(r["errno"], 17, r)     # EEXIST
         self.assertEqual(sorted(winners), keys)
@@ -201,10 +207,14 @@ class Hosts(unittest.TestCase):
         stored = self.stored()
         for k, g in winners.items():
             self.assertEqual(stored[k], (2, g))         # succeeded, the winner's generation
-        # Each host reads every result, whoever wrote it.
+        # Each host reads every result, whoever wrote it, and who held it.
+        claimant = next(r["holder"] for r in got if r["won"] and r["key"] == "k042")
         for h in hosts:
             r = h.run(["cat", h.p("wf", "keys", "k042")])
             self.assertEqual(r.stdout, "succeeded %d\nk042" % winners["k042"])
+            r = h.run([sys.executable, "-c", "import os, sys; sys.stdout.write(os.getxattr("
+                       "sys.argv[1], 'user.oncefs.holder').decode())", h.p("wf", "keys", "k042")])
+            self.assertEqual(r.stdout, claimant, r.stderr)
         print("\n3 hosts x 2 claimers, %d keys: %d winners, %d generations" %
               (len(keys), len(winners), len(set(winners.values()))))
 

@@ -130,8 +130,9 @@ class Refusals(unittest.TestCase):
     def test_a_schema_of_version_3_is_upgraded_by_a_mount_that_writes(self):
         self.pg.psql("CREATE DATABASE three")
         self.mounts(self.url("three"))
-        # What version 3 had: no last_writes.
-        self.pg.psql("DROP TABLE oncefs.last_writes; UPDATE oncefs.meta SET value = '3' "
+        # What version 3 had: no last_writes, no holder_host.
+        self.pg.psql("DROP TABLE oncefs.last_writes; ALTER TABLE oncefs.keys DROP COLUMN "
+                     "holder_host; UPDATE oncefs.meta SET value = '3' "
                      "WHERE name = 'schema_version'", db="three")
         e = dict(os.environ, PGPASSWORD=pgserver.PASSWORD)
         r = subprocess.run([ONCECTL, "ls", self.url("three")], capture_output=True, text=True,

@@ -4,6 +4,7 @@ import ctypes
 import errno
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -654,8 +655,10 @@ class Xattrs(MountedTest):
             expires = int(os.getxattr(k, "user.oncefs.expires"))
             # Held: the short lease (-o lease, 10 s), renewed while open.
             self.assertAlmostEqual(expires, time.time() + 10, delta=5)
+            # PID UID HOST: the host names the claimant across hosts.
             self.assertEqual(os.getxattr(k, "user.oncefs.holder").split(),
-                             [b"%d" % os.getpid(), b"%d" % os.getuid()])
+                             [b"%d" % os.getpid(), b"%d" % os.getuid(),
+                              socket.gethostname().encode()])
             self.assertErrno(errno.ENODATA, os.getxattr, k, "user.oncefs.nope")
             self.assertErrno(errno.EPERM, os.setxattr, k, "user.oncefs.status", b"succeeded")
             # Other names are not supported (so cp -a into keys/ goes on).

@@ -187,6 +187,25 @@ static void test_claim(void **state)
 	free(ev);
 }
 
+/* A claim keeps its claimant's host (user.oncefs.holder), if a name. */
+static void test_claim_names_the_host(void **state)
+{
+	struct fixture *fx = *state;
+	struct wf_row w = make_wf(fx, "job");
+
+	fx->o.config.host = "worker-7.example";
+	assert_string_equal(claim(fx, w.id, "a", &user).holder_host,
+			    "worker-7.example");
+	assert_string_equal(lookup(fx, w.id, "a").holder_host,
+			    "worker-7.example");
+	fx->o.config.host = "not a host name";
+	assert_string_equal(claim(fx, w.id, "b", &user).holder_host, "");
+	assert_string_equal(lookup(fx, w.id, "b").holder_host, "");
+	fx->o.config.host = NULL;
+	assert_string_equal(lookup(fx, w.id, "a").holder_host,
+			    "worker-7.example");
+}
+
 static void test_claim_conflict(void **state)
 {
 	struct fixture *fx = *state;
@@ -1380,6 +1399,7 @@ int main(void)
 		cmocka_unit_test(test_is_live),
 		cmocka_unit_test(test_refuse_write),
 		T(test_claim),
+		T(test_claim_names_the_host),
 		T(test_claim_conflict),
 		T(test_notes),
 		T(test_claim_bad_names),

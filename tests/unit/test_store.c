@@ -573,6 +573,7 @@ static void test_upgrade_from_schema_2(void **state)
 		"ALTER TABLE keys DROP COLUMN previous;"
 		"ALTER TABLE keys DROP COLUMN request;"
 		"ALTER TABLE keys DROP COLUMN original;"
+		"ALTER TABLE keys DROP COLUMN holder_host;"
 		"PRAGMA user_version = 2;";
 	struct tmp *t = *state;
 	struct store_options ro = plain;
@@ -602,6 +603,39 @@ static void test_upgrade_from_schema_2(void **state)
 	store_close(st);
 	st = NULL;
 	assert_rc(store_open(t->path, &ro, &st, err, sizeof(err)), 0);
+	store_close(st);
+}
+
+/* A store of schema 3: its keys gain the host of their claimant, "". */
+static void test_upgrade_from_schema_3(void **state)
+{
+	static const char to_v3[] =
+		"INSERT INTO workflows(id, name, uid, gid, mode, ctime_ns, "
+		"mtime_ns, on_input_change, dedup_on, in_flight_ttl, retention, "
+		"epoch, events_size) VALUES(1, 'wf', 0, 0, 493, 1, 1, 0, 0, 86400, "
+		"2592000, 1, 0);"
+		"INSERT INTO keys(id, wf, name, status, generation, attempt, "
+		"expires_ms, mtime_ns, holder_pid, holder_uid) "
+		"VALUES(1, 1, 'k', 1, 9, 2, 99999999999999, 1, 1, 0);"
+		"ALTER TABLE keys DROP COLUMN holder_host;"
+		"PRAGMA user_version = 3;";
+	struct tmp *t = *state;
+	struct store *st = NULL;
+	struct key_row k;
+	char err[256];
+
+	SQLITE_ONLY("SQLite's schema 3 (test_postgres.py upgrades a PostgreSQL store of version 3)");
+	store_close(open_store(t->path, true));
+	assert_int_equal(raw_sql(t->path, to_v3), SQLITE_OK);
+	assert_rc(store_open(t->path, &plain, &st, err, sizeof(err)), 0);
+	assert_rc(store_begin(st, true), 0);
+	assert_rc(store_key_by_generation(st, 9, &k), 0);
+	assert_string_equal(k.holder_host, "");
+	snprintf(k.holder_host, sizeof(k.holder_host), "worker-7");
+	assert_rc(store_key_update(st, &k), 0);
+	assert_rc(store_key_by_generation(st, 9, &k), 0);
+	assert_string_equal(k.holder_host, "worker-7");
+	assert_rc(store_commit(st), 0);
 	store_close(st);
 }
 
@@ -742,14 +776,15 @@ static void test_busy_is_eagain(void **state)
 {
 	struct tmp *t = *state;
 	struct store_options quick = plain;
-	struct store *a = open_store(t->path, true), *b = NULL;
-	struct holder h = { .st = a, .mu = PTHREAD_MUTEX_INITIALIZER,
+	struct store *a, *b = NULL;
+	struct holder h = { .mu = PTHREAD_MUTEX_INITIALIZER,
 			    .cv = PTHREAD_COND_INITIALIZER };
 	char err[256];
 	pthread_t th;
 	int busy, after;
 
 	SQLITE_ONLY("SQLite's file lock (test_hosts.py waits on the writer row)");
+	a = h.st = open_store(t->path, true);
 	quick.busy_timeout_ms = 50;
 	assert_rc(store_open(t->path, &quick, &b, err, sizeof(err)), 0);
 	assert_int_equal(pthread_create(&th, NULL, hold_write_lock, &h), 0);
@@ -1766,6 +1801,7 @@ int main(void)
 		T(test_scheme),
 		T(test_upgrade_from_schema_1),
 		T(test_upgrade_from_schema_2),
+		T(test_upgrade_from_schema_3),
 		T(test_refuse_values_out_of_range),
 		T(test_refuse_key_values_out_of_range),
 		T(test_read_only_store_file),
