@@ -961,8 +961,10 @@ static int pg_open(const char *name, const struct store_options *opt,
 		st->name = strdup(name);
 	}
 	if (!st || !st->conns || !st->name) {
-		if (st)
+		if (st) {
 			free(st->conns);
+			free(st->name);
+		}
 		free(st);
 		PQfinish(c);
 		return -ENOMEM;

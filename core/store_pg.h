@@ -142,8 +142,9 @@ struct store_impl {
 	pthread_mutex_t lock;	/* the pool's busy flags, stats' maxima */
 	pthread_cond_t freed;
 	/*
-	 * The database's clock: its time minus this host's, as read at the
-	 * last read; read and written atomically.
+	 * The database's clock: its time minus this host's monotonic clock
+	 * (pg_steady_ms), as read at the last lookup or read transaction;
+	 * read and written atomically.
 	 */
 	int64_t clock_offset_ms;
 
@@ -233,10 +234,12 @@ int pg_connect(const char *name, PGconn **out, char *err, size_t errlen);
  */
 int pg_reconnect(struct store_impl *st);
 /*
- * The database's clock db_ms, read by a statement sent at sent_ms (this
- * host's clock): the offset pg_now_ms() applies.
+ * The database's clock db_ms, read by a statement sent at sent_ms (by
+ * pg_steady_ms): the offset pg_now_ms() applies.
  */
 void pg_note_clock(struct store_impl *st, int64_t db_ms, int64_t sent_ms);
+/* This host's monotonic clock, in ms: for offsets and deadlines only. */
+int64_t pg_steady_ms(void);
 int pg_begin(struct store_impl *st, bool write);
 int pg_begin_nowait(struct store_impl *st);
 int pg_commit(struct store_impl *st);
@@ -258,6 +261,7 @@ void pg_give(struct store_impl *st);
 int pg_flight(struct store_impl *st, enum pg_stmt id, struct pg_params *p,
 	      PGresult **res);
 int pg_next_generation(struct store_impl *st, int64_t *out);
+/* The database's clock now, as last read and moved on since. */
 int64_t pg_now_ms(struct store_impl *st);
 int pg_changed(struct store_impl *st, int64_t *seen);
 

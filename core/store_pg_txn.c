@@ -10,8 +10,10 @@
  * the writer row, which serializes it with every other mount's writes,
  * and counts it for store_changed().  A read transaction takes a
  * snapshot and reads the database's clock: the clock is the database's
- * for every lease, expiry and retention, and pg_now_ms() is this host's
- * moved by the offset the last read measured.
+ * for every lease, expiry and retention.  pg_now_ms() is the last reading
+ * (taken at every lookup and read transaction) moved on by this host's
+ * monotonic clock, so that neither a host clock that is off nor one that
+ * is stepped (NTP, an operator) enters any decision.
  *
  * A connection that was lost is reset at its next use; while the server
  * does not answer, a call tries again for busy_timeout (5 s unless the
@@ -54,18 +56,18 @@ void pg_count_trip(struct store_impl *st)
 	__atomic_add_fetch(&st->stats.round_trips, 1, __ATOMIC_RELAXED);
 }
 
-static int64_t realtime_ms(void)
+int64_t pg_steady_ms(void)
 {
 	struct timespec ts;
 
-	clock_gettime(CLOCK_REALTIME, &ts);
+	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 int64_t pg_now_ms(struct store_impl *st)
 {
-	return realtime_ms() + __atomic_load_n(&st->clock_offset_ms,
-					       __ATOMIC_RELAXED);
+	return pg_steady_ms() + __atomic_load_n(&st->clock_offset_ms,
+						__ATOMIC_RELAXED);
 }
 
 /* ---- the pool ---------------------------------------------------------- */
@@ -108,10 +110,10 @@ int pg_reconnect(struct store_impl *st)
  */
 static int reconnect_wait(struct store_impl *st)
 {
-	int64_t deadline = realtime_ms() + st->busy_timeout_ms;
+	int64_t deadline = pg_steady_ms() + st->busy_timeout_ms;
 	int rc;
 
-	while ((rc = pg_reconnect(st)) == -EAGAIN && realtime_ms() < deadline)
+	while ((rc = pg_reconnect(st)) == -EAGAIN && pg_steady_ms() < deadline)
 		usleep(100 * 1000);
 	return rc;
 }
@@ -164,7 +166,7 @@ void pg_give(struct store_impl *st)
 
 void pg_note_clock(struct store_impl *st, int64_t db_ms, int64_t sent_ms)
 {
-	int64_t now = realtime_ms();
+	int64_t now = pg_steady_ms();
 
 	/* The server read its clock about halfway through the round trip. */
 	__atomic_store_n(&st->clock_offset_ms, db_ms - (sent_ms + now) / 2,
@@ -239,9 +241,9 @@ static bool send_mark(struct store_impl *st, struct pg_params *p, int64_t op)
 static int resolve(struct store_impl *st, int64_t op)
 {
 	struct pg_conn *c = mine;
-	int64_t deadline = realtime_ms() + RESOLVE_MS;
+	int64_t deadline = pg_steady_ms() + RESOLVE_MS;
 
-	while (realtime_ms() < deadline) {
+	while (pg_steady_ms() < deadline) {
 		struct pg_params p = { 0 };
 		int64_t was = 0;
 		int rc;
@@ -354,7 +356,7 @@ static int try_begin_write(struct store_impl *st, bool nowait)
 
 static int try_begin_read(struct store_impl *st)
 {
-	int64_t sent = realtime_ms();
+	int64_t sent = pg_steady_ms();
 	PGresult *r;
 	int rc = 0;
 

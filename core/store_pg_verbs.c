@@ -22,19 +22,11 @@
 #define WF_NCOLS 14
 #define KEY_NCOLS 14
 
-static int64_t realtime_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* A lookup: one statement outside a transaction, its clock noted. */
 static int lookup(struct store_impl *st, enum pg_stmt id, struct pg_params *p,
 		  PGresult **r)
 {
-	int64_t sent = realtime_ms();
+	int64_t sent = pg_steady_ms();
 	int rc = pg_take(st);
 
 	if (rc)
