@@ -754,6 +754,9 @@ static void op_finalize(void)
 	struct mkey *k;
 	struct mwf *m = NULL;
 	int want = m_finalize_rc(gen, buf, len, who, &k, &m, &st, &roff);
+	struct mkey *kk;
+	struct mwf *kw = NULL;
+	const char *kname;
 	int rc;
 
 	/* The check of write() says the same as the commit would, but for
@@ -770,7 +773,10 @@ static void op_finalize(void)
 	}
 	if (a & 0x80)
 		return;	/* a write that is never committed */
-	rc = key_finalize(&F.o, gen, buf, len, who);
+	/* The handle's name is its key's; a stale one names any. */
+	kk = m_key_of_gen(gen, &kw);
+	kname = kk ? key_names[kk - kw->k] : key_names[0];
+	rc = key_finalize(&F.o, gen, kname, 2, buf, len, who);
 	note("key_finalize(gen %" PRId64 ") = %s", gen, fuzz_errname(rc));
 	EXPECT("key_finalize", rc, want);
 	if (rc)
