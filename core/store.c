@@ -64,6 +64,11 @@ int store_open(const char *path, const struct store_options *opt,
 	*out = NULL;
 	if (store_scheme(path) == STORE_SCHEME_POSTGRES)
 		ops = &store_pg_ops;
+	else if (opt->pg_schema) {
+		snprintf(err, errlen, "pg_schema is for a PostgreSQL store, "
+			 "and %s is a SQLite file", path);
+		return -EINVAL;
+	}
 	st = calloc(1, sizeof(*st));
 	if (!st) {
 		snprintf(err, errlen, "out of memory");

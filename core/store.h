@@ -58,6 +58,8 @@ struct store_options {
 	enum store_sync sync;
 	int busy_timeout_ms;
 	int connections;	/* a server's: at most this many (0: default) */
+	const char *pg_schema;	/* PostgreSQL: the store's schema (NULL:
+				 * oncefs) */
 };
 
 struct store_stats {

@@ -9,13 +9,15 @@
  * PGPASSWORD, a service file), never from the store's name, which is on
  * a command line that `ps` shows to every user.
  *
- * The tables live in the schema oncefs, which every session puts first
- * in its search_path; every statement is constant text, prepared once per
- * connection, its values bound in binary: no statement is ever built
- * from a name.  The SQL keeps to what CockroachDB and YugabyteDB also run
- * (see the README): no advisory locks, no large objects, no LISTEN/
- * NOTIFY, no procedural code; one feature of PostgreSQL's own,
- * pg_xact_status(), resolves a commit whose reply was lost.
+ * The tables live in a schema of their own, oncefs unless the mount
+ * says (-o pg_schema=NAME), which every session makes its search_path;
+ * every statement is constant text, prepared once per connection, its
+ * values bound in binary: no statement is ever built from a name, and
+ * the one that cannot take its name as a parameter, CREATE SCHEMA, takes
+ * the schema's name checked (pg_schema_ok) and quoted by libpq.  The SQL
+ * keeps to what CockroachDB and YugabyteDB also run (see the README): no
+ * advisory locks, no large objects, no LISTEN/NOTIFY, no procedural
+ * code, no pg_xact_status().
  */
 #include <endian.h>
 #include <errno.h>
@@ -359,9 +361,6 @@ static const struct {
  * write transactions (store_pg.h) and counts them for store_changed().
  */
 static const char schema[] =
-	"BEGIN;"
-	"CREATE SCHEMA IF NOT EXISTS oncefs;"
-	"SET LOCAL search_path = oncefs;"
 	"CREATE TABLE meta(name text PRIMARY KEY, value text NOT NULL);"
 	"CREATE TABLE writer(id int PRIMARY KEY CHECK (id = 1),"
 	"  changes bigint NOT NULL);"
@@ -784,15 +783,49 @@ static bool run_plain(PGconn *c, const char *sql, char *why, size_t size)
 	return ok;
 }
 
-/* Is the oncefs schema there, and of which version (0: none)? */
-static int schema_version(PGconn *c, long *version, char *err, size_t errlen)
+/* A schema name that needs no quoting, and is not the system's. */
+static bool pg_schema_ok(const char *name)
 {
+	size_t n = strlen(name);
+
+	if (n == 0 || n > PG_SCHEMA_MAX || strncmp(name, "pg_", 3) == 0 ||
+	    !(name[0] == '_' || (name[0] >= 'a' && name[0] <= 'z')))
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char ch = name[i];
+
+		if (!(ch == '_' || (ch >= 'a' && ch <= 'z') ||
+		      (ch >= '0' && ch <= '9')))
+			return false;
+	}
+	return true;
+}
+
+/* The session's search_path: the store's schema alone. */
+static bool use_schema(PGconn *c, const char *schema_name)
+{
+	const char *values[1] = { schema_name };
+	PGresult *r = PQexecParams(c, "SELECT set_config('search_path', $1, "
+				   "false)", 1, NULL, values, NULL, NULL, 0);
+	bool ok = PQresultStatus(r) == PGRES_TUPLES_OK;
+
+	PQclear(r);
+	return ok;
+}
+
+/* Is the store's schema there, and of which version (0: none)? */
+static int schema_version(PGconn *c, const char *schema_name, long *version,
+			  char *err, size_t errlen)
+{
+	const char *values[1] = { schema_name };
 	char why[400];
 	PGresult *r;
 
 	*version = 0;
-	r = PQexec(c, "SELECT EXISTS (SELECT 1 FROM information_schema.tables "
-		   "WHERE table_schema = 'oncefs' AND table_name = 'meta')");
+	r = PQexecParams(c, "SELECT EXISTS (SELECT 1 FROM "
+			 "information_schema.tables WHERE table_schema = $1 "
+			 "AND table_name = 'meta')", 1, NULL, values, NULL,
+			 NULL, 0);
 	if (PQresultStatus(r) != PGRES_TUPLES_OK) {
 		first_line(PQresultErrorMessage(r), why, sizeof(why));
 		snprintf(err, errlen, "cannot read the database's schemas: %s", why);
@@ -804,11 +837,12 @@ static int schema_version(PGconn *c, long *version, char *err, size_t errlen)
 		return 0;
 	}
 	PQclear(r);
-	r = PQexec(c, "SELECT value FROM oncefs.meta WHERE name = 'schema_version'");
+	/* The session's search_path is the schema (use_schema). */
+	r = PQexec(c, "SELECT value FROM meta WHERE name = 'schema_version'");
 	if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1 ||
 	    sscanf(PQgetvalue(r, 0, 0), "%ld", version) != 1 || *version < 1) {
-		snprintf(err, errlen, "the schema oncefs holds a table meta that "
-			 "is not oncefs's (no schema_version)");
+		snprintf(err, errlen, "the schema %s holds a table meta that "
+			 "is not oncefs's (no schema_version)", schema_name);
 		PQclear(r);
 		return -EINVAL;
 	}
@@ -837,7 +871,7 @@ int pg_session(struct store_impl *st, struct pg_conn *pc)
 	 * ends after 30 s, so the writer row it holds is free again; this
 	 * mount's own transactions are short.
 	 */
-	ok = run_plain(c, "SET search_path = oncefs", NULL, 0) &&
+	ok = use_schema(c, st->schema) &&
 	     run_plain(c, "SET idle_in_transaction_session_timeout = '30s'",
 		       NULL, 0) &&
 	     /* A flight's implicit transaction, as a write's BEGIN says. */
@@ -861,19 +895,33 @@ int pg_session(struct store_impl *st, struct pg_conn *pc)
 	return ok ? 0 : -EIO;
 }
 
-/* Create the schema; another mount creating it at the same time wins. */
-static int create_schema(PGconn *c, char *err, size_t errlen)
+/*
+ * Create the store's schema (the session's search_path already names
+ * it); another mount creating it at the same time wins.
+ */
+static int create_schema(PGconn *c, const char *schema_name, char *err,
+			 size_t errlen)
 {
-	char why[400];
+	char why[400] = "out of memory", create[PG_SCHEMA_MAX + 64];
+	char *quoted = PQescapeIdentifier(c, schema_name, strlen(schema_name));
 	long version;
+	bool ok;
 
-	if (run_plain(c, schema, why, sizeof(why)))
+	if (quoted)
+		snprintf(create, sizeof(create),
+			 "CREATE SCHEMA IF NOT EXISTS %s", quoted);
+	ok = quoted && run_plain(c, "BEGIN", why, sizeof(why)) &&
+	     run_plain(c, create, why, sizeof(why)) &&
+	     run_plain(c, schema, why, sizeof(why));
+	PQfreemem(quoted);
+	if (ok)
 		return 0;
 	run_plain(c, "ROLLBACK", NULL, 0);
-	if (schema_version(c, &version, err, errlen) == 0 &&
+	if (schema_version(c, schema_name, &version, err, errlen) == 0 &&
 	    version == STORE_SCHEMA_VERSION)
 		return 0;
-	snprintf(err, errlen, "cannot create the oncefs schema: %s", why);
+	snprintf(err, errlen, "cannot create the oncefs store in schema %s: "
+		 "%s", schema_name, why);
 	return strstr(why, "permission denied") ? -EACCES : -EIO;
 }
 
@@ -882,7 +930,6 @@ static int upgrade_schema(PGconn *c, char *err, size_t errlen)
 {
 	static const char upgrade[] =
 		"BEGIN;"
-		"SET LOCAL search_path = oncefs;"
 		LAST_WRITES
 		"ALTER TABLE keys ADD COLUMN IF NOT EXISTS holder_host bytea "
 		"NOT NULL DEFAULT '';"
@@ -904,6 +951,7 @@ static void pg_close(struct store_impl *st);
 static int pg_open(const char *name, const struct store_options *opt,
 		   struct store_impl **out, char *err, size_t errlen)
 {
+	const char *schema_name = opt->pg_schema ? opt->pg_schema : "oncefs";
 	struct store_impl *st;
 	bool password;
 	long version;
@@ -913,6 +961,12 @@ static int pg_open(const char *name, const struct store_options *opt,
 	*out = NULL;
 	if (rc)
 		return rc;
+	if (!pg_schema_ok(schema_name)) {
+		snprintf(err, errlen, "pg_schema=%s: a schema's name is 1 to %d "
+			 "lowercase letters, digits and '_', not starting with "
+			 "a digit or pg_", schema_name, PG_SCHEMA_MAX);
+		return -EINVAL;
+	}
 	if (password) {
 		snprintf(err, errlen, "the store's name holds a password, which "
 			 "every user sees in ps: put it in ~/.pgpass, PGPASSWORD "
@@ -922,11 +976,19 @@ static int pg_open(const char *name, const struct store_options *opt,
 	rc = pg_connect(name, &c, err, errlen);
 	if (rc)
 		return rc;
-	rc = schema_version(c, &version, err, errlen);
+	if (!use_schema(c, schema_name)) {
+		snprintf(err, errlen, "cannot set the search_path: %s",
+			 PQerrorMessage(c));
+		err[strcspn(err, "\n")] = '\0';
+		rc = -EIO;
+	}
+	if (rc == 0)
+		rc = schema_version(c, schema_name, &version, err, errlen);
 	if (rc == 0 && version == 0 && !opt->create) {
 		snprintf(err, errlen, "database %s on %s holds no oncefs store "
-			 "(schema oncefs): mount with -o create, or run "
-			 "'oncectl init', to create one", PQdb(c), PQhost(c));
+			 "(schema %s): mount with -o create, or run "
+			 "'oncectl init', to create one", PQdb(c), PQhost(c),
+			 schema_name);
 		rc = -ENOENT;
 	} else if (rc == 0 && version > STORE_SCHEMA_VERSION) {
 		snprintf(err, errlen, "the store in database %s has schema "
@@ -934,11 +996,11 @@ static int pg_open(const char *name, const struct store_options *opt,
 			 "oncefs", PQdb(c), version, STORE_SCHEMA_VERSION);
 		rc = -EPROTONOSUPPORT;
 	} else if (rc == 0 && version == 0 && opt->read_only) {
-		snprintf(err, errlen, "database %s holds no oncefs store",
-			 PQdb(c));
+		snprintf(err, errlen, "database %s holds no oncefs store "
+			 "(schema %s)", PQdb(c), schema_name);
 		rc = -ENOENT;
 	} else if (rc == 0 && version == 0) {
-		rc = create_schema(c, err, errlen);
+		rc = create_schema(c, schema_name, err, errlen);
 	} else if (rc == 0 && version == 3 && !opt->read_only) {
 		rc = upgrade_schema(c, err, errlen);
 	} else if (rc == 0 && version < 3) {
@@ -959,6 +1021,7 @@ static int pg_open(const char *name, const struct store_options *opt,
 			st->max_conns = PG_CONNECTIONS_MAX;
 		st->conns = calloc((size_t)st->max_conns, sizeof(*st->conns));
 		st->name = strdup(name);
+		snprintf(st->schema, sizeof(st->schema), "%s", schema_name);
 	}
 	if (!st || !st->conns || !st->name) {
 		if (st) {

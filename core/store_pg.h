@@ -135,8 +135,12 @@ struct pg_conn {
 	struct timespec began;	/* when the write began */
 };
 
+/* The longest schema name (PostgreSQL's NAMEDATALEN - 1). */
+#define PG_SCHEMA_MAX 63
+
 struct store_impl {
 	char *name;		/* the store's name: a URL or connection string */
+	char schema[PG_SCHEMA_MAX + 1];	/* its schema (-o pg_schema) */
 	struct pg_conn *conns;	/* the pool: max_conns, nconns opened */
 	int nconns, max_conns;
 	pthread_mutex_t lock;	/* the pool's busy flags, stats' maxima */

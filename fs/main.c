@@ -38,6 +38,7 @@ struct options {
 	char *max_checkpoint;
 	int busy_timeout_ms;
 	int connections;
+	char *pg_schema;
 	int sweep_interval;
 	int lease;
 	int foreground;
@@ -61,6 +62,7 @@ static const struct fuse_opt option_spec[] = {
 	OPT("sweep_interval=%d", sweep_interval),
 	OPT("lease=%d", lease),
 	OPT("connections=%d", connections),
+	OPT("pg_schema=%s", pg_schema),
 	FUSE_OPT_KEY("-h", KEY_HELP),
 	FUSE_OPT_KEY("--help", KEY_HELP),
 	FUSE_OPT_KEY("-V", KEY_VERSION),
@@ -74,9 +76,11 @@ static const struct fuse_opt option_spec[] = {
 static void usage(FILE *f)
 {
 	fprintf(f,
-"usage: oncefs [-f] [-d] [-o OPTION[,OPTION...]] STATE.db MOUNTPOINT\n"
+"usage: oncefs [-f] [-d] [-o OPTION[,OPTION...]] STORE MOUNTPOINT\n"
 "\n"
-"Mount the oncefs store STATE.db (a SQLite file) at MOUNTPOINT.\n"
+"Mount the oncefs store STORE at MOUNTPOINT: a SQLite file (STATE.db), or a\n"
+"PostgreSQL database that mounts on many hosts share (postgresql://USER@HOST/DB,\n"
+"or a libpq connection string; the password from ~/.pgpass or PGPASSWORD).\n"
 "\n"
 "  -f                   stay in the foreground\n"
 "  -d                   debug: foreground, log every request\n"
@@ -84,7 +88,7 @@ static void usage(FILE *f)
 "  -V, --version        the version\n"
 "\n"
 "oncefs options:\n"
-"  -o create            create STATE.db if it does not exist\n"
+"  -o create            create the store if it does not exist\n"
 "  -o sync=full|normal|off\n"
 "                       durability of a reply (default full: on disk, even\n"
 "                       across power loss; normal: across a crash of oncefs;\n"
@@ -94,8 +98,10 @@ static void usage(FILE *f)
 "                       largest checkpoint (default 1G)\n"
 "  -o busy_timeout=MS   how long to wait for another process's write lock\n"
 "                       on the store before failing with EAGAIN (default 5000)\n"
-"  -o connections=N    PostgreSQL: connections this mount opens at most\n"
+"  -o connections=N     PostgreSQL: connections this mount opens at most\n"
 "                       (default 4, 1 to 64)\n"
+"  -o pg_schema=NAME    PostgreSQL: the schema that holds the store (default\n"
+"                       oncefs); one database can hold several stores\n"
 "  -o lease=S           the lease of a held claim, renewed while its handle\n"
 "                       is open: a dead mount's claims are free after it\n"
 "                       (default 10; never longer than in_flight_ttl)\n"
@@ -298,6 +304,7 @@ int main(int argc, char *argv[])
 	sopt.read_only = opt.read_only;
 	sopt.busy_timeout_ms = opt.busy_timeout_ms;
 	sopt.connections = opt.connections;
+	sopt.pg_schema = opt.pg_schema;
 	if (parse_sync(opt.sync, &sopt.sync)) {
 		fprintf(stderr, "oncefs: sync=%s: expected full, normal or off\n",
 			opt.sync);
@@ -485,6 +492,7 @@ out:
 	free(opt.store);
 	free(opt.mountpoint);
 	free(opt.sync);
+	free(opt.pg_schema);
 	free(opt.max_result);
 	free(opt.max_checkpoint);
 	return rc;

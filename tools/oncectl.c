@@ -888,7 +888,8 @@ static void usage(FILE *f)
 		fprintf(f, "  oncectl %-46s %s\n", c->usage, c->help);
 	fprintf(f, "\noptions: --json (ls, show, events), --since TIME (events), "
 		"--dry-run (sweep),\n         --prometheus (stats), --hash-key (show: KEY as once "
-		"--hash-key names it),\n         --help, --version\n"
+		"--hash-key names it),\n         --pg-schema NAME (a PostgreSQL store's schema, "
+		"as the mount's -o pg_schema),\n         --help, --version\n"
 		"exit status: 0 ok; 1 a problem found or an action failed; "
 		"2 usage; 3 the store could not be opened\n");
 }
@@ -901,6 +902,7 @@ int main(int argc, char *argv[])
 		{ "prometheus", no_argument, NULL, 'p' },
 		{ "hash-key", no_argument, NULL, 'k' },
 		{ "since", required_argument, NULL, 's' },
+		{ "pg-schema", required_argument, NULL, 'S' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 }
@@ -931,6 +933,9 @@ int main(int argc, char *argv[])
 			break;
 		case 's':
 			c.since = optarg;
+			break;
+		case 'S':
+			sopt.pg_schema = optarg;
 			break;
 		case 'h':
 			usage(stdout);

@@ -34,13 +34,14 @@ class Refusals(unittest.TestCase):
         self.mnt = tempfile.mkdtemp(prefix="oncefs-pg-mnt-")
         self.addCleanup(os.rmdir, self.mnt)
 
-    def refused(self, name, want, env=None, options="create"):
+    def refused(self, name, want, env=None, options="create", ctl_args=()):
         """oncefs and oncectl both refuse name with one line holding want."""
         e = dict(os.environ, PGPASSWORD=pgserver.PASSWORD, PGCONNECT_TIMEOUT="5")
         e.pop("PGSERVICEFILE", None)
         e.update(env or {})
         ctl = "init" if "create" in options else "ls"     # init creates, as -o create
-        for argv in ([ONCEFS, "-f", "-o", options, name, self.mnt], [ONCECTL, ctl, name]):
+        for argv in ([ONCEFS, "-f", "-o", options, name, self.mnt],
+                     [ONCECTL, ctl, name, *ctl_args]):
             r = subprocess.run(argv, capture_output=True, text=True, env=e, timeout=60,
                                stdin=subprocess.DEVNULL)
             lines = r.stderr.strip().splitlines()
@@ -76,7 +77,7 @@ class Refusals(unittest.TestCase):
                      "INSERT INTO oncefs.meta VALUES ('schema_version', '99')", db="newer")
         self.refused(self.url("newer"), "newer than this oncefs")
 
-    def mounts(self, name, env=None, options="create", then=None):
+    def mounts(self, name, env=None, options="create", then=None, ctl_args=()):
         """oncefs mounts name, a claim works, and oncectl reads it back;
         then(mountpoint), when given, runs while it is mounted."""
         e = dict(os.environ, PGPASSWORD=pgserver.PASSWORD, PGCONNECT_TIMEOUT="5")
@@ -104,9 +105,11 @@ class Refusals(unittest.TestCase):
             subprocess.run(["fusermount3", "-u", self.mnt], stderr=subprocess.DEVNULL)
             d.wait(timeout=30)
             d.stderr.close()
-        r = subprocess.run([ONCECTL, "ls", name], capture_output=True, text=True, env=e, timeout=60)
+        r = subprocess.run([ONCECTL, "ls", name, *ctl_args], capture_output=True, text=True,
+                           env=e, timeout=60)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("wf-%d" % os.getpid(), r.stdout)
+        return r.stdout
 
     def test_every_form_of_a_name_mounts(self):
         self.pg.psql("CREATE DATABASE forms")
@@ -119,6 +122,45 @@ class Refusals(unittest.TestCase):
             f.write("[jobs]\nhost=127.0.0.1\nport=%d\ndbname=forms\nuser=oncefs\n" % self.pg.port)
         self.mounts("service=jobs", env={"PGSERVICEFILE": services})
         self.mounts(self.pg.socket_url("forms"))
+
+    def test_one_database_holds_a_store_per_schema(self):
+        self.pg.psql("CREATE DATABASE schemas")
+        url = self.url("schemas")
+
+        def make_wf(name):
+            return lambda mnt: os.mkdir(os.path.join(mnt, name))
+        self.mounts(url, options="create,pg_schema=team_a", then=make_wf("only-a"),
+                    ctl_args=("--pg-schema", "team_a"))
+        self.mounts(url, options="create,pg_schema=team_b", then=make_wf("only-b"),
+                    ctl_args=("--pg-schema", "team_b"))
+        a = self.mounts(url, options="pg_schema=team_a", ctl_args=("--pg-schema", "team_a"))
+        b = self.mounts(url, options="pg_schema=team_b", ctl_args=("--pg-schema", "team_b"))
+        self.assertIn("only-a", a)
+        self.assertNotIn("only-b", a)
+        self.assertIn("only-b", b)
+        self.assertNotIn("only-a", b)
+        tables = self.pg.psql("SELECT table_schema, count(*) FROM information_schema.tables "
+                              "WHERE table_name = 'keys' GROUP BY 1 ORDER BY 1", db="schemas")
+        self.assertEqual(tables.split(), ["team_a|1", "team_b|1"])   # no schema oncefs made
+        # A schema that is not there is no store, whatever the database holds.
+        self.refused(url, "holds no oncefs store (schema team_c)", options="pg_schema=team_c",
+                     ctl_args=("--pg-schema", "team_c"))
+
+    def test_a_schema_name_that_needs_quoting_is_refused(self):
+        for bad in ("Team", "a;drop", "pg_catalog", "1st", "x" * 64, ""):
+            self.refused(self.url(), "a schema's name is", options="create,pg_schema=" + bad,
+                         ctl_args=("--pg-schema", bad))
+        self.assertEqual(self.pg.psql("SELECT count(*) FROM information_schema.schemata "
+                                      "WHERE schema_name NOT LIKE 'pg_%' AND schema_name "
+                                      "NOT IN ('public', 'information_schema', 'oncefs')").strip(),
+                         "0")
+
+    def test_pg_schema_on_a_sqlite_store_is_refused(self):
+        db = os.path.join(self.mnt + "-x.db")
+        self.addCleanup(lambda: os.path.exists(db) and os.unlink(db))
+        self.refused(db, "pg_schema is for a PostgreSQL store", options="create,pg_schema=a",
+                     ctl_args=("--pg-schema", "a"))
+        self.assertFalse(os.path.exists(db))
 
     def test_a_schema_of_an_older_version_is_refused(self):
         self.pg.psql("CREATE DATABASE older")
