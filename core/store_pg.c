@@ -543,9 +543,11 @@ int pg_error(struct store_impl *st, const PGresult *r, const char *what)
 		return -EAGAIN;
 	}
 	if (state) {
-		if (strcmp(state, "55P03") == 0 ||	/* lock_not_available */
-		    strcmp(state, "40001") == 0 ||	/* serialization_failure */
-		    strcmp(state, "40P01") == 0 ||	/* deadlock_detected */
+		/* serialization_failure, deadlock_detected */
+		pg_cur()->conflict = strcmp(state, "40001") == 0 ||
+				     strcmp(state, "40P01") == 0;
+		if (pg_cur()->conflict ||
+		    strcmp(state, "55P03") == 0 ||	/* lock_not_available */
 		    strcmp(state, "57014") == 0)	/* query_canceled */
 			return -EAGAIN;
 		if (strcmp(state, "53100") == 0)	/* disk_full */

@@ -122,6 +122,8 @@ struct pg_conn {
 	bool prepared[P_NSTMTS];	/* on this connection */
 	bool session_ok;	/* pg_session() set it up */
 	bool broken;		/* unusable: open a new one at next use */
+	bool conflict;		/* its last error: a serialization failure or
+				 * a deadlock, worth trying again */
 	bool busy;		/* taken (under the store's lock) */
 	int depth;		/* its thread's takes */
 	/*

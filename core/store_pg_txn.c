@@ -28,7 +28,9 @@
  * did not happen, nor of a failure that did not, unless the server stays
  * unreachable (EIO: the outcome is unknown).  Unlike pg_xact_status(),
  * this holds when a crashed server hands out a lost transaction's id
- * again, and on servers that have no such function.
+ * again, and on servers that have no such function.  A flight that the
+ * server rolled back for a serialization failure or a deadlock is sent
+ * again (CONFLICT_TRIES).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -43,6 +45,13 @@
 
 /* How long a lost write's outcome may take to learn. */
 #define RESOLVE_MS 5000
+/*
+ * A flight that met a serialization failure or a deadlock (SQLSTATE
+ * 40001, 40P01: it was rolled back whole) is sent again, this many times
+ * at most, after a pause that grows and is jittered so that the
+ * contenders part.
+ */
+#define CONFLICT_TRIES 8
 
 static __thread struct pg_conn *mine;
 
@@ -464,6 +473,21 @@ void pg_rollback(struct store_impl *st)
 
 /* ---- flights: a write operation in one round trip ------------------------- */
 
+/* Before try n + 1 of a flight that conflicted: 1 to 2^n ms, at random. */
+static void conflict_pause(int n)
+{
+	static __thread unsigned seed;
+	struct timespec ts;
+	long ms;
+
+	if (!seed)
+		seed = (unsigned)pg_steady_ms() ^ (unsigned)(uintptr_t)&seed;
+	ms = 1 + rand_r(&seed) % (1L << (n < 6 ? n : 6));
+	ts.tv_sec = 0;
+	ts.tv_nsec = ms * 1000000;
+	nanosleep(&ts, NULL);
+}
+
 /*
  * Send the mark, the writer row's update and statement id with p as one
  * flight (pipeline mode), an implicit transaction that the server
@@ -540,10 +564,17 @@ int pg_flight(struct store_impl *st, enum pg_stmt id, struct pg_params *p,
 	c = mine;
 	c->in_write = true;
 	clock_gettime(CLOCK_MONOTONIC, &c->began);
-	for (int tries = 0; tries < 2; tries++) {
+	for (int tries = 0, conflicts = 0; tries < 2; tries++) {
+		c->conflict = false;
 		rc = flight_once(st, id, p, res, &lost);
 		if (rc == 0)
 			c->op++;
+		if (rc == -EAGAIN && c->conflict && !lost &&
+		    ++conflicts < CONFLICT_TRIES) {
+			conflict_pause(conflicts);
+			tries--;
+			continue;
+		}
 		if (!lost)
 			break;
 		/*

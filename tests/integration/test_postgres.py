@@ -6,6 +6,7 @@ use mounts, named in any of libpq's forms, with -o create making the
 schema once.  (The whole suite also runs on PostgreSQL: meson's
 "postgres" suite; mounts on many hosts: test_hosts.py.)
 """
+import errno
 import os
 import subprocess
 import sys
@@ -161,6 +162,47 @@ class Refusals(unittest.TestCase):
         self.refused(db, "pg_schema is for a PostgreSQL store", options="create,pg_schema=a",
                      ctl_args=("--pg-schema", "a"))
         self.assertFalse(os.path.exists(db))
+
+    def test_a_serialization_failure_is_tried_again(self):
+        """A claim the server rolls back with SQLSTATE 40001 (as CockroachDB's
+        SERIALIZABLE does under contention; injected here by a trigger that
+        fails while a sequence, which no rollback turns back, is low) is
+        sent again: the open succeeds.  One that keeps failing is EAGAIN
+        after 8 tries, and leaves no key."""
+        self.pg.psql("CREATE DATABASE conflicts")
+        url = self.url("conflicts")
+        self.mounts(url)            # the schema, and a workflow
+        self.pg.psql("CREATE SEQUENCE public.injected; "
+                     "CREATE TABLE public.fail_below(n bigint); "
+                     "INSERT INTO public.fail_below VALUES (3); "
+                     "CREATE FUNCTION public.conflict() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                     "BEGIN IF nextval('public.injected') <= (SELECT n FROM public.fail_below) "
+                     "THEN RAISE EXCEPTION 'injected' USING ERRCODE = '40001'; END IF; "
+                     "RETURN NEW; END $$; "
+                     "CREATE TRIGGER conflict BEFORE INSERT ON oncefs.keys FOR EACH ROW "
+                     "EXECUTE FUNCTION public.conflict()", db="conflicts")
+
+        def claims(mnt):
+            # mounts() has claimed a key first: three failures, then it.
+            keys = os.path.join(mnt, "wf-%d" % os.getpid(), "keys")
+            self.assertEqual(self.pg.psql("SELECT last_value FROM public.injected",
+                                          db="conflicts").strip(), "4")
+            with open(os.path.join(keys, "tried-again"), "x") as f:
+                f.write("succeeded\n")
+            self.pg.psql("UPDATE public.fail_below SET n = 1000000", db="conflicts")
+            with self.assertRaises(OSError) as cm:
+                open(os.path.join(keys, "never"), "x").close()
+            self.assertEqual(cm.exception.errno, errno.EAGAIN)
+            self.assertEqual(self.pg.psql("SELECT last_value FROM public.injected",
+                                          db="conflicts").strip(), str(5 + 8))
+            self.assertFalse(os.path.exists(os.path.join(keys, "never")))
+            self.pg.psql("DROP TRIGGER conflict ON oncefs.keys", db="conflicts")
+            with open(os.path.join(keys, "never"), "x") as f:   # and then it works
+                f.write("succeeded\n")
+        self.mounts(url, options="sync=full", then=claims)
+        self.assertEqual(self.pg.psql("SELECT count(*) FROM oncefs.keys WHERE name IN "
+                                      "('tried-again', 'never') AND status = 2",
+                                      db="conflicts").strip(), "2")
 
     def test_a_schema_of_an_older_version_is_refused(self):
         self.pg.psql("CREATE DATABASE older")
