@@ -810,6 +810,22 @@ static int upgrade_v1(struct store_impl *st, char *err, size_t errlen)
 			     "upgrade the store from schema 1", err, errlen);
 }
 
+/* An upgrade to version that is ddl alone, in one transaction. */
+static int upgrade_by_ddl(struct store_impl *st, const char *ddl, int version,
+			  char *err, size_t errlen)
+{
+	sqlite3 *db = st->main.db;
+	char set[64], what[64];
+	int rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(db, ddl, NULL, NULL, NULL);
+	snprintf(set, sizeof(set), "PRAGMA user_version = %d", version);
+	snprintf(what, sizeof(what), "upgrade the store from schema %d",
+		 version - 1);
+	return finish_schema(db, rc, set, what, err, errlen);
+}
+
 /*
  * Schema 3 keeps with a key the generation it took over (previous) and
  * what its claimant noted (request, original), and the holds of inputs.
@@ -821,13 +837,8 @@ static int upgrade_v2(struct store_impl *st, char *err, size_t errlen)
 		"ALTER TABLE keys ADD COLUMN request BLOB;"
 		"ALTER TABLE keys ADD COLUMN original BLOB;"
 		HOLDS_TABLE;
-	sqlite3 *db = st->main.db;
-	int rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
 
-	if (rc == SQLITE_OK)
-		rc = sqlite3_exec(db, ddl, NULL, NULL, NULL);
-	return finish_schema(db, rc, "PRAGMA user_version = 3",
-			     "upgrade the store from schema 2", err, errlen);
+	return upgrade_by_ddl(st, ddl, 3, err, errlen);
 }
 
 /* Schema 4 keeps the host of a key's claimant. */
@@ -835,13 +846,8 @@ static int upgrade_v3(struct store_impl *st, char *err, size_t errlen)
 {
 	static const char ddl[] =
 		"ALTER TABLE keys ADD COLUMN holder_host TEXT NOT NULL DEFAULT '';";
-	sqlite3 *db = st->main.db;
-	int rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
 
-	if (rc == SQLITE_OK)
-		rc = sqlite3_exec(db, ddl, NULL, NULL, NULL);
-	return finish_schema(db, rc, "PRAGMA user_version = 4",
-			     "upgrade the store from schema 3", err, errlen);
+	return upgrade_by_ddl(st, ddl, 4, err, errlen);
 }
 
 /* Each step in a transaction of its own: a crash leaves a usable schema. */

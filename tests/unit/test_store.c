@@ -558,17 +558,21 @@ static void test_upgrade_from_schema_1(void **state)
 	store_close(st);
 }
 
+/* A workflow wf and its key k in flight, as every schema since 2 holds them. */
+#define WF_AND_KEY_ROWS \
+	"INSERT INTO workflows(id, name, uid, gid, mode, ctime_ns, " \
+	"mtime_ns, on_input_change, dedup_on, in_flight_ttl, retention, " \
+	"epoch, events_size) VALUES(1, 'wf', 0, 0, 493, 1, 1, 0, 0, 86400, " \
+	"2592000, 1, 0);" \
+	"INSERT INTO keys(id, wf, name, status, generation, attempt, " \
+	"expires_ms, mtime_ns, holder_pid, holder_uid) " \
+	"VALUES(1, 1, 'k', 1, 9, 2, 99999999999999, 1, 1, 0);"
+
 /* A store of schema 2: its keys gain a previous generation, no notes. */
 static void test_upgrade_from_schema_2(void **state)
 {
 	static const char to_v2[] =
-		"INSERT INTO workflows(id, name, uid, gid, mode, ctime_ns, "
-		"mtime_ns, on_input_change, dedup_on, in_flight_ttl, retention, "
-		"epoch, events_size) VALUES(1, 'wf', 0, 0, 493, 1, 1, 0, 0, 86400, "
-		"2592000, 1, 0);"
-		"INSERT INTO keys(id, wf, name, status, generation, attempt, "
-		"expires_ms, mtime_ns, holder_pid, holder_uid) "
-		"VALUES(1, 1, 'k', 1, 9, 2, 99999999999999, 1, 1, 0);"
+		WF_AND_KEY_ROWS
 		"DROP TABLE holds;"
 		"ALTER TABLE keys DROP COLUMN previous;"
 		"ALTER TABLE keys DROP COLUMN request;"
@@ -610,13 +614,7 @@ static void test_upgrade_from_schema_2(void **state)
 static void test_upgrade_from_schema_3(void **state)
 {
 	static const char to_v3[] =
-		"INSERT INTO workflows(id, name, uid, gid, mode, ctime_ns, "
-		"mtime_ns, on_input_change, dedup_on, in_flight_ttl, retention, "
-		"epoch, events_size) VALUES(1, 'wf', 0, 0, 493, 1, 1, 0, 0, 86400, "
-		"2592000, 1, 0);"
-		"INSERT INTO keys(id, wf, name, status, generation, attempt, "
-		"expires_ms, mtime_ns, holder_pid, holder_uid) "
-		"VALUES(1, 1, 'k', 1, 9, 2, 99999999999999, 1, 1, 0);"
+		WF_AND_KEY_ROWS
 		"ALTER TABLE keys DROP COLUMN holder_host;"
 		"PRAGMA user_version = 3;";
 	struct tmp *t = *state;
