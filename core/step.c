@@ -186,13 +186,13 @@ struct step_writer {
 };
 
 static void step_event(struct event *ev, const char *type,
-		       const struct step_row *r)
+		       const char *name, size_t len)
 {
 	*ev = (struct event){
 		.type = type,
 		.subject = "step",
-		.name = r->name,
-		.name_len = r->name_len,
+		.name = name,
+		.name_len = len,
 	};
 }
 
@@ -313,7 +313,7 @@ int step_remove(struct once *o, int64_t wf, const char *name, size_t len,
 	if (rc == 0)
 		rc = store_step_delete(o->store, r.id);
 	if (rc == 0) {
-		step_event(&ev, "remove", &r);
+		step_event(&ev, "remove", r.name, r.name_len);
 		rc = once_event(o, wf, who, &ev);
 	}
 	return once_end(o, rc);
@@ -350,7 +350,7 @@ int step_rename(struct once *o, int64_t wf, const char *from, size_t from_len,
 		goto out;
 	name_copy(r.name, &r.name_len, to, to_len);
 	rc = store_step_update(o->store, &r);
-	step_event(&ev, "rename", &r);
+	step_event(&ev, "rename", r.name, r.name_len);
 	ev.detail_field = "from";
 	/* A name that is not UTF-8 goes into the line as from_hex. */
 	ev.detail = from;
@@ -535,66 +535,29 @@ int64_t step_writer_id(const struct step_writer *w)
 static int writer_commit(struct once *o, struct step_writer *w,
 			 const struct caller *who)
 {
+	struct store_step_commit c = {
+		.wf = w->wf, .epoch = w->epoch, .step = w->id,
+		.name = w->name, .len = w->name_len, .size = w->size,
+	};
 	struct step_row r;
-	struct wf_row wr;
 	struct event ev;
-	int64_t content = 0;
 	int rc;
 
 	/* The content first, outside the commit: its transaction stays small. */
 	rc = store_content_stage(o->store, w->fd, w->size, once_now_ms(o),
-				 &content);
-	if (rc == 0)
-		rc = store_begin(o->store, true);
-	if (rc) {
-		store_unpin(o->store, content);
+				 &c.content);
+	if (rc)
 		return rc;
-	}
-	rc = store_wf_by_id(o->store, w->wf, &wr);
-	if (rc == -ENOENT) {
-		/* The workflow went while open: the commit goes into nothing. */
-		rc = 0;
-		goto out;
-	}
-	if (rc == 0 && wr.epoch != w->epoch)
-		rc = -ESTALE;
-	if (rc == 0 && w->id) {
-		rc = store_step_by_id(o->store, w->id, &r);
-		if (rc == -ENOENT) {
-			/* Removed while open: like a write to an unlinked file. */
-			rc = 0;
-			goto out;
-		}
-	} else if (rc == 0) {
-		/*
-		 * The first commit of a new checkpoint creates it, or, when
-		 * another writer's came first, replaces that one's content,
-		 * as a rename over it would.
-		 */
-		rc = store_step_get(o->store, w->wf, w->epoch, w->name,
-				    w->name_len, &r);
-		if (rc == -ENOENT) {
-			memset(&r, 0, sizeof(r));
-			r.wf = w->wf;
-			r.epoch = w->epoch;
-			name_copy(r.name, &r.name_len, w->name, w->name_len);
-			r.mtime_ns = once_now_ms(o) * 1000000;
-			rc = store_step_insert(o->store, &r);
-		}
-		if (rc == 0)
-			w->id = r.id;
-	}
-	if (rc == 0)
-		rc = store_step_set_content(o->store, &r, content, w->size,
-					    once_now_ms(o) * 1000000);
-	step_event(&ev, "checkpoint", &r);
+	c.now_ms = once_now_ms(o);
+	step_event(&ev, "checkpoint", w->name, w->name_len);
 	ev.number_field = "size";
 	ev.number_field_value = w->size;
-	if (rc == 0)
-		rc = once_event(o, w->wf, who, &ev);
-out:
-	rc = once_end(o, rc);
-	store_unpin(o->store, content);
+	once_stamp(&ev, who, c.now_ms);
+	c.ev = &ev;
+	rc = store_step_commit(o->store, &c, &r);
+	store_unpin(o->store, c.content);
+	if (rc == 0 && !w->id)
+		w->id = r.id;
 	if (rc == 0)
 		once_count(&o->stats.checkpoints);
 	return rc;

@@ -197,6 +197,16 @@ int store_abandon(struct store *st, int64_t generation, int64_t now_ms,
 	return verbs_abandon(st, generation, now_ms, ev, k);
 }
 
+int store_step_commit(struct store *st, const struct store_step_commit *c,
+		      struct step_row *r)
+{
+	int rc = -ENOTSUP;
+
+	if (st->ops->step_commit)
+		rc = st->ops->step_commit(st->impl, c, r);
+	return rc == -ENOTSUP ? verbs_step_commit(st, c, r) : rc;
+}
+
 int store_renew(struct store *st, const int64_t *generations, size_t n,
 		int64_t now_ms, int64_t lease_ms, uint64_t *renewed)
 {

@@ -318,6 +318,32 @@ int store_abandon(struct store *st, int64_t generation, int64_t now_ms,
 int store_renew(struct store *st, const int64_t *generations, size_t n,
 		int64_t now_ms, int64_t lease_ms, uint64_t *renewed);
 
+/*
+ * A checkpoint's commit: its content, staged (store_content_stage, and
+ * pinned by the caller), swapped in.
+ */
+struct store_step_commit {
+	int64_t wf, epoch;	/* the writer's workflow, and its epoch */
+	int64_t step;		/* the step's id; 0: none yet */
+	const char *name;	/* its name (the writer's) */
+	size_t len;
+	int64_t content, size;	/* the staged version (0, 0: empty) */
+	int64_t now_ms;
+	const struct event *ev;	/* "checkpoint", stamped; the store names
+				 * the step as its row does */
+};
+/*
+ * Commit a checkpoint: step c->step, or with none, the step of that
+ * name in epoch c->epoch, created when missing, takes the content (the
+ * old one dies) and the size, mtime now_ms, and ev is logged.  *r gets
+ * the row after.  When the workflow or the step went while the writer
+ * was open, nothing is done and 0 returned with r->id 0 (as a write to
+ * an unlinked file); -ESTALE when the workflow's epoch is no longer
+ * c->epoch (its fingerprint changed).
+ */
+int store_step_commit(struct store *st, const struct store_step_commit *c,
+		      struct step_row *r);
+
 int store_begin(struct store *st, bool write);
 int store_commit(struct store *st);
 void store_rollback(struct store *st);

@@ -47,6 +47,12 @@ struct store_ops {
 		int64_t now_ms, const struct event *ev, struct key_row *k);
 	int (*renew)(struct store_impl *st, const int64_t *generations,
 		size_t n, int64_t now_ms, int64_t lease_ms, uint64_t *renewed);
+	/*
+	 * May return -ENOTSUP for a case it leaves to the row functions
+	 * (verbs_step_commit), having changed nothing.
+	 */
+	int (*step_commit)(struct store_impl *st,
+		const struct store_step_commit *c, struct step_row *r);
 	int (*begin)(struct store_impl *st, bool write);
 	int (*commit)(struct store_impl *st);
 	void (*rollback)(struct store_impl *st);
@@ -139,6 +145,8 @@ int verbs_abandon(struct store *st, int64_t generation, int64_t now_ms,
 		  const struct event *ev, struct key_row *k);
 int verbs_renew(struct store *st, const int64_t *generations, size_t n,
 		int64_t now_ms, int64_t lease_ms, uint64_t *renewed);
+int verbs_step_commit(struct store *st, const struct store_step_commit *c,
+		      struct step_row *r);
 
 /* The backends. */
 extern const struct store_ops store_sqlite_ops;

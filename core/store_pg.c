@@ -175,6 +175,43 @@ static const struct {
 		"UPDATE keys SET expires_ms = $2 + due.lease FROM due WHERE "
 		"keys.id = due.id AND keys.expires_ms - $2 < due.lease - "
 		"due.lease / 3", "aii" },
+	/*
+	 * $1 workflow, $2 epoch, $3 step (0: by name), $4 name, $5 the
+	 * staged content, $6 its size, $7 now, $8 the line.  Returns the
+	 * step after (or nulls), the code (0: done; 1: the workflow or the
+	 * step went; 2: the epoch moved on; 3: the step is named otherwise
+	 * now, left to the row functions), and whether the content was
+	 * there to take.
+	 */
+	[P_STEP_COMMIT] = { "WITH w AS (SELECT epoch FROM workflows WHERE "
+		"id = $1), "
+		"old AS (SELECT id, content, name FROM steps WHERE CASE WHEN "
+		"  $3 <> 0 THEN id = $3 ELSE wf = $1 AND epoch = $2 AND "
+		"  name = $4 END), "
+		"c AS (SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM w) THEN 1 "
+		"  WHEN (SELECT epoch FROM w) <> $2 THEN 2 "
+		"  WHEN $3 <> 0 AND NOT EXISTS (SELECT 1 FROM old) THEN 1 "
+		"  WHEN $3 <> 0 AND (SELECT name FROM old) <> $4 THEN 3 "
+		"  ELSE 0 END AS code), "
+		"new AS (UPDATE contents SET dead = 0, size = $6 WHERE id = $5 "
+		"  AND (SELECT code FROM c) = 0 RETURNING id), "
+		"ok AS (SELECT code = 0 AND ($5 = 0 OR EXISTS (SELECT 1 FROM "
+		"  new)) AS go FROM c), "
+		"kill AS (UPDATE contents SET dead = 1 WHERE id = (SELECT "
+		"  content FROM old) AND id <> $5 AND (SELECT go FROM ok)), "
+		"ins AS (INSERT INTO steps(wf, epoch, name, size, mtime_ns, "
+		"  content) SELECT $1, $2, $4, $6, $7 * 1000000, $5 FROM ok "
+		"  WHERE go AND NOT EXISTS (SELECT 1 FROM old) "
+		"  RETURNING " STEP_COLS "), "
+		"up AS (UPDATE steps SET content = $5, size = $6, "
+		"  mtime_ns = $7 * 1000000 FROM ok WHERE ok.go AND "
+		"  steps.id = (SELECT id FROM old) RETURNING " STEP_COLS "), "
+		"r AS (SELECT * FROM up UNION ALL SELECT * FROM ins), "
+		"l AS (SELECT 1 AS n, $8 AS line FROM r), "
+		APPEND_LINES("$1", "$7")
+		"SELECT r.*, (SELECT code FROM c)::int8, "
+		"(SELECT go FROM ok)::int::int8 FROM (SELECT 1) one "
+		"LEFT JOIN r ON true", "iiibiiit" },
 	/* A connection's row of last_writes (store_pg_txn.c). */
 	[P_MARK_NEW] = { "INSERT INTO last_writes(conn, op, time_ms) VALUES "
 		"($1, 0, $2) ON CONFLICT (conn) DO NOTHING", "ii" },
@@ -1249,6 +1286,7 @@ const struct store_ops store_pg_ops = {
 	.claim = pg_claim,
 	.finalize = pg_finalize,
 	.abandon = pg_abandon,
+	.step_commit = pg_step_commit,
 	.renew = pg_renew,
 	.begin = pg_begin,
 	.commit = pg_commit,

@@ -44,6 +44,7 @@ enum pg_stmt {
 	P_FINALIZE,
 	P_ABANDON,
 	P_RENEW,
+	P_STEP_COMMIT,
 	P_MARK_NEW,
 	P_MARK,
 	P_RESOLVE,
@@ -305,6 +306,9 @@ int pg_key_list(struct store_impl *st, int64_t wf, int64_t after,
 		int64_t now_ms, struct key_row *rows, int max, int *n);
 int pg_key_any(struct store_impl *st, int64_t wf, int64_t now_ms,
 	       bool *any);
+/* A step's row from STEP_COLS at columns 0 to 7 of row of r, checked. */
+int pg_read_step(struct store_impl *st, const PGresult *r, int row,
+		 void *out);
 int pg_step_get(struct store_impl *st, int64_t wf, int64_t epoch,
 		const char *name, size_t len, struct step_row *out);
 int pg_step_by_id(struct store_impl *st, int64_t id, struct step_row *out);
@@ -350,6 +354,8 @@ int pg_abandon(struct store_impl *st, int64_t generation, int64_t now_ms,
 	       const struct event *ev, struct key_row *k);
 int pg_renew(struct store_impl *st, const int64_t *generations, size_t n,
 	     int64_t now_ms, int64_t lease_ms, uint64_t *renewed);
+int pg_step_commit(struct store_impl *st, const struct store_step_commit *c,
+		   struct step_row *r);
 
 /* ---- store_pg_content.c */
 int pg_pin(struct store_impl *st, int64_t content, int64_t now_ms);

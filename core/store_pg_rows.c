@@ -687,8 +687,8 @@ int pg_holds_renew(struct store_impl *st, int64_t now_ms, int64_t lease_ms)
 
 /* ---- checkpoints ------------------------------------------------------ */
 
-static int read_step(struct store_impl *st, const PGresult *r, int row,
-		     void *out)
+int pg_read_step(struct store_impl *st, const PGresult *r, int row,
+		 void *out)
 {
 	static const char t[] = "steps";
 	struct step_row *s = out;
@@ -729,7 +729,7 @@ int pg_step_get(struct store_impl *st, int64_t wf, int64_t epoch,
 	pg_int(&p, wf);
 	pg_int(&p, epoch);
 	pg_bytes(&p, name, len);
-	return get_one(st, P_STEP_GET, &p, read_step, out);
+	return get_one(st, P_STEP_GET, &p, pg_read_step, out);
 }
 
 int pg_step_by_id(struct store_impl *st, int64_t id, struct step_row *out)
@@ -737,7 +737,7 @@ int pg_step_by_id(struct store_impl *st, int64_t id, struct step_row *out)
 	struct pg_params p = { 0 };
 
 	pg_int(&p, id);
-	return get_one(st, P_STEP_BY_ID, &p, read_step, out);
+	return get_one(st, P_STEP_BY_ID, &p, pg_read_step, out);
 }
 
 int pg_step_any(struct store_impl *st, int64_t wf, int64_t epoch, bool *any)
@@ -762,7 +762,7 @@ int pg_step_list(struct store_impl *st, int64_t wf, int64_t epoch,
 	pg_int(&p, after);
 	pg_int(&p, max);
 	rc = pg_run(st, P_STEP_LIST, &p, &r);
-	return rc ? rc : read_rows(st, r, read_step, rows, sizeof(*rows), max, n);
+	return rc ? rc : read_rows(st, r, pg_read_step, rows, sizeof(*rows), max, n);
 }
 
 int pg_step_insert(struct store_impl *st, struct step_row *row)

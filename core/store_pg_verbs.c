@@ -21,6 +21,7 @@
 /* WF_COLS and KEY_COLS are this many columns (store_pg.c). */
 #define WF_NCOLS 14
 #define KEY_NCOLS 14
+#define STEP_NCOLS 8
 
 /* A lookup: one statement outside a transaction, its clock noted. */
 static int lookup(struct store_impl *st, enum pg_stmt id, struct pg_params *p,
@@ -262,5 +263,70 @@ int pg_renew(struct store_impl *st, const int64_t *generations, size_t n,
 	if (rc == 0 && r)
 		*renewed = strtoull(PQcmdTuples(r), NULL, 10);
 	PQclear(r);
+	return rc;
+}
+
+/*
+ * A checkpoint commit that committed but whose reply was lost: the step
+ * read back, ours if it holds the content this commit swapped in.
+ */
+static int step_read_back(struct store_impl *st,
+			  const struct store_step_commit *c,
+			  struct step_row *r)
+{
+	int rc = pg_begin(st, false);
+
+	if (rc)
+		return rc;
+	rc = c->step ? pg_step_by_id(st, c->step, r)
+		     : pg_step_get(st, c->wf, c->epoch, c->name, c->len, r);
+	pg_commit(st);
+	if (rc == 0 && (r->content != c->content || r->size != c->size))
+		rc = -EIO;	/* changed since: the outcome is not ours to tell */
+	return rc;
+}
+
+int pg_step_commit(struct store_impl *st, const struct store_step_commit *c,
+		   struct step_row *r)
+{
+	struct pg_params p = { 0 };
+	char *line = malloc(EVENT_LINE_MAX + 1);
+	PGresult *res = NULL;
+	int64_t code;
+	int rc = line ? render(c->ev, line) : -ENOMEM;
+
+	memset(r, 0, sizeof(*r));
+	if (rc == 0) {
+		pg_int(&p, c->wf);
+		pg_int(&p, c->epoch);
+		pg_int(&p, c->step);
+		pg_bytes(&p, c->name, c->len);
+		pg_int(&p, c->content);
+		pg_int(&p, c->size);
+		pg_int(&p, c->now_ms);
+		pg_bytes(&p, line, strlen(line));
+		rc = pg_flight(st, P_STEP_COMMIT, &p, &res);
+	}
+	free(line);
+	if (rc)
+		return rc;
+	if (!res)
+		return step_read_back(st, c, r);
+	code = PQntuples(res) == 1 ? pg_col_int(res, 0, STEP_NCOLS) : -1;
+	if (code == 0 && pg_col_int(res, 0, STEP_NCOLS + 1) != 1)
+		rc = -EIO;	/* the staged version went, pinned as it was */
+	else if (code == 0 && PQgetisnull(res, 0, 0))
+		rc = -EIO;
+	else if (code == 0)
+		rc = pg_read_step(st, res, 0, r);
+	else if (code == 2)
+		rc = -ESTALE;
+	else if (code == 3)
+		rc = -ENOTSUP;	/* renamed while open: the row functions' */
+	else if (code != 1)
+		rc = -EIO;
+	PQclear(res);
+	if (rc && rc != -ENOTSUP)
+		memset(r, 0, sizeof(*r));
 	return rc;
 }

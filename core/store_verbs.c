@@ -284,3 +284,59 @@ int verbs_renew(struct store *st, const int64_t *generations, size_t n,
 	}
 	return end(st, rc);
 }
+
+int verbs_step_commit(struct store *st, const struct store_step_commit *c,
+		      struct step_row *r)
+{
+	struct wf_row w;
+	struct event ev = *c->ev;
+	int rc = store_begin(st, true);
+
+	memset(r, 0, sizeof(*r));
+	if (rc)
+		return rc;
+	rc = store_wf_by_id(st, c->wf, &w);
+	if (rc == -ENOENT) {
+		/* The workflow went while open: the commit goes into nothing. */
+		rc = 0;
+		goto out;
+	}
+	if (rc == 0 && w.epoch != c->epoch)
+		rc = -ESTALE;
+	if (rc == 0 && c->step) {
+		rc = store_step_by_id(st, c->step, r);
+		if (rc == -ENOENT) {
+			/* Removed while open: like a write to an unlinked file. */
+			memset(r, 0, sizeof(*r));
+			rc = 0;
+			goto out;
+		}
+	} else if (rc == 0) {
+		/*
+		 * The first commit of a new checkpoint creates it, or, when
+		 * another writer's came first, replaces that one's content,
+		 * as a rename over it would.
+		 */
+		rc = store_step_get(st, c->wf, c->epoch, c->name, c->len, r);
+		if (rc == -ENOENT) {
+			memset(r, 0, sizeof(*r));
+			r->wf = c->wf;
+			r->epoch = c->epoch;
+			name_copy(r->name, &r->name_len, c->name, c->len);
+			r->mtime_ns = c->now_ms * 1000000;
+			rc = store_step_insert(st, r);
+		}
+	}
+	if (rc == 0)
+		rc = store_step_set_content(st, r, c->content, c->size,
+					    c->now_ms * 1000000);
+	ev.name = r->name;
+	ev.name_len = r->name_len;
+	if (rc == 0)
+		rc = store_event_append(st, c->wf, &ev);
+out:
+	rc = end(st, rc);
+	if (rc)
+		memset(r, 0, sizeof(*r));
+	return rc;
+}

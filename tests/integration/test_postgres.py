@@ -258,6 +258,25 @@ class Refusals(unittest.TestCase):
             self.assertLessEqual(max(costs["claim"]), 5, costs)
             self.assertEqual(costs["write"], {1}, costs)
             self.assertEqual(costs["finalize"], {1}, costs)
+            # A checkpoint: its close stages the content, then swaps it in.
+            for i in range(4):
+                before = round_trips(mnt)
+                fd = os.open(os.path.join(wf, "steps", "s%d" % i), os.O_WRONLY | os.O_CREAT)
+                opened = round_trips(mnt)
+                os.write(fd, b"x" * 1000)
+                written = round_trips(mnt)
+                os.close(fd)
+                if i:
+                    costs.setdefault("step open", set()).add(opened - before)
+                    costs.setdefault("step write", set()).add(written - opened)
+                    costs.setdefault("step commit", set()).add(round_trips(mnt) - written)
+            print("round trips (PostgreSQL): a checkpoint's open %s, write %s, close %s "
+                  "(staging the content, and the commit)"
+                  % (sorted(costs["step open"]), sorted(costs["step write"]),
+                     sorted(costs["step commit"])))
+            # Staging one chunk (its content row, the chunk, the pin) and
+            # one flight for the swap; it was 12 as a transaction of rows.
+            self.assertLessEqual(max(costs["step commit"]), 6, costs)
         self.pg.psql("CREATE DATABASE trips")
         self.mounts(self.url("trips"), then=measure)
 

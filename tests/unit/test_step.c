@@ -707,6 +707,83 @@ static void test_writer_of_removed_checkpoint(void **state)
 	assert_rc(step_get(&fx->o, r.id, &got), -ESTALE);
 }
 
+/* Renamed while open: the commit lands under the name it has now. */
+static void test_writer_of_renamed_checkpoint(void **state)
+{
+	struct fixture *fx = *state;
+	struct wf_row w = make_wf(fx, "job", NULL);
+	struct step_writer *wr = NULL;
+	struct step_row r = make_checkpoint(&fx->o, w.id, "s.part", S("old")), got;
+	char *ev;
+
+	assert_rc(step_writer_open(&fx->o, &r, true, &wr), 0);
+	assert_rc(step_writer_write(&fx->o, wr, 0, S("new"), false), 0);
+	assert_rc(step_rename(&fx->o, w.id, S("s.part"), S("s"), false, &user), 0);
+	assert_rc(step_writer_commit(&fx->o, wr, &user), 0);
+	step_writer_close(wr);
+	assert_rc(step_lookup(&fx->o, w.id, S("s"), &got), 0);
+	assert_i64(got.id, r.id);
+	assert_step_content(fx, got.id, S("new"));
+	assert_false(visible(fx, w.id, "s.part"));
+	ev = event_last(fx->st, w.id, "checkpoint");
+	assert_non_null(ev);
+	assert_contains(ev, "\"step\":\"s\"");
+	assert_contains(ev, "\"size\":3");
+	free(ev);
+}
+
+/*
+ * Two writers of one new name: the first commit makes the checkpoint,
+ * the second replaces its content; one checkpoint, never two.
+ */
+static void test_two_writers_of_a_new_name(void **state)
+{
+	struct fixture *fx = *state;
+	struct wf_row w = make_wf(fx, "job", NULL);
+	struct step_writer *a = NULL, *b = NULL;
+	struct step_row ra, rb, got, rows[4];
+	int n;
+
+	assert_rc(step_create(&fx->o, w.id, S("s"), false, &user, &ra), 0);
+	assert_rc(step_create(&fx->o, w.id, S("s"), false, &user, &rb), 0);
+	assert_i64(ra.id, 0);
+	assert_rc(step_writer_open(&fx->o, &ra, true, &a), 0);
+	assert_rc(step_writer_open(&fx->o, &rb, true, &b), 0);
+	assert_rc(step_writer_write(&fx->o, a, 0, S("first"), false), 0);
+	assert_rc(step_writer_write(&fx->o, b, 0, S("second"), false), 0);
+	assert_rc(step_writer_commit(&fx->o, a, &user), 0);
+	assert_rc(step_writer_commit(&fx->o, b, &user), 0);
+	assert_true(step_writer_id(a) != 0);
+	assert_i64(step_writer_id(b), step_writer_id(a));
+	step_writer_close(a);
+	step_writer_close(b);
+	assert_rc(step_lookup(&fx->o, w.id, S("s"), &got), 0);
+	assert_step_content(fx, got.id, S("second"));
+	assert_rc(step_list(&fx->o, w.id, 0, rows, 4, &n), 0);
+	assert_int_equal(n, 1);
+}
+
+/* A new checkpoint whose workflow went while open: nothing is made. */
+static void test_writer_of_removed_workflow(void **state)
+{
+	struct fixture *fx = *state;
+	struct wf_row w = make_wf(fx, "gone", NULL), got;
+	struct step_writer *wr = NULL;
+	struct step_row r;
+
+	assert_rc(step_create(&fx->o, w.id, S("s"), false, &user, &r), 0);
+	assert_rc(step_writer_open(&fx->o, &r, true, &wr), 0);
+	assert_rc(step_writer_write(&fx->o, wr, 0, S("data"), false), 0);
+	assert_rc(workflow_remove(&fx->o, S("gone"), &user), 0);
+	assert_rc(step_writer_commit(&fx->o, wr, &user), 0);
+	assert_i64(step_writer_id(wr), 0);
+	step_writer_close(wr);
+	assert_rc(workflow_lookup(&fx->o, S("gone"), &got), -ENOENT);
+	/* A workflow of that name made again holds nothing of it. */
+	w = make_wf(fx, "gone", NULL);
+	assert_false(visible(fx, w.id, "s"));
+}
+
 static void test_remove(void **state)
 {
 	struct fixture *fx = *state;
@@ -864,6 +941,9 @@ int main(void)
 		T(test_writer_efbig_huge_offset),
 		T(test_writer_stale_after_reset),
 		T(test_writer_of_removed_checkpoint),
+		T(test_writer_of_renamed_checkpoint),
+		T(test_two_writers_of_a_new_name),
+		T(test_writer_of_removed_workflow),
 		T(test_remove),
 		T(test_rename),
 		T(test_set_mtime_and_truncate),
