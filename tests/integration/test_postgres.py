@@ -277,6 +277,16 @@ class Refusals(unittest.TestCase):
             # Staging one chunk (its content row, the chunk, the pin) and
             # one flight for the swap; it was 12 as a transaction of rows.
             self.assertLessEqual(max(costs["step commit"]), 6, costs)
+            # A fingerprint is set by a transaction of row statements still.
+            for i in range(3):
+                fp = os.path.join(wf, "input.fingerprint")
+                before = round_trips(mnt)
+                with open(fp, "w") as f:
+                    f.write("sha256:%064x\n" % i)
+                if i:
+                    costs.setdefault("fingerprint", set()).add(round_trips(mnt) - before)
+            print("round trips (PostgreSQL): a fingerprint's open, write and close %s"
+                  % sorted(costs["fingerprint"]))
         self.pg.psql("CREATE DATABASE trips")
         self.mounts(self.url("trips"), then=measure)
 
