@@ -2,6 +2,7 @@
  * metrics.c - .stats and .metrics (see metrics.h).
  */
 #include <inttypes.h>
+#include <string.h>
 #include <time.h>
 
 #include "metrics.h"
@@ -63,6 +64,8 @@ void metrics_snapshot(const struct once *o, uint64_t waiters,
 	m->commits = ss.commits;
 	m->fsyncs = ss.syncs;
 	m->round_trips = ss.round_trips;
+	m->pages_written = ss.pages_written;
+	memset(m->requests, 0, sizeof(m->requests));
 	m->waiters = waiters;
 	m->max_write_us = ss.max_write_us;
 	m->max_maintenance_us = ss.max_maintenance_us;
@@ -72,8 +75,19 @@ void metrics_snapshot(const struct once *o, uint64_t waiters,
 	copy_histogram(&o->latencies.checkpoint, &m->latencies.checkpoint);
 }
 
+const char *const metrics_request_names[MR_KINDS] = {
+	[MR_LOOKUP] = "lookup", [MR_GETATTR] = "getattr",
+	[MR_SETATTR] = "setattr", [MR_CREATE] = "create", [MR_OPEN] = "open",
+	[MR_READ] = "read", [MR_WRITE] = "write", [MR_FLUSH] = "flush",
+	[MR_RELEASE] = "release", [MR_FSYNC] = "fsync",
+	[MR_READDIR] = "readdir", [MR_XATTR] = "xattr",
+	[MR_DIRECTORY] = "directory", [MR_OTHER] = "other",
+};
+
 void metrics_write_stats(const struct metrics_snapshot *m, FILE *f)
 {
+	uint64_t total = 0;
+
 	fprintf(f, "claims %" PRIu64 "\n", m->claims);
 	fprintf(f, "adoptions %" PRIu64 "\n", m->adoptions);
 	fprintf(f, "conflicts %" PRIu64 "\n", m->conflicts);
@@ -85,6 +99,13 @@ void metrics_write_stats(const struct metrics_snapshot *m, FILE *f)
 	fprintf(f, "commits %" PRIu64 "\n", m->commits);
 	fprintf(f, "fsyncs %" PRIu64 "\n", m->fsyncs);
 	fprintf(f, "round_trips %" PRIu64 "\n", m->round_trips);
+	fprintf(f, "pages_written %" PRIu64 "\n", m->pages_written);
+	for (int i = 0; i < MR_KINDS; i++)
+		total += m->requests[i];
+	fprintf(f, "requests %" PRIu64 "\n", total);
+	for (int i = 0; i < MR_KINDS; i++)
+		fprintf(f, "requests_%s %" PRIu64 "\n",
+			metrics_request_names[i], m->requests[i]);
 	fprintf(f, "waiters %" PRIu64 "\n", m->waiters);
 	fprintf(f, "max_write_us %" PRIu64 "\n", m->max_write_us);
 	fprintf(f, "max_maintenance_us %" PRIu64 "\n", m->max_maintenance_us);
@@ -154,6 +175,14 @@ void metrics_write_prometheus(const struct metrics_snapshot *m, FILE *f)
 	metric(f, "store_round_trips_total", "counter",
 	       "Requests sent to the store's database server (0 on SQLite).",
 	       m->round_trips);
+	metric(f, "store_pages_written_total", "counter",
+	       "Database pages the store's commits wrote (SQLite's WAL; 0 on "
+	       "PostgreSQL).", m->pages_written);
+	fprintf(f, "# HELP oncefs_requests_total FUSE requests answered, by "
+		"kind.\n# TYPE oncefs_requests_total counter\n");
+	for (int i = 0; i < MR_KINDS; i++)
+		fprintf(f, "oncefs_requests_total{kind=\"%s\"} %" PRIu64 "\n",
+			metrics_request_names[i], m->requests[i]);
 	metric(f, "waiters", "gauge",
 	       "Reads of wait/KEY parked now, waiting for a claim to end.",
 	       m->waiters);

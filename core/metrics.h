@@ -32,11 +32,27 @@ int64_t metrics_now_ns(void);
 /* Count one call that began at start_ns (thread-safe). */
 void histogram_observe(struct histogram *h, int64_t start_ns);
 
+/*
+ * The kinds of request a mount answers, counted by the adapter that
+ * decodes them (fs/ops.c), so that a figure such as "requests per
+ * claim" is measured, not guessed.
+ */
+enum metrics_request {
+	MR_LOOKUP, MR_GETATTR, MR_SETATTR, MR_CREATE, MR_OPEN, MR_READ,
+	MR_WRITE, MR_FLUSH, MR_RELEASE, MR_FSYNC, MR_READDIR, MR_XATTR,
+	MR_DIRECTORY,	/* mkdir, rmdir, unlink, rename */
+	MR_OTHER,	/* forget, statfs, and the refused */
+	MR_KINDS
+};
+extern const char *const metrics_request_names[MR_KINDS];
+
 /* Everything a mount reports, read once for one rendering. */
 struct metrics_snapshot {
 	uint64_t claims, adoptions, conflicts, finalizes, releases, renewals,
 		 fenced, checkpoints;
-	uint64_t commits, fsyncs, round_trips, waiters, max_write_us, max_maintenance_us;
+	uint64_t commits, fsyncs, round_trips, pages_written, waiters,
+		 max_write_us, max_maintenance_us;
+	uint64_t requests[MR_KINDS];	/* the adapter's (0: none counted) */
 	int sync_failed;
 	struct once_latencies latencies;
 };

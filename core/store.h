@@ -69,6 +69,9 @@ struct store_stats {
 	bool sync_failed;	/* an fsync failed: the store refuses writes */
 	uint64_t round_trips;	/* requests sent to a database server (0 on
 				 * an embedded store) */
+	uint64_t pages_written;	/* database pages the commits wrote (SQLite:
+				 * to its WAL; 0 on a server, whose pages
+				 * are its own) */
 	uint64_t max_write_us;	/* the longest a write transaction held the
 				 * store's lock (what a claim may wait) */
 	uint64_t max_maintenance_us;	/* the same, of the transactions of

@@ -1236,6 +1236,7 @@ void sq_get_stats(struct store_impl *st, struct store_stats *out)
 	pthread_mutex_lock(&st->lock);
 	out->round_trips = 0;		/* no server: every call is local */
 	out->commits = st->stats.commits;
+	out->pages_written = st->stats.pages_written;
 	out->max_write_us = st->stats.max_write_us;
 	out->max_maintenance_us = st->stats.max_maintenance_us;
 	pthread_mutex_unlock(&st->lock);

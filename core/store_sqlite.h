@@ -227,6 +227,8 @@ int sq_begin_txn(struct store_impl *st, bool write, bool wait);
 int sq_begin(struct store_impl *st, bool write);
 void sq_note_hold(struct store_impl *st, struct conn *c);
 int sq_end_txn(struct store_impl *st, struct conn *c, uint64_t seq);
+/* Add the pages c wrote since the last count to the store's stats. */
+void sq_count_pages(struct store_impl *st, struct conn *c);
 int sq_commit(struct store_impl *st);
 void sq_rollback(struct store_impl *st);
 int sq_next_generation(struct store_impl *st, int64_t *out);

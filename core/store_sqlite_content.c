@@ -37,8 +37,10 @@ int sq_commit_lazy(struct store_impl *st)
 
 	if (rc && !sqlite3_get_autocommit(c->db))
 		sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
-	else if (rc == 0 && sqlite3_total_changes64(c->db) != c->changes)
+	else if (rc == 0 && sqlite3_total_changes64(c->db) != c->changes) {
 		st->stats.commits++;
+		sq_count_pages(st, c);
+	}
 	st->txn_seen = 0;
 	sq_note_hold(st, c);
 	pthread_mutex_unlock(&st->lock);

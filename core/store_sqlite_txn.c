@@ -168,6 +168,16 @@ int sq_end_txn(struct store_impl *st, struct conn *c, uint64_t seq)
 	return seq ? rc : 0;
 }
 
+void sq_count_pages(struct store_impl *st, struct conn *c)
+{
+	int cur = 0, high = 0;
+
+	/* Pages the connection wrote since the last reading (reset by it). */
+	if (sqlite3_db_status(c->db, SQLITE_DBSTATUS_CACHE_WRITE, &cur, &high,
+			      1) == SQLITE_OK && cur > 0)
+		st->stats.pages_written += (uint64_t)cur;
+}
+
 int sq_commit(struct store_impl *st)
 {
 	struct conn *c = &st->main;
@@ -186,6 +196,7 @@ int sq_commit(struct store_impl *st)
 		   sqlite3_total_changes64(c->db) != c->changes) {
 		/* A write transaction that changed nothing wrote nothing. */
 		st->stats.commits++;
+		sq_count_pages(st, c);
 		seq = __atomic_add_fetch(&st->committed, 1, __ATOMIC_RELEASE);
 	}
 	durable = sq_end_txn(st, c, seq);

@@ -36,6 +36,7 @@ struct fs {
 	struct background *background;	/* renewal, purge, sweep, waking */
 	struct waits *waits;		/* parked reads of wait/K */
 	struct file_ended ended;	/* for waiters (file_wait_ended) */
+	uint64_t requests[MR_KINDS];	/* answered, by kind (atomic) */
 };
 
 extern const struct fuse_lowlevel_ops fs_ops;

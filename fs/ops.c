@@ -45,6 +45,12 @@ static struct fs *fs_of(fuse_req_t req)
 	return fuse_req_userdata(req);
 }
 
+/* Each request handler counts its kind first (.stats requests_*). */
+static void count_request(fuse_req_t req, enum metrics_request kind)
+{
+	__atomic_add_fetch(&fs_of(req)->requests[kind], 1, __ATOMIC_RELAXED);
+}
+
 static struct caller caller_of(fuse_req_t req)
 {
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
@@ -377,6 +383,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct step_row r;
 	int rc, field;
 
+	count_request(req, MR_LOOKUP);
 	if (len > NAME_MAX_LEN) {
 		reply_rc(req, -ENAMETOOLONG);
 		return;
@@ -463,6 +470,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
+	count_request(req, MR_OTHER);
 	(void)ino;
 	(void)nlookup;
 	fuse_reply_none(req);
@@ -471,6 +479,7 @@ static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 static void op_forget_multi(fuse_req_t req, size_t count,
 			    struct fuse_forget_data *forgets)
 {
+	count_request(req, MR_OTHER);
 	(void)count;
 	(void)forgets;
 	fuse_reply_none(req);
@@ -509,6 +518,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 	struct stat st;
 	int rc = stat_open(fs_of(req), ino, h, caller_of(req).pid, &st);
 
+	count_request(req, MR_GETATTR);
 	if (rc)
 		reply_rc(req, rc);
 	else
@@ -644,6 +654,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 	struct stat st;
 	int rc;
 
+	count_request(req, MR_SETATTR);
 	switch (ino_kind(ino)) {
 	case INO_KIND_WORKFLOW:
 		switch (ino_wf_slot(ino)) {
@@ -699,6 +710,7 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 	struct stat st;
 	int rc;
 
+	count_request(req, MR_DIRECTORY);
 	if (parent != INO_ROOT) {
 		reply_rc(req, ino_kind(parent) == INO_KIND_WORKFLOW &&
 				      ino_wf_slot(parent) == SLOT_DIR
@@ -725,6 +737,7 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	bool has = false;
 	int rc;
 
+	count_request(req, MR_DIRECTORY);
 	if (parent == INO_ROOT) {
 		rc = workflow_remove(&fs->core, name, strlen(name), &who);
 		reply_rc(req, rc);
@@ -872,6 +885,7 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct wf_row w;
 	int rc = 0;
 
+	count_request(req, MR_READDIR);
 	(void)fi;
 	if (ino != INO_ROOT) {
 		if (ino_kind(ino) != INO_KIND_WORKFLOW) {
@@ -956,6 +970,7 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	int64_t wf = ino_wf_id(parent);
 	int rc, field;
 
+	count_request(req, MR_DIRECTORY);
 	if (parent == INO_ROOT) {
 		reply_rc(req, root_file_named(name) ? -EPERM : -EISDIR);
 		return;
@@ -1006,6 +1021,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 	unsigned int wflags = 0;
 	int rc;
 
+	count_request(req, MR_DIRECTORY);
 	/* EXCHANGE, WHITEOUT, and any flag unknown here: not done, EINVAL. */
 	if (flags & ~(unsigned int)RENAME_NOREPLACE) {
 		reply_rc(req, -EINVAL);
@@ -1043,6 +1059,7 @@ static void op_refuse(fuse_req_t req)
 static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
 		     mode_t mode, dev_t rdev)
 {
+	count_request(req, MR_OTHER);
 	(void)parent;
 	(void)name;
 	(void)mode;
@@ -1053,6 +1070,7 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
 static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent,
 		       const char *name)
 {
+	count_request(req, MR_OTHER);
 	(void)link;
 	(void)parent;
 	(void)name;
@@ -1062,6 +1080,7 @@ static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent,
 static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
 		    const char *newname)
 {
+	count_request(req, MR_OTHER);
 	(void)ino;
 	(void)newparent;
 	(void)newname;
@@ -1094,6 +1113,8 @@ static int format_root_file(struct fs *fs, const struct root_file *rf,
 	if (!f)
 		return -ENOMEM;
 	metrics_snapshot(&fs->core, fs->waits ? waits_count(fs->waits) : 0, &m);
+	for (int i = 0; i < MR_KINDS; i++)
+		m.requests[i] = __atomic_load_n(&fs->requests[i], __ATOMIC_RELAXED);
 	rf->write(&m, f);
 	if (fclose(f)) {
 		free(buf);
@@ -1173,6 +1194,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	size_t len = 0;
 	int rc = 0, slot;
 
+	count_request(req, MR_OPEN);
 	if (root_file_of(ino)) {
 		if ((fi->flags & O_ACCMODE) != O_RDONLY) {
 			reply_rc(req, -EPERM);
@@ -1306,6 +1328,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	size_t len = strlen(name);
 	int rc;
 
+	count_request(req, MR_CREATE);
 	(void)mode;
 	if (parent == INO_ROOT || ino_kind(parent) != INO_KIND_WORKFLOW ||
 	    (ino_wf_slot(parent) != SLOT_KEYS &&
@@ -1478,6 +1501,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	size_t got = 0;
 	int rc = 0;
 
+	count_request(req, MR_READ);
 	(void)ino;
 	if (h->f.kind == FILE_WAIT) {
 		read_wait(req, h, size, off);
@@ -1539,6 +1563,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *data,
 	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
 	int rc;
 
+	count_request(req, MR_WRITE);
 	(void)ino;
 	rc = file_write(&fs->core, &h->f, data, size, off, &who);
 	if (rc)
@@ -1563,6 +1588,7 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct caller who = caller_of(req);
 	int rc;
 
+	count_request(req, MR_FLUSH);
 	(void)ino;
 	rc = commit(fs_of(req), h, &who);
 	file_flushed(&h->f, &who);
@@ -1574,6 +1600,7 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 {
 	struct caller who = caller_of(req);
 
+	count_request(req, MR_FSYNC);
 	(void)ino;
 	(void)datasync;
 	reply_rc(req, commit(fs_of(req), (struct handle *)(uintptr_t)fi->fh,
@@ -1586,6 +1613,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino,
 	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
 	struct caller who = caller_of(req);
 
+	count_request(req, MR_RELEASE);
 	(void)ino;
 	file_release(&fs_of(req)->core, &h->f, &who);
 	handle_close(fs_of(req), h);
@@ -1595,6 +1623,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino,
 static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
 			struct fuse_file_info *fi)
 {
+	count_request(req, MR_FSYNC);
 	(void)ino;
 	(void)datasync;
 	(void)fi;
@@ -1664,6 +1693,7 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 	size_t len;
 	int rc;
 
+	count_request(req, MR_XATTR);
 	if (ino_kind(ino) != INO_KIND_KEY || x < 0) {
 		reply_rc(req, -ENODATA);
 		return;
@@ -1720,6 +1750,7 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 	size_t len = 0, n;
 	int rc;
 
+	count_request(req, MR_XATTR);
 	for (int i = 0; ino_kind(ino) == INO_KIND_KEY && i < N_XATTRS; i++) {
 		if (i == XATTR_REQUEST || i == XATTR_ORIGINAL) {
 			rc = key_note(&fs->core, ino_value(ino), xattr_note(i),
@@ -1745,6 +1776,7 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 	int x = xattr_of(name);
 	int rc;
 
+	count_request(req, MR_XATTR);
 	if (ino_kind(ino) != INO_KIND_KEY || x < 0)
 		rc = -ENOTSUP;	/* no other attributes (cp -a goes on) */
 	else if (x != XATTR_REQUEST && x != XATTR_ORIGINAL)
@@ -1760,6 +1792,7 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 
 static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
+	count_request(req, MR_XATTR);
 	reply_rc(req, ino_kind(ino) == INO_KIND_KEY && xattr_of(name) >= 0
 		      ? -EPERM : -ENOTSUP);
 }
@@ -1770,6 +1803,7 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 {
 	struct statvfs sv;
 
+	count_request(req, MR_OTHER);
 	(void)ino;
 	memset(&sv, 0, sizeof(sv));
 	sv.f_bsize = 4096;

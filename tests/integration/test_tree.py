@@ -10,7 +10,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import MountedTest, claim, hold, read, write, sh, errno_of, run  # noqa: E402
+from harness import STORE_KIND, MountedTest, claim, hold, read, write, sh, errno_of, run  # noqa: E402
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
@@ -127,6 +127,27 @@ class Workflows(MountedTest):
         self.assertErrno(errno.EPERM, os.open, self.m.p(".stats"), os.O_WRONLY)
         self.assertErrno(errno.EPERM, os.unlink, self.m.p(".stats"))
         self.assertIn(b"claims", read(self.m.p(".stats")))
+
+    def test_stats_count_requests_and_pages(self):
+        def stats():
+            return {l.split()[0]: int(l.split()[1]) for l in read(self.m.p(".stats")).decode().splitlines()}
+        before = stats()
+        finalize(self.m.p("wf", "keys", "counted"), b"succeeded\n")
+        after = stats()
+        d = {k: after[k] - before.get(k, 0) for k in after}
+        # One claim: a CREATE, its FLUSH and RELEASE, a WRITE, and lookups;
+        # the read of .stats itself is counted too (an OPEN, READs, ...).
+        self.assertEqual(d["requests_create"], 1, d)
+        self.assertEqual(d["requests_write"], 1, d)
+        self.assertGreaterEqual(d["requests_flush"], 1, d)
+        self.assertGreaterEqual(d["requests_release"], 1, d)
+        self.assertGreaterEqual(d["requests_lookup"], 1, d)
+        self.assertEqual(after["requests"], sum(v for k, v in after.items()
+                                                if k.startswith("requests_")))
+        if STORE_KIND == "postgres":
+            self.assertEqual(d["pages_written"], 0, d)      # the server's own
+        else:
+            self.assertGreater(d["pages_written"], 0, d)    # the claim's and finalize's
 
     def test_nothing_else_inside_a_workflow(self):
         self.assertErrno(errno.EPERM, os.open, os.path.join(self.wf, "extra"),
