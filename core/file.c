@@ -425,6 +425,15 @@ int file_write(struct once *o, struct file *f, const char *data, size_t size,
 /* ---- flush, fsync ------------------------------------------------------- */
 
 /*
+ * Is thread tid of the process that opened f?  A thread whose id is the
+ * opener's is its main thread, and needs no reading of /proc.
+ */
+static bool of_opener(const struct file *f, pid_t tid)
+{
+	return tid == f->opener || holder_tgid(tid) == f->opener;
+}
+
+/*
  * Is the process closing this file its writer, dying of a signal?  The
  * kernel closes a killed process's files too, and a FLUSH looks the same
  * either way; /proc tells (holder.c).  A flush from another process that
@@ -436,7 +445,7 @@ static bool dying_by_signal(const struct file *f, pid_t pid)
 {
 	struct holder_fate fate;
 
-	if (f->opener && holder_tgid(pid) != f->opener)
+	if (f->opener && !of_opener(f, pid))
 		return false;
 	holder_fate_now(pid, &fate);
 	return fate.state == HOLDER_KILLED;
@@ -502,8 +511,7 @@ void file_flushed(struct file *f, const struct caller *who)
 	bool claim = f->kind == FILE_KEY && f->claimed && !f->settled;
 	bool writer = f->kind == FILE_STEP && f->writer;
 
-	if (!(claim || writer) || f->opener == 0 ||
-	    holder_tgid(who->pid) != f->opener)
+	if (!(claim || writer) || f->opener == 0 || !of_opener(f, who->pid))
 		return;
 	holder_fate_now(who->pid, &fate);
 	if (fate.state == HOLDER_EXITED || fate.state == HOLDER_KILLED) {

@@ -123,7 +123,25 @@ struct probe {
 	struct holder_fate fate;
 	bool done;
 	int refs;
+	struct probe *next;	/* in the pool's queue */
 };
+
+/*
+ * The threads that read fates for holder_fate_now(), kept for the next
+ * probe (a thread started for each cost a clone per claim).  One more is
+ * started whenever the queue holds more probes than threads are idle, so
+ * that a read stuck behind an exec never holds up another; at most
+ * PROBE_THREADS_KEPT stay, the others read one probe and end.
+ */
+#define PROBE_THREADS_KEPT 4
+
+static struct {
+	pthread_mutex_t lock;
+	pthread_cond_t work;
+	struct probe *head, *tail;
+	int queued, idle, kept;
+} pool = { .lock = PTHREAD_MUTEX_INITIALIZER,
+	   .work = PTHREAD_COND_INITIALIZER };
 
 static void probe_put(struct probe *p)
 {
@@ -139,9 +157,8 @@ static void probe_put(struct probe *p)
 	}
 }
 
-static void *probe_run(void *arg)
+static void probe_run(struct probe *p)
 {
-	struct probe *p = arg;
 	struct holder_fate f;
 
 	holder_fate(p->pid, &f);
@@ -151,17 +168,70 @@ static void *probe_run(void *arg)
 	pthread_cond_signal(&p->cond);
 	pthread_mutex_unlock(&p->lock);
 	probe_put(p);
+}
+
+static void *probe_thread(void *kept)
+{
+	do {
+		struct probe *p;
+
+		pthread_mutex_lock(&pool.lock);
+		pool.idle++;
+		while (!pool.head)
+			pthread_cond_wait(&pool.work, &pool.lock);
+		pool.idle--;
+		p = pool.head;
+		pool.head = p->next;
+		if (!pool.head)
+			pool.tail = NULL;
+		pool.queued--;
+		pthread_mutex_unlock(&pool.lock);
+		probe_run(p);
+	} while (kept);
 	return NULL;
+}
+
+/* Queue p for a thread of the pool, starting one if none is free. */
+static void probe_queue(struct probe *p)
+{
+	pthread_attr_t attr;
+	pthread_t t;
+	bool start, keep = false;
+
+	pthread_mutex_lock(&pool.lock);
+	if (pool.tail)
+		pool.tail->next = p;
+	else
+		pool.head = p;
+	pool.tail = p;
+	pool.queued++;
+	start = pool.queued > pool.idle;
+	if (start && pool.kept < PROBE_THREADS_KEPT) {
+		keep = true;
+		pool.kept++;
+	}
+	pthread_cond_signal(&pool.work);
+	pthread_mutex_unlock(&pool.lock);
+	if (!start)
+		return;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	pthread_attr_setstacksize(&attr, 64 * 1024);
+	if (pthread_create(&t, &attr, probe_thread, keep ? &pool : NULL) &&
+	    keep) {
+		/* The probe waits for a thread that frees; its asker, 20 ms. */
+		pthread_mutex_lock(&pool.lock);
+		pool.kept--;
+		pthread_mutex_unlock(&pool.lock);
+	}
+	pthread_attr_destroy(&attr);
 }
 
 void holder_fate_now(pid_t pid, struct holder_fate *out)
 {
 	struct probe *p = calloc(1, sizeof(*p));
 	pthread_condattr_t ca;
-	pthread_attr_t attr;
 	struct timespec until;
-	pthread_t t;
-	int rc;
 
 	out->state = HOLDER_RUNNING;
 	out->code = 0;
@@ -173,23 +243,14 @@ void holder_fate_now(pid_t pid, struct holder_fate *out)
 	pthread_cond_init(&p->cond, &ca);
 	pthread_condattr_destroy(&ca);
 	p->pid = pid;
-	p->refs = 2;
-	pthread_attr_init(&attr);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	pthread_attr_setstacksize(&attr, 64 * 1024);
-	rc = pthread_create(&t, &attr, probe_run, p);
-	pthread_attr_destroy(&attr);
-	if (rc) {
-		p->refs = 1;
-		probe_put(p);
-		return;
-	}
+	p->refs = 2;	/* the asker's, and the thread's that reads it */
 	clock_gettime(CLOCK_MONOTONIC, &until);
 	until.tv_nsec += HOLDER_PROBE_MS * 1000000L;
 	if (until.tv_nsec >= 1000000000L) {
 		until.tv_sec++;
 		until.tv_nsec -= 1000000000L;
 	}
+	probe_queue(p);
 	pthread_mutex_lock(&p->lock);
 	while (!p->done && pthread_cond_timedwait(&p->cond, &p->lock, &until) == 0)
 		;

@@ -35,9 +35,9 @@ void holder_fate(pid_t pid, struct holder_fate *out);
  * The same, from a request that the process may be waiting for: reading
  * /proc/PID/stat blocks while the process is in the middle of an exec,
  * and an exec closes its close-on-exec files, each close waiting for the
- * daemon's reply to its FLUSH.  So the read runs in a thread of its own,
- * and after HOLDER_PROBE_MS the answer is HOLDER_RUNNING: a process in an
- * exec is not dying.
+ * daemon's reply to its FLUSH.  So the read runs on another thread (of a
+ * small pool, holder.c), and after HOLDER_PROBE_MS the answer is
+ * HOLDER_RUNNING: a process in an exec is not dying.
  */
 #define HOLDER_PROBE_MS 20
 void holder_fate_now(pid_t pid, struct holder_fate *out);
