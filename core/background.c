@@ -19,11 +19,14 @@
 /*
  * A slice is one transaction of each kind, small enough to take a few
  * milliseconds at any size of store; the pause between slices lets the
- * claims waiting for the store's lock in first.
+ * claims waiting for the store's lock in first.  The pause is at least
+ * SLICE_DUTY times as long as the slice took, so that a backlog, however
+ * big, holds the lock a fifth of the time at most.
  */
 #define PURGE_BATCH 64
 #define SWEEP_BATCH 64
 #define SLICE_PAUSE_MS 5
+#define SLICE_DUTY 4
 
 struct background {
 	struct once *o;
@@ -36,7 +39,25 @@ struct background {
 	bool renewer_started, maintainer_started, waker_started;
 	int64_t next_sweep_ms;
 	bool checkpoint_due;	/* the WAL grew long: checkpoint at once */
+	long slice_pause_ms;	/* after the last slice, before the next */
 };
+
+static int64_t steady_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The pause after a slice that began at start_ms. */
+static long slice_pause(int64_t start_ms)
+{
+	int64_t took = steady_ms() - start_ms;
+
+	return took * SLICE_DUTY > SLICE_PAUSE_MS ? (long)(took * SLICE_DUTY)
+						  : SLICE_PAUSE_MS;
+}
 
 /* From inside a commit (store_on_wal_growth): wake the maintainer. */
 static void wal_grew(void *arg)
@@ -93,7 +114,7 @@ static bool maintain(struct background *b)
 	struct sweep_options opt = { .batch = SWEEP_BATCH, .max_batches = 1 };
 	struct sweep_report r;
 	bool more = false;
-	int64_t n, now;
+	int64_t n, now, start = steady_ms();
 
 	pthread_mutex_lock(&b->lock);
 	b->checkpoint_due = false;
@@ -101,16 +122,20 @@ static bool maintain(struct background *b)
 	store_checkpoint(b->o->store);
 	if (step_purge(b->o, PURGE_BATCH, &n) == 0 && n > 0) {
 		more = true;
-		if (!pause_ms(b, SLICE_PAUSE_MS))
+		if (!pause_ms(b, slice_pause(start)))
 			return false;
+		start = steady_ms();
 	}
+	b->slice_pause_ms = SLICE_PAUSE_MS;
 	if (b->cfg.sweep_interval_ms <= 0)
 		return more;
 	now = once_now_ms(b->o);
 	if (now < b->next_sweep_ms)
 		return more;
-	if (sweep_run(b->o, &opt, &b->self, &r) == 0 && r.more)
+	if (sweep_run(b->o, &opt, &b->self, &r) == 0 && r.more) {
+		b->slice_pause_ms = slice_pause(start);
 		return true;	/* the sweep goes on at the next slice */
+	}
 	b->next_sweep_ms = now + b->cfg.sweep_interval_ms;
 	return more;
 }
@@ -121,7 +146,7 @@ static void *maintainer(void *arg)
 	bool more = false;
 
 	store_mark_maintenance();
-	while (pause_ms(b, more ? SLICE_PAUSE_MS : MAINTAIN_INTERVAL_MS))
+	while (pause_ms(b, more ? b->slice_pause_ms : MAINTAIN_INTERVAL_MS))
 		more = maintain(b);
 	return NULL;
 }
