@@ -37,6 +37,17 @@
  */
 #define DIR_ATTR_TIMEOUT 1.0
 
+/*
+ * The attributes a claim's CREATE reply carries may be trusted this long
+ * (the kernel rounds it up to a tick), so that the permission check of
+ * the same open(2) asks no GETATTR.  A claim in flight (its generation's
+ * inode) changes by its own handle, whose FLUSH, fsync and RELEASE drop
+ * them before they reply (forget_attrs); a path lookup always asks the
+ * daemon.  What is left (an fstat through another descriptor within the
+ * tick, of a finalize by path from elsewhere) the README states.
+ */
+#define CLAIM_ATTR_TIMEOUT 0.001
+
 /* How many rows a readdir fetches from the store at once. */
 #define READDIR_BATCH 64
 
@@ -1374,6 +1385,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	memset(&e, 0, sizeof(e));
 	fill_key(&w, &k, &e.attr);
 	e.ino = e.attr.st_ino;
+	e.attr_timeout = CLAIM_ATTR_TIMEOUT;
 	fi->fh = (uintptr_t)h;
 	fi->direct_io = 1;
 	handle_track(fs, h);
@@ -1582,6 +1594,18 @@ static int commit(struct fs *fs, struct handle *h, const struct caller *who)
 	return rc;
 }
 
+/*
+ * A key's handle may have changed its key: the kernel forgets the
+ * attributes the CREATE reply let it keep (CLAIM_ATTR_TIMEOUT) before
+ * the request that changed them is answered.  (FLUSH, fsync and RELEASE
+ * hold no lock of the inode in the kernel: the notice cannot deadlock.)
+ */
+static void forget_attrs(struct fs *fs, const struct handle *h)
+{
+	if (h->f.kind == FILE_KEY && h->ino)
+		fuse_lowlevel_notify_inval_inode(fs->se, h->ino, -1, 0);
+}
+
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
@@ -1592,6 +1616,7 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	(void)ino;
 	rc = commit(fs_of(req), h, &who);
 	file_flushed(&h->f, &who);
+	forget_attrs(fs_of(req), h);
 	reply_rc(req, rc);
 }
 
@@ -1600,11 +1625,15 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 {
 	struct caller who = caller_of(req);
 
+	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+	int rc;
+
 	count_request(req, MR_FSYNC);
 	(void)ino;
 	(void)datasync;
-	reply_rc(req, commit(fs_of(req), (struct handle *)(uintptr_t)fi->fh,
-			     &who));
+	rc = commit(fs_of(req), h, &who);
+	forget_attrs(fs_of(req), h);
+	reply_rc(req, rc);
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t ino,
@@ -1616,6 +1645,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino,
 	count_request(req, MR_RELEASE);
 	(void)ino;
 	file_release(&fs_of(req)->core, &h->f, &who);
+	forget_attrs(fs_of(req), h);
 	handle_close(fs_of(req), h);
 	fuse_reply_err(req, 0);
 }

@@ -21,6 +21,27 @@ class Keys(MountedTest):
         self.assertEqual(os.stat(self.key("k")).st_mode & 0o777, 0o444)
         self.assertEqual(os.stat(self.key("k")).st_size, len(data))
 
+    def test_attributes_right_after_each_step_of_a_claim(self):
+        """The CREATE reply's attributes may be kept for a tick (so that the
+        open asks no GETATTR); the close drops them before it returns, so a
+        stat at once, through the fd or the path, sees the key as it is."""
+        for i in range(200):
+            path = self.key("quick%d" % i)
+            fd = claim(path)
+            other = os.dup(fd)          # as a child's copy of the file would be
+            os.write(fd, b"succeeded\n")
+            os.close(fd)                # the FLUSH finalizes
+            st = os.fstat(other)        # no LOOKUP: what the kernel kept
+            os.close(other)
+            self.assertEqual(st.st_mode & 0o777, 0o444, i)
+            st = os.stat(path)
+            self.assertEqual(st.st_mode & 0o777, 0o444, i)
+            self.assertEqual(st.st_size, len(read(path)), i)
+        # Closed with nothing written: abandoned (at the RELEASE, which the
+        # kernel sends just after close returns).
+        os.close(claim(self.key("gone")))
+        self.assertAbandoned("gone")
+
     def test_non_exclusive_create_is_enoent(self):
         self.assertErrno(errno.ENOENT, os.open, self.key("k"), os.O_CREAT | os.O_WRONLY)
         self.assertFalse(os.path.exists(self.key("k")))
