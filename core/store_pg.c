@@ -828,6 +828,8 @@ static bool pg_schema_ok(const char *name)
 	size_t n = strlen(name);
 
 	if (n == 0 || n > PG_SCHEMA_MAX || strncmp(name, "pg_", 3) == 0 ||
+	    strcmp(name, "public") == 0 || strcmp(name,
+						  "information_schema") == 0 ||
 	    !(name[0] == '_' || (name[0] >= 'a' && name[0] <= 'z')))
 		return false;
 	for (size_t i = 0; i < n; i++) {
@@ -850,6 +852,36 @@ static bool use_schema(PGconn *c, const char *schema_name)
 
 	PQclear(r);
 	return ok;
+}
+
+/*
+ * A schema that exists must be the connecting role's (or a role it is a
+ * member of): tables, and triggers on them, that another role controls
+ * would run its code with this mount's rights.
+ */
+static int schema_owned(PGconn *c, const char *schema_name, char *err,
+			size_t errlen)
+{
+	const char *values[1] = { schema_name };
+	PGresult *r = PQexecParams(c, "SELECT pg_has_role(nspowner, 'MEMBER'), "
+				   "pg_get_userbyid(nspowner) FROM pg_namespace "
+				   "WHERE nspname = $1", 1, NULL, values, NULL,
+				   NULL, 0);
+	int rc = 0;
+
+	if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+		snprintf(err, errlen, "cannot read the database's schemas: %s",
+			 PQresultErrorMessage(r));
+		err[strcspn(err, "\n")] = '\0';
+		rc = -EIO;
+	} else if (PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), "t") != 0) {
+		snprintf(err, errlen, "the schema %s belongs to the role %s, not "
+			 "to %s: oncefs will not use tables another role "
+			 "controls", schema_name, PQgetvalue(r, 0, 1), PQuser(c));
+		rc = -EACCES;
+	}
+	PQclear(r);
+	return rc;
 }
 
 /* Is the store's schema there, and of which version (0: none)? */
@@ -1003,7 +1035,8 @@ static int pg_open(const char *name, const struct store_options *opt,
 	if (!pg_schema_ok(schema_name)) {
 		snprintf(err, errlen, "pg_schema=%s: a schema's name is 1 to %d "
 			 "lowercase letters, digits and '_', not starting with "
-			 "a digit or pg_", schema_name, PG_SCHEMA_MAX);
+			 "a digit or pg_, nor public", schema_name,
+			 PG_SCHEMA_MAX);
 		return -EINVAL;
 	}
 	if (password) {
@@ -1021,6 +1054,8 @@ static int pg_open(const char *name, const struct store_options *opt,
 		err[strcspn(err, "\n")] = '\0';
 		rc = -EIO;
 	}
+	if (rc == 0)
+		rc = schema_owned(c, schema_name, err, errlen);
 	if (rc == 0)
 		rc = schema_version(c, schema_name, &version, err, errlen);
 	if (rc == 0 && version == 0 && !opt->create) {

@@ -316,6 +316,21 @@ static int expect(struct store_impl *st, ExecStatusType s, const char *what,
 		rc = pg_error(st, r, what);
 	else if (rc == 0 && PQresultStatus(r) == PGRES_PIPELINE_ABORTED)
 		rc = -EIO;
+	/*
+	 * An error where the sync was due (the implicit COMMIT failed: a
+	 * serialization failure at commit) is followed by its NULL, then
+	 * the sync: read to it, so that the connection stays usable and the
+	 * caller may try again.
+	 */
+	if (s == PGRES_PIPELINE_SYNC && r &&
+	    PQresultStatus(r) != PGRES_PIPELINE_SYNC) {
+		for (int i = 0; i < 4; i++) {
+			PQclear(r);
+			r = PQgetResult(mine->conn);
+			if (r && PQresultStatus(r) == PGRES_PIPELINE_SYNC)
+				break;
+		}
+	}
 	PQclear(r);
 	/* Each statement's results end with a NULL (but the sync's). */
 	if (s != PGRES_PIPELINE_SYNC)

@@ -267,22 +267,40 @@ int pg_renew(struct store_impl *st, const int64_t *generations, size_t n,
 }
 
 /*
- * A checkpoint commit that committed but whose reply was lost: the step
- * read back, ours if it holds the content this commit swapped in.
+ * A checkpoint commit that committed but whose reply was lost: what it
+ * did, read back.  The step holds the staged content: it was swapped in.
+ * Otherwise the statement found one of its cases that change nothing:
+ * the workflow or the step gone (0, as a commit into nothing), the epoch
+ * moved on (-ESTALE), the step renamed (-ENOTSUP: the row functions').
+ * A step that holds other content under its name changed since: -EIO.
  */
 static int step_read_back(struct store_impl *st,
 			  const struct store_step_commit *c,
 			  struct step_row *r)
 {
+	struct wf_row w = { 0 };
 	int rc = pg_begin(st, false);
 
 	if (rc)
 		return rc;
-	rc = c->step ? pg_step_by_id(st, c->step, r)
-		     : pg_step_get(st, c->wf, c->epoch, c->name, c->len, r);
+	rc = pg_wf_by_id(st, c->wf, &w);
+	if (rc == 0)
+		rc = c->step ? pg_step_by_id(st, c->step, r)
+			     : pg_step_get(st, c->wf, c->epoch, c->name, c->len,
+					   r);
 	pg_commit(st);
-	if (rc == 0 && (r->content != c->content || r->size != c->size))
+	if (rc == 0 && r->content == c->content && r->size == c->size)
+		return 0;
+	if (rc == 0 && w.epoch != c->epoch)
+		rc = -ESTALE;
+	else if (rc == -ENOENT)
+		rc = w.id && w.epoch != c->epoch ? -ESTALE : 0;
+	else if (rc == 0 && (r->name_len != c->len ||
+			     memcmp(r->name, c->name, c->len) != 0))
+		rc = -ENOTSUP;
+	else if (rc == 0)
 		rc = -EIO;	/* changed since: the outcome is not ours to tell */
+	memset(r, 0, sizeof(*r));
 	return rc;
 }
 

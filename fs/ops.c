@@ -1597,8 +1597,12 @@ static int commit(struct fs *fs, struct handle *h, const struct caller *who)
 /*
  * A key's handle may have changed its key: the kernel forgets the
  * attributes the CREATE reply let it keep (CLAIM_ATTR_TIMEOUT) before
- * the request that changed them is answered.  (FLUSH, fsync and RELEASE
- * hold no lock of the inode in the kernel: the notice cannot deadlock.)
+ * the request that changed them is answered.  FUSE-NOTES.md says to send
+ * notices from another thread: an invalidation of pages or entries takes
+ * locks that the request's caller may hold (fsync holds the inode's).
+ * With offset -1 the kernel only moves the inode's attribute version on
+ * and marks its attributes stale, taking no such lock: it cannot
+ * deadlock here, and it must be done before the reply.
  */
 static void forget_attrs(struct fs *fs, const struct handle *h)
 {

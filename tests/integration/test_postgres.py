@@ -147,6 +147,26 @@ class Refusals(unittest.TestCase):
         self.refused(url, "holds no oncefs store (schema team_c)", options="pg_schema=team_c",
                      ctl_args=("--pg-schema", "team_c"))
 
+    def test_a_schema_of_another_role_is_refused(self):
+        """Tables (and triggers on them) that another role controls would
+        run its code with the mount's rights: a schema must be the mount's
+        role's own.  (The test server's oncefs is a superuser, a member of
+        every role: a plain role connects here.)"""
+        self.pg.psql("CREATE ROLE attacker; CREATE ROLE victim LOGIN PASSWORD '%s'"
+                     % pgserver.PASSWORD)
+        self.pg.psql("CREATE DATABASE owners OWNER victim")
+        self.pg.psql("CREATE SCHEMA trap AUTHORIZATION attacker; "
+                     "GRANT USAGE, CREATE ON SCHEMA trap TO victim", db="owners")
+        url = self.pg.url("owners", user="victim", password=None)
+        self.refused(url, "belongs to the role attacker", options="create,pg_schema=trap",
+                     ctl_args=("--pg-schema", "trap"))
+        self.assertEqual(self.pg.psql("SELECT count(*) FROM information_schema.tables "
+                                      "WHERE table_schema = 'trap'", db="owners").strip(), "0")
+        self.refused(url, "nor public", options="create,pg_schema=public",
+                     ctl_args=("--pg-schema", "public"))
+        # Its own schema it uses.
+        self.mounts(url, options="create,pg_schema=mine", ctl_args=("--pg-schema", "mine"))
+
     def test_a_schema_name_that_needs_quoting_is_refused(self):
         for bad in ("Team", "a;drop", "pg_catalog", "1st", "x" * 64, ""):
             self.refused(self.url(), "a schema's name is", options="create,pg_schema=" + bad,
@@ -199,10 +219,24 @@ class Refusals(unittest.TestCase):
             self.pg.psql("DROP TRIGGER conflict ON oncefs.keys", db="conflicts")
             with open(os.path.join(keys, "never"), "x") as f:   # and then it works
                 f.write("succeeded\n")
+            # The same failure raised by the COMMIT itself (a deferred trigger
+            # fires there, as a serializable commit fails): tried again too.
+            self.pg.psql("UPDATE public.fail_below SET n = (SELECT last_value FROM "
+                         "public.injected) + 3; "
+                         "CREATE CONSTRAINT TRIGGER late AFTER INSERT ON oncefs.keys "
+                         "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW "
+                         "EXECUTE FUNCTION public.conflict()", db="conflicts")
+            start = int(self.pg.psql("SELECT last_value FROM public.injected",
+                                     db="conflicts"))
+            with open(os.path.join(keys, "at-commit"), "x") as f:
+                f.write("succeeded\n")
+            self.assertEqual(int(self.pg.psql("SELECT last_value FROM public.injected",
+                                              db="conflicts")), start + 4)
+            self.pg.psql("DROP TRIGGER late ON oncefs.keys", db="conflicts")
         self.mounts(url, options="sync=full", then=claims)
         self.assertEqual(self.pg.psql("SELECT count(*) FROM oncefs.keys WHERE name IN "
-                                      "('tried-again', 'never') AND status = 2",
-                                      db="conflicts").strip(), "2")
+                                      "('tried-again', 'never', 'at-commit') AND status = 2",
+                                      db="conflicts").strip(), "3")
 
     def test_a_schema_of_an_older_version_is_refused(self):
         self.pg.psql("CREATE DATABASE older")
