@@ -34,6 +34,32 @@ class Refusals(unittest.TestCase):
     def setUp(self):
         self.mnt = tempfile.mkdtemp(prefix="oncefs-pg-mnt-")
         self.addCleanup(os.rmdir, self.mnt)
+        self.addCleanup(self.unmount)
+
+    def unmount(self):
+        """Whatever a test left mounted (a refusal that mounted) goes."""
+        if os.path.ismount(self.mnt):
+            subprocess.run(["fusermount3", "-u", self.mnt], stderr=subprocess.DEVNULL)
+        if os.path.ismount(self.mnt):
+            subprocess.run(["umount", "-l", self.mnt], stderr=subprocess.DEVNULL)
+
+    def run_refused(self, argv, env):
+        """Run argv, which should fail; a daemon that mounts instead is
+        unmounted, and then fails the test."""
+        p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=env, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while p.poll() is None and time.monotonic() < deadline:
+            if os.path.ismount(self.mnt):
+                self.unmount()
+                p.wait(timeout=30)
+                p.communicate()
+                self.fail("%s mounted instead of refusing" % argv)
+            time.sleep(0.02)
+        if p.poll() is None:
+            p.kill()
+        out, err = p.communicate()
+        return subprocess.CompletedProcess(argv, p.returncode, out, err)
 
     def refused(self, name, want, env=None, options="create", ctl_args=()):
         """oncefs and oncectl both refuse name with one line holding want."""
@@ -43,8 +69,7 @@ class Refusals(unittest.TestCase):
         ctl = "init" if "create" in options else "ls"     # init creates, as -o create
         for argv in ([ONCEFS, "-f", "-o", options, name, self.mnt],
                      [ONCECTL, ctl, name, *ctl_args]):
-            r = subprocess.run(argv, capture_output=True, text=True, env=e, timeout=60,
-                               stdin=subprocess.DEVNULL)
+            r = self.run_refused(argv, e)
             lines = r.stderr.strip().splitlines()
             self.assertNotEqual(r.returncode, 0, argv)
             self.assertEqual(len(lines), 1, r.stderr)
