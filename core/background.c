@@ -70,21 +70,20 @@ static void wal_grew(void *arg)
 	pthread_mutex_unlock(&b->lock);
 }
 
-/* Sleep up to ms, or until stopped; false when stopping. */
-static bool pause_ms(struct background *b, long ms)
+/*
+ * Sleep until the monotonic time until_ms, or until stopped, or, when
+ * for_checkpoint, until the WAL grew long; false when stopping.
+ */
+static bool pause_until(struct background *b, int64_t until_ms,
+			bool for_checkpoint)
 {
-	struct timespec until;
+	struct timespec until = { .tv_sec = until_ms / 1000,
+				  .tv_nsec = (until_ms % 1000) * 1000000L };
 	bool go_on;
 
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += ms / 1000;
-	until.tv_nsec += (ms % 1000) * 1000000L;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
 	pthread_mutex_lock(&b->lock);
-	if (!b->stopping && !b->checkpoint_due)
+	while (!b->stopping && !(for_checkpoint && b->checkpoint_due) &&
+	       steady_ms() < until_ms)
 		pthread_cond_timedwait(&b->cond, &b->lock, &until);
 	go_on = !b->stopping;
 	pthread_mutex_unlock(&b->lock);
@@ -97,7 +96,7 @@ static void *renewer(void *arg)
 	int64_t *gens = NULL;
 	size_t cap = 0;
 
-	while (pause_ms(b, RENEW_INTERVAL_MS)) {
+	while (pause_until(b, steady_ms() + RENEW_INTERVAL_MS, false)) {
 		size_t n = b->cfg.claims(b->cfg.arg, &gens, &cap);
 
 		key_renew(b->o, gens, n);
@@ -116,13 +115,10 @@ static bool maintain(struct background *b)
 	bool more = false;
 	int64_t n, now, start = steady_ms();
 
-	pthread_mutex_lock(&b->lock);
-	b->checkpoint_due = false;
-	pthread_mutex_unlock(&b->lock);
 	store_checkpoint(b->o->store);
 	if (step_purge(b->o, PURGE_BATCH, &n) == 0 && n > 0) {
 		more = true;
-		if (!pause_ms(b, slice_pause(start)))
+		if (!pause_until(b, steady_ms() + slice_pause(start), false))
 			return false;
 		start = steady_ms();
 	}
@@ -140,14 +136,31 @@ static bool maintain(struct background *b)
 	return more;
 }
 
+/*
+ * A slice of maintenance at its time; a checkpoint at once when the WAL
+ * grew long, which neither brings the next slice forward nor puts it off.
+ */
 static void *maintainer(void *arg)
 {
 	struct background *b = arg;
-	bool more = false;
+	int64_t next_slice_ms = steady_ms() + MAINTAIN_INTERVAL_MS;
 
 	store_mark_maintenance();
-	while (pause_ms(b, more ? b->slice_pause_ms : MAINTAIN_INTERVAL_MS))
-		more = maintain(b);
+	while (pause_until(b, next_slice_ms, true)) {
+		bool checkpoint;
+
+		pthread_mutex_lock(&b->lock);
+		checkpoint = b->checkpoint_due;
+		b->checkpoint_due = false;
+		pthread_mutex_unlock(&b->lock);
+		if (steady_ms() < next_slice_ms) {
+			if (checkpoint)
+				store_checkpoint(b->o->store);
+			continue;
+		}
+		next_slice_ms = steady_ms() + (maintain(b) ? b->slice_pause_ms
+							    : MAINTAIN_INTERVAL_MS);
+	}
 	return NULL;
 }
 
@@ -165,6 +178,7 @@ int background_start(struct once *o, const struct background_config *cfg,
 		     struct background **out)
 {
 	struct background *b = calloc(1, sizeof(*b));
+	pthread_condattr_t ca;
 	int rc;
 
 	*out = NULL;
@@ -175,7 +189,10 @@ int background_start(struct once *o, const struct background_config *cfg,
 	b->self = (struct caller){ .pid = getpid(), .uid = getuid(),
 				   .gid = getgid() };
 	pthread_mutex_init(&b->lock, NULL);
-	pthread_cond_init(&b->cond, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&b->cond, &ca);
+	pthread_condattr_destroy(&ca);
 	rc = pthread_create(&b->renewer, NULL, renewer, b);
 	b->renewer_started = rc == 0;
 	if (rc == 0) {
