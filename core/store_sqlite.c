@@ -83,10 +83,20 @@ static const char *const sql[S_NSTMTS] = {
 		"expires_ms, mtime_ns, holder_pid, holder_uid, previous, content, "
 		"result_len, holder_host) VALUES(?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, "
 		"?10, ?11, 0, 0, ?12) RETURNING id",
-	[S_KEY_UPDATE] = "UPDATE keys SET wf = ?2, name = ?3, status = ?4, "
-		"generation = ?5, attempt = ?6, expires_ms = ?7, mtime_ns = ?8, "
-		"holder_pid = ?9, holder_uid = ?10, previous = ?11, "
-		"holder_host = ?12 WHERE id = ?1",
+	/*
+	 * A key's workflow and name never change, and its generation only
+	 * when it is claimed again: an update that sets none of them writes
+	 * no page of their three indexes (SQLite rewrites the entry of every
+	 * indexed column an UPDATE sets, to the same value or not).
+	 */
+	[S_KEY_UPDATE] = "UPDATE keys SET status = ?4, attempt = ?6, "
+		"expires_ms = ?7, mtime_ns = ?8, holder_pid = ?9, "
+		"holder_uid = ?10, previous = ?11, holder_host = ?12 "
+		"WHERE id = ?1 AND generation = ?5",
+	[S_KEY_UPDATE_GEN] = "UPDATE keys SET generation = ?5, status = ?4, "
+		"attempt = ?6, expires_ms = ?7, mtime_ns = ?8, holder_pid = ?9, "
+		"holder_uid = ?10, previous = ?11, holder_host = ?12 "
+		"WHERE id = ?1",
 	[S_KEY_SET_CONTENT] = "UPDATE keys SET content = ?2, result_len = ?3 "
 		"WHERE id = ?1",
 	[S_KEY_KILL_CONTENT] = "UPDATE contents SET dead = 1 WHERE id = "

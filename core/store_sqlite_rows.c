@@ -404,7 +404,16 @@ int sq_key_insert(struct store_impl *st, struct key_row *row)
 int sq_key_update(struct store_impl *st, const struct key_row *row)
 {
 	sqlite3_stmt *s = sq_stmt(st, S_KEY_UPDATE);
+	int rc;
 
+	if (!s)
+		return -EIO;
+	bind_key(s, row);
+	rc = sq_exec(st, s, "update key");
+	if (rc || sqlite3_changes(st->main.db) > 0)
+		return rc;
+	/* A new generation (or no row at all). */
+	s = sq_stmt(st, S_KEY_UPDATE_GEN);
 	if (!s)
 		return -EIO;
 	bind_key(s, row);
