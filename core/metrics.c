@@ -3,6 +3,7 @@
  */
 #include <inttypes.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "metrics.h"
@@ -51,6 +52,7 @@ void metrics_snapshot(const struct once *o, uint64_t waiters,
 {
 	const struct once_stats *s = &o->stats;
 	struct store_stats ss = { 0 };
+	struct rusage ru;
 
 	store_get_stats(o->store, &ss);
 	m->claims = LOAD(s->claims);
@@ -70,6 +72,10 @@ void metrics_snapshot(const struct once *o, uint64_t waiters,
 	m->max_write_us = ss.max_write_us;
 	m->max_maintenance_us = ss.max_maintenance_us;
 	m->sync_failed = ss.sync_failed ? 1 : 0;
+	if (getrusage(RUSAGE_SELF, &ru) == 0)
+		m->cpu_us = (uint64_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) *
+			    1000000 + (uint64_t)(ru.ru_utime.tv_usec +
+						 ru.ru_stime.tv_usec);
 	copy_histogram(&o->latencies.claim, &m->latencies.claim);
 	copy_histogram(&o->latencies.finalize, &m->latencies.finalize);
 	copy_histogram(&o->latencies.checkpoint, &m->latencies.checkpoint);
@@ -108,6 +114,7 @@ void metrics_write_stats(const struct metrics_snapshot *m, FILE *f)
 			metrics_request_names[i], m->requests[i]);
 	fprintf(f, "waiters %" PRIu64 "\n", m->waiters);
 	fprintf(f, "max_write_us %" PRIu64 "\n", m->max_write_us);
+	fprintf(f, "cpu_us %" PRIu64 "\n", m->cpu_us);
 	fprintf(f, "max_maintenance_us %" PRIu64 "\n", m->max_maintenance_us);
 	/* 1 after a failed fsync: the mount refuses writes (EROFS). */
 	fprintf(f, "sync_failed %d\n", m->sync_failed);
@@ -192,6 +199,9 @@ void metrics_write_prometheus(const struct metrics_snapshot *m, FILE *f)
 	seconds(f, "store_max_maintenance_seconds",
 		"The longest write transaction of the sweep, purge and trim.",
 		m->max_maintenance_us);
+	fprintf(f, "# HELP oncefs_cpu_seconds_total CPU time the daemon used, "
+		"user and system.\n# TYPE oncefs_cpu_seconds_total counter\n"
+		"oncefs_cpu_seconds_total %.6f\n", (double)m->cpu_us / 1e6);
 	metric(f, "store_sync_failed", "gauge",
 	       "1 after a failed fsync: the mount refuses every write (EROFS).",
 	       (uint64_t)m->sync_failed);

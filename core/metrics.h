@@ -52,6 +52,7 @@ struct metrics_snapshot {
 		 fenced, checkpoints;
 	uint64_t commits, fsyncs, round_trips, pages_written, waiters,
 		 max_write_us, max_maintenance_us;
+	uint64_t cpu_us;		/* the daemon's CPU time, user and system */
 	uint64_t requests[MR_KINDS];	/* the adapter's (0: none counted) */
 	int sync_failed;
 	struct once_latencies latencies;

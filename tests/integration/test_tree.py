@@ -144,6 +144,8 @@ class Workflows(MountedTest):
         self.assertGreaterEqual(d["requests_lookup"], 1, d)
         self.assertEqual(after["requests"], sum(v for k, v in after.items()
                                                 if k.startswith("requests_")))
+        self.assertGreaterEqual(d["cpu_us"], 0, d)      # a counter: never goes back
+        self.assertGreater(after["cpu_us"], 0, after)
         if STORE_KIND == "postgres":
             self.assertEqual(d["pages_written"], 0, d)      # the server's own
         else:

@@ -55,11 +55,15 @@ static void test_claims_are_timed_and_rendered(void **state)
 	text = render(fx, false);
 	assert_non_null(strstr(text, "claims 1\nadoptions 0\nconflicts 1\nfinalizes 1\n"));
 	assert_non_null(strstr(text, "waiters 7\n"));
+	/* The process's CPU time: the test has used some by now. */
+	assert_non_null(strstr(text, "\ncpu_us "));
+	assert_null(strstr(text, "\ncpu_us 0\n"));
 	free(text);
 	text = render(fx, true);
 	assert_non_null(strstr(text, "# TYPE oncefs_claims_total counter\noncefs_claims_total 1\n"));
 	assert_non_null(strstr(text, "oncefs_conflicts_total 1\n"));
 	assert_non_null(strstr(text, "oncefs_waiters 7\n"));
+	assert_non_null(strstr(text, "# TYPE oncefs_cpu_seconds_total counter\noncefs_cpu_seconds_total "));
 	assert_non_null(strstr(text, "# TYPE oncefs_claim_duration_seconds histogram\n"));
 	assert_non_null(strstr(text, "oncefs_claim_duration_seconds_bucket{le=\"+Inf\"} 2\n"));
 	assert_non_null(strstr(text, "oncefs_claim_duration_seconds_count 2\n"));
