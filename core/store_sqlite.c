@@ -920,6 +920,7 @@ int sq_open(const char *path, const struct store_options *opt,
 {
 	static pthread_once_t once = PTHREAD_ONCE_INIT;
 	struct store_impl *st = NULL;
+	pthread_condattr_t ca;
 	struct stat sb;
 	bool exists, empty = false, old_version = false;
 	int64_t from_version = STORE_SCHEMA_VERSION;
@@ -962,6 +963,10 @@ int sq_open(const char *path, const struct store_options *opt,
 	st->shared_fd = -1;
 	pthread_mutex_init(&st->sync_lock, NULL);
 	pthread_cond_init(&st->sync_cond, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&st->gather_cond, &ca);
+	pthread_condattr_destroy(&ca);
 	pthread_mutex_init(&st->lock, NULL);
 	pthread_mutex_init(&st->pool_lock, NULL);
 	pthread_mutex_init(&st->problem_lock, NULL);
@@ -1081,6 +1086,7 @@ out_close:
 	free(st->open_name);
 	pthread_mutex_destroy(&st->sync_lock);
 	pthread_cond_destroy(&st->sync_cond);
+	pthread_cond_destroy(&st->gather_cond);
 	pthread_mutex_destroy(&st->lock);
 	pthread_mutex_destroy(&st->pool_lock);
 	pthread_mutex_destroy(&st->problem_lock);
@@ -1115,6 +1121,7 @@ void sq_close(struct store_impl *st)
 	free(st->open_name);
 	pthread_mutex_destroy(&st->sync_lock);
 	pthread_cond_destroy(&st->sync_cond);
+	pthread_cond_destroy(&st->gather_cond);
 	pin_table_free(&st->pins);
 	free(st->unheld);
 	pthread_mutex_destroy(&st->pin_lock);

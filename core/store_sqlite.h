@@ -163,7 +163,10 @@ struct store_impl {
 	 * everyone whose commit came before.  So concurrent commits share one
 	 * sync, and each is durable before sq_commit() returns: its frames
 	 * are either still in the WAL, which the sync covered, or were copied
-	 * by a checkpoint, which synced them.
+	 * by a checkpoint, which synced them.  Before it syncs, that first
+	 * waiter lets the write transactions begun or queued for st->lock at
+	 * that moment commit (for SYNC_GATHER_US at most), so that one sync
+	 * covers them too rather than each paying its own.
 	 */
 	int wal_fd;			/* the -wal file, for fdatasync */
 	pthread_mutex_t sync_lock;
@@ -171,6 +174,10 @@ struct store_impl {
 	uint64_t committed;		/* commits written (under st->lock) */
 	uint64_t synced;		/* of them, made durable */
 	bool syncing;			/* a waiter is in fdatasync() */
+	int writers;			/* write transactions begun or waiting to
+					 * (atomic) */
+	bool gathering;			/* the syncer waits for them (atomic) */
+	pthread_cond_t gather_cond;	/* a writer ended (monotonic clock) */
 	/*
 	 * A failed fdatasync() loses frames for good: Linux reports a
 	 * writeback error once per file, so a retry would say 0 for data

@@ -22,6 +22,20 @@
 
 /* ---- transactions ----------------------------------------------------- */
 
+/* The longest a sync waits for the write transactions queued before it. */
+#define SYNC_GATHER_US 500
+
+/* A write transaction ended (or never began): wake a gathering syncer. */
+static void writer_done(struct store_impl *st)
+{
+	__atomic_sub_fetch(&st->writers, 1, __ATOMIC_SEQ_CST);
+	if (__atomic_load_n(&st->gathering, __ATOMIC_SEQ_CST)) {
+		pthread_mutex_lock(&st->sync_lock);
+		pthread_cond_broadcast(&st->gather_cond);
+		pthread_mutex_unlock(&st->sync_lock);
+	}
+}
+
 /*
  * Inside a transaction under sync=full: note what it can see, so that its
  * end waits until that is durable (see struct store_impl).
@@ -60,6 +74,8 @@ int sq_begin_txn(struct store_impl *st, bool write, bool wait)
 
 	if (write && __atomic_load_n(&st->sync_failed, __ATOMIC_ACQUIRE))
 		return -EROFS;
+	if (write)
+		__atomic_add_fetch(&st->writers, 1, __ATOMIC_SEQ_CST);
 	pthread_mutex_lock(&st->lock);
 	s = sq_stmt(st, write ? S_BEGIN_WRITE : S_BEGIN_READ);
 	st->busy_nowait = !wait;
@@ -73,6 +89,8 @@ int sq_begin_txn(struct store_impl *st, bool write, bool wait)
 	}
 	if (rc) {
 		pthread_mutex_unlock(&st->lock);
+		if (write)
+			writer_done(st);
 		return rc;
 	}
 	c->in_write = write;
@@ -97,6 +115,7 @@ void sq_note_hold(struct store_impl *st, struct conn *c)
 	if (!c->in_write)
 		return;
 	c->in_write = false;
+	writer_done(st);
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	us = (now.tv_sec - c->began.tv_sec) * 1000000 +
 	     (now.tv_nsec - c->began.tv_nsec) / 1000;
@@ -105,6 +124,30 @@ void sq_note_hold(struct store_impl *st, struct conn *c)
 	if (store_in_maintenance() && us > 0 &&
 	    (uint64_t)us > st->stats.max_maintenance_us)
 		st->stats.max_maintenance_us = (uint64_t)us;
+}
+
+/*
+ * Under st->sync_lock, as the one about to sync: wait until the write
+ * transactions begun or queued now have ended, or SYNC_GATHER_US passed.
+ */
+static void gather_writers(struct store_impl *st)
+{
+	struct timespec until;
+
+	if (__atomic_load_n(&st->writers, __ATOMIC_SEQ_CST) == 0)
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_nsec += SYNC_GATHER_US * 1000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	__atomic_store_n(&st->gathering, true, __ATOMIC_SEQ_CST);
+	while (__atomic_load_n(&st->writers, __ATOMIC_SEQ_CST) > 0 &&
+	       pthread_cond_timedwait(&st->gather_cond, &st->sync_lock,
+				      &until) == 0)
+		;
+	__atomic_store_n(&st->gathering, false, __ATOMIC_SEQ_CST);
 }
 
 /* Wait until commit number seq is on disk (see struct store_impl). */
@@ -125,6 +168,7 @@ static int wait_durable(struct store_impl *st, uint64_t seq)
 			continue;
 		}
 		st->syncing = true;
+		gather_writers(st);
 		target = __atomic_load_n(&st->committed, __ATOMIC_ACQUIRE);
 		pthread_mutex_unlock(&st->sync_lock);
 		if (st->wal_fd < 0 || fdatasync(st->wal_fd) != 0) {
