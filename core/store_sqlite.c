@@ -1004,8 +1004,10 @@ int sq_open(const char *path, const struct store_options *opt,
 	if (rc)
 		goto out_close;
 	if (old_version && opt->read_only) {
-		snprintf(err, errlen, "the store has schema version 1: mount it "
-			 "once with this oncefs to upgrade it");
+		snprintf(err, errlen, "the store has schema version %lld, older "
+			 "than this oncefs's (%d): mount it once with this oncefs "
+			 "to upgrade it", (long long)from_version,
+			 STORE_SCHEMA_VERSION);
 		rc = -EPROTONOSUPPORT;
 		goto out_close;
 	}
