@@ -17,14 +17,19 @@
 #define RENEW_INTERVAL_MS 500
 #define MAINTAIN_INTERVAL_MS 500
 /*
- * A slice is one transaction of each kind, small enough to take a few
- * milliseconds at any size of store; the pause between slices lets the
- * claims waiting for the store's lock in first.  The pause is at least
- * SLICE_DUTY times as long as the slice took, so that a backlog, however
- * big, holds the lock a fifth of the time at most.
+ * A slice is one transaction of one kind of work (the purge, or one kind
+ * of the sweep: sweep_slice).  Its batch adapts so that it holds the
+ * store's lock about SLICE_BUDGET_US, which is what a claim may wait
+ * behind it, at any size of store and on any disk: doubled after a
+ * slice that held it under half the budget, halved after one that held
+ * it over one and a half.  The pause between slices lets the claims waiting for the
+ * lock in first; it is at least SLICE_DUTY times as long as the slice
+ * took, so that a backlog, however big, holds the lock a fifth of the
+ * time at most.
  */
-#define PURGE_BATCH 64
-#define SWEEP_BATCH 64
+#define SLICE_BUDGET_US 1000
+#define BATCH_MIN 4
+#define BATCH_MAX 512
 #define SLICE_PAUSE_MS 5
 #define SLICE_DUTY 4
 
@@ -38,6 +43,9 @@ struct background {
 	pthread_t renewer, maintainer, waker;
 	bool renewer_started, maintainer_started, waker_started;
 	int64_t next_sweep_ms;
+	enum sweep_kind sweep_kind;	/* the next slice of a sweep under way */
+	int batch[SWEEP_KINDS + 1];	/* each kind's, and the purge's (last) */
+	bool sweep_left;	/* a kind of this round left rows for the next */
 	bool checkpoint_due;	/* the WAL grew long: checkpoint at once */
 	long slice_pause_ms;	/* after the last slice, before the next */
 };
@@ -48,6 +56,19 @@ static int64_t steady_ms(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * The next batch of a kind of slice whose transaction held the lock
+ * took_us with this one; it grows only after a slice that had more work
+ * than the batch.
+ */
+static void adapt(int *batch, int64_t took_us, bool full)
+{
+	if (full && took_us < SLICE_BUDGET_US / 2 && *batch < BATCH_MAX)
+		*batch *= 2;
+	else if (took_us > SLICE_BUDGET_US * 3 / 2 && *batch > BATCH_MIN)
+		*batch /= 2;
 }
 
 /* The pause after a slice that began at start_ms. */
@@ -110,13 +131,17 @@ static void *renewer(void *arg)
 /* One slice of maintenance; true when it left work to do soon. */
 static bool maintain(struct background *b)
 {
-	struct sweep_options opt = { .batch = SWEEP_BATCH, .max_batches = 1 };
-	struct sweep_report r;
-	bool more = false;
-	int64_t n, now, start = steady_ms();
+	int *purge_batch = &b->batch[SWEEP_KINDS];
+	struct sweep_report r = { 0 };
+	bool more = false, left = false;
+	int64_t n, now, start;
+	int rc;
 
 	store_checkpoint(b->o->store);
-	if (step_purge(b->o, PURGE_BATCH, &n) == 0 && n > 0) {
+	start = steady_ms();
+	rc = step_purge(b->o, *purge_batch, &n);
+	adapt(purge_batch, store_last_hold_us(), rc == 0 && n >= *purge_batch);
+	if (rc == 0 && n > 0) {
 		more = true;
 		if (!pause_until(b, steady_ms() + slice_pause(start), false))
 			return false;
@@ -128,10 +153,23 @@ static bool maintain(struct background *b)
 	now = once_now_ms(b->o);
 	if (now < b->next_sweep_ms)
 		return more;
-	if (sweep_run(b->o, &opt, &b->self, &r) == 0 && r.more) {
-		b->slice_pause_ms = slice_pause(start);
-		return true;	/* the sweep goes on at the next slice */
+	/* A round takes each kind in turn, and goes round while any is left. */
+	rc = sweep_slice(b->o, b->sweep_kind, b->batch[b->sweep_kind], &b->self,
+			 &r, &left);
+	adapt(&b->batch[b->sweep_kind], store_last_hold_us(), rc == 0 && left);
+	if (rc == 0) {
+		b->sweep_left |= left;
+		if (++b->sweep_kind == SWEEP_KINDS && b->sweep_left) {
+			b->sweep_kind = 0;
+			b->sweep_left = false;
+		}
+		if (b->sweep_kind < SWEEP_KINDS) {
+			b->slice_pause_ms = slice_pause(start);
+			return true;	/* the sweep goes on at the next slice */
+		}
 	}
+	b->sweep_kind = 0;
+	b->sweep_left = false;
 	b->next_sweep_ms = now + b->cfg.sweep_interval_ms;
 	return more;
 }
@@ -186,6 +224,8 @@ int background_start(struct once *o, const struct background_config *cfg,
 		return -ENOMEM;
 	b->o = o;
 	b->cfg = *cfg;
+	for (int i = 0; i <= SWEEP_KINDS; i++)
+		b->batch[i] = BATCH_MIN;
 	b->self = (struct caller){ .pid = getpid(), .uid = getuid(),
 				   .gid = getgid() };
 	pthread_mutex_init(&b->lock, NULL);

@@ -115,6 +115,19 @@ bool store_in_maintenance(void)
 	return maintenance_thread;
 }
 
+/* How long the calling thread's last write transaction held the lock. */
+static _Thread_local int64_t last_hold_us;
+
+void store_note_hold(int64_t us)
+{
+	last_hold_us = us;
+}
+
+int64_t store_last_hold_us(void)
+{
+	return last_hold_us;
+}
+
 /* ---- forwarding -------------------------------------------------------- */
 
 int64_t store_now_ms(struct store *st)

@@ -188,6 +188,12 @@ void store_get_stats(struct store *st, struct store_stats *out);
 /* The calling thread's write transactions count as maintenance. */
 void store_mark_maintenance(void);
 /*
+ * How long the calling thread's last write transaction held the store's
+ * write lock, in microseconds: what a claim may have waited behind it
+ * (its sync after the commit not counted).
+ */
+int64_t store_last_hold_us(void);
+/*
  * The last row refused for a value out of range (nothing read from a
  * store is trusted), as a message into buf; "" when none.  Returns buf.
  */

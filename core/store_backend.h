@@ -160,5 +160,7 @@ int64_t store_new_mount_id(void);
 
 /* Did store_mark_maintenance() mark the calling thread? */
 bool store_in_maintenance(void);
+/* A write transaction of the calling thread held the lock us (backends). */
+void store_note_hold(int64_t us);
 
 #endif

@@ -202,6 +202,7 @@ static void write_ended(struct store_impl *st, bool committed)
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	us = (now.tv_sec - c->began.tv_sec) * 1000000 +
 	     (now.tv_nsec - c->began.tv_nsec) / 1000;
+	store_note_hold(us);
 	pthread_mutex_lock(&st->lock);
 	if (us > 0 && (uint64_t)us > st->stats.max_write_us)
 		st->stats.max_write_us = (uint64_t)us;

@@ -119,6 +119,7 @@ void sq_note_hold(struct store_impl *st, struct conn *c)
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	us = (now.tv_sec - c->began.tv_sec) * 1000000 +
 	     (now.tv_nsec - c->began.tv_nsec) / 1000;
+	store_note_hold(us);
 	if (us > 0 && (uint64_t)us > st->stats.max_write_us)
 		st->stats.max_write_us = (uint64_t)us;
 	if (store_in_maintenance() && us > 0 &&

@@ -58,31 +58,65 @@ static int sweep_keys(struct once *o, bool expired, int batch,
 }
 
 /* Inside a transaction: a batch of everything; *more when one was full. */
+/* Inside a write transaction: up to batch rows of one kind. */
+static int sweep_kind(struct once *o, enum sweep_kind kind, int batch,
+		      const struct caller *who, struct sweep_report *r,
+		      bool *more)
+{
+	int64_t n = 0;
+	bool left = false;
+	int rc;
+
+	switch (kind) {
+	case SWEEP_EXPIRED:
+		rc = sweep_keys(o, true, batch, who, &n, &left);
+		r->expired += n;
+		*more = n == batch;
+		break;
+	case SWEEP_RETIRED:
+		rc = sweep_keys(o, false, batch, who, &n, &left);
+		r->retired += rc ? 0 : n;
+		*more = n == batch || left;
+		break;
+	case SWEEP_CHECKPOINTS:
+		rc = store_purge(o->store, once_now_ms(o), batch, &n);
+		r->checkpoints += rc ? 0 : n;
+		*more = n > 0;
+		break;
+	default:
+		rc = store_event_trim(o->store, once_now_ms(o), batch, &n, &left);
+		r->events += rc ? 0 : n;
+		*more = n == batch || left;
+		break;
+	}
+	return rc;
+}
+
 static int sweep_batch(struct once *o, int batch, const struct caller *who,
 		       struct sweep_report *r, bool *more)
 {
-	int64_t n = 0;
-	int rc;
-
-	bool left = false;
+	int rc = 0;
 
 	*more = false;
-	rc = sweep_keys(o, true, batch, who, &n, &left);
-	r->expired += n;
-	*more |= n == batch;
-	if (rc == 0)
-		rc = sweep_keys(o, false, batch, who, &n, &left);
-	r->retired += rc ? 0 : n;
-	*more |= n == batch || left;
-	if (rc == 0)
-		rc = store_purge(o->store, once_now_ms(o), batch, &n);
-	r->checkpoints += rc ? 0 : n;
-	*more |= n > 0;
-	if (rc == 0)
-		rc = store_event_trim(o->store, once_now_ms(o), batch, &n, &left);
-	r->events += rc ? 0 : n;
-	*more |= n == batch || left;
+	for (int k = 0; k < SWEEP_KINDS && rc == 0; k++) {
+		bool left = false;
+
+		rc = sweep_kind(o, (enum sweep_kind)k, batch, who, r, &left);
+		*more |= left;
+	}
 	return rc;
+}
+
+int sweep_slice(struct once *o, enum sweep_kind kind, int batch,
+		const struct caller *who, struct sweep_report *r, bool *more)
+{
+	int rc = store_begin(o->store, true);
+
+	*more = false;
+	if (rc)
+		return rc;
+	rc = sweep_kind(o, kind, batch, who, r, more);
+	return once_end(o, rc);
 }
 
 int sweep_run(struct once *o, const struct sweep_options *opt,

@@ -41,4 +41,21 @@ struct sweep_report {
 int sweep_run(struct once *o, const struct sweep_options *opt,
 	      const struct caller *who, struct sweep_report *r);
 
+/* The kinds of rows a sweep removes, in the order a batch takes them. */
+enum sweep_kind {
+	SWEEP_EXPIRED,
+	SWEEP_RETIRED,
+	SWEEP_CHECKPOINTS,
+	SWEEP_EVENTS,
+	SWEEP_KINDS
+};
+
+/*
+ * One transaction of up to batch rows of one kind (the daemon's slices:
+ * a claim waits for one kind's batch at most); *more when rows of that
+ * kind are left.
+ */
+int sweep_slice(struct once *o, enum sweep_kind kind, int batch,
+		const struct caller *who, struct sweep_report *r, bool *more);
+
 #endif

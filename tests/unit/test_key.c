@@ -815,6 +815,51 @@ static void test_late_finalize_after_sweep(void **state)
 	late_finalize_is_fenced(state, true);
 }
 
+/*
+ * The daemon's sweep goes one kind a transaction (sweep_slice): a slice
+ * of expired claims retires nothing, a slice of retired keys expires
+ * nothing, and each says whether rows of its kind are left.
+ */
+static void test_sweep_slice_takes_one_kind(void **state)
+{
+	struct fixture *fx = *state;
+	struct wf_row w = make_wf(fx, "job");
+	struct sweep_report r = { 0 };
+	struct key_row k, old1, old2;
+	bool more;
+
+	set_policy(fx, w.id, POLICY_IN_FLIGHT_TTL, "10");
+	set_policy(fx, w.id, POLICY_RETENTION, "60");
+	old1 = claim(fx, w.id, "old1", &user);
+	assert_rc(finalize(fx, old1.generation, "succeeded\n", &user), 0);
+	old2 = claim(fx, w.id, "old2", &user);
+	assert_rc(finalize(fx, old2.generation, "succeeded\n", &user), 0);
+	fx->now = T0_MS + 120 * 1000;
+	k = claim(fx, w.id, "live", &user);
+	fx->now += 30 * 1000;		/* its lease of 10 s has passed */
+
+	assert_rc(sweep_slice(&fx->o, SWEEP_RETIRED, 1, &user, &r, &more), 0);
+	assert_i64(r.retired, 1);
+	assert_i64(r.expired, 0);
+	assert_true(more);
+	assert_rc(sweep_slice(&fx->o, SWEEP_RETIRED, 1, &user, &r, &more), 0);
+	assert_i64(r.retired, 2);
+	assert_rc(sweep_slice(&fx->o, SWEEP_RETIRED, 1, &user, &r, &more), 0);
+	assert_i64(r.retired, 2);
+	assert_false(more);
+	assert_int_equal(events_count(fx->st, w.id, "retire"), 2);
+	assert_int_equal(events_count(fx->st, w.id, "expire"), 0);
+
+	assert_rc(sweep_slice(&fx->o, SWEEP_EXPIRED, 10, &user, &r, &more), 0);
+	assert_i64(r.expired, 1);
+	assert_i64(r.retired, 2);
+	assert_false(more);
+	assert_int_equal(events_count(fx->st, w.id, "expire"), 1);
+	assert_absent(fx, w.id, "live");
+	assert_rc(key_check_write(&fx->o, k.generation, S("succeeded\n"), &user),
+		  -ESTALE);
+}
+
 static void test_late_failed_before_adoption(void **state)
 {
 	struct fixture *fx = *state;
@@ -1422,6 +1467,7 @@ int main(void)
 		T(test_adoption),
 		T(test_late_finalize_before_sweep),
 		T(test_late_finalize_after_sweep),
+		T(test_sweep_slice_takes_one_kind),
 		T(test_late_failed_before_adoption),
 		T(test_fenced_after_adoption),
 		T(test_touch_renews),
