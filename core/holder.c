@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "holder.h"
@@ -49,7 +50,19 @@ static bool status_field(pid_t pid, const char *field, long *out)
 pid_t holder_tgid(pid_t tid)
 {
 	long tgid;
+	int fd;
 
+	/*
+	 * Only the leader of a thread group has a pidfd (without
+	 * PIDFD_THREAD): one syscall answers for the most common opener, a
+	 * process's main thread, where /proc/TID/status is a page of text
+	 * the kernel formats.
+	 */
+	fd = (int)syscall(SYS_pidfd_open, tid, 0);
+	if (fd >= 0) {
+		close(fd);
+		return tid;
+	}
 	return status_field(tid, "\nTgid:", &tgid) ? (pid_t)tgid : tid;
 }
 

@@ -1053,6 +1053,50 @@ static struct holder_fate fate_of_child(int how)
 	return f;
 }
 
+/* A thread of this process, that says its id and waits to be let go. */
+struct tgid_probe {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	pid_t tid;
+	bool go;
+};
+
+static void *tell_tid(void *arg)
+{
+	struct tgid_probe *p = arg;
+
+	pthread_mutex_lock(&p->lock);
+	p->tid = gettid();
+	pthread_cond_broadcast(&p->cond);
+	while (!p->go)
+		pthread_cond_wait(&p->cond, &p->lock);
+	pthread_mutex_unlock(&p->lock);
+	return NULL;
+}
+
+/* The process of a thread: the main thread's is itself, another's too. */
+static void test_holder_tgid(void **state)
+{
+	struct tgid_probe p = { .lock = PTHREAD_MUTEX_INITIALIZER,
+				.cond = PTHREAD_COND_INITIALIZER };
+	pthread_t t;
+
+	(void)state;
+	assert_int_equal(holder_tgid(getpid()), getpid());
+	assert_int_equal(pthread_create(&t, NULL, tell_tid, &p), 0);
+	pthread_mutex_lock(&p.lock);
+	while (!p.tid)
+		pthread_cond_wait(&p.cond, &p.lock);
+	pthread_mutex_unlock(&p.lock);
+	assert_int_not_equal(p.tid, getpid());
+	assert_int_equal(holder_tgid(p.tid), getpid());
+	pthread_mutex_lock(&p.lock);
+	p.go = true;
+	pthread_cond_broadcast(&p.cond);
+	pthread_mutex_unlock(&p.lock);
+	pthread_join(t, NULL);
+}
+
 static void test_holder_fate(void **state)
 {
 	struct holder_fate f;
@@ -1473,6 +1517,7 @@ int main(void)
 		T(test_touch_renews),
 		T(test_renew),
 		T(test_detach),
+		T(test_holder_tgid),
 		T(test_holder_fate),
 		T(test_abandon),
 		T(test_release),
