@@ -22,10 +22,10 @@
  * store's lock about SLICE_BUDGET_US, which is what a claim may wait
  * behind it, at any size of store and on any disk: doubled after a
  * slice that held it under half the budget, halved after one that held
- * it over one and a half.  The pause between slices lets the claims waiting for the
- * lock in first; it is at least SLICE_DUTY times as long as the slice
- * took, so that a backlog, however big, holds the lock a fifth of the
- * time at most.
+ * it over one and a half.  The pause between slices lets the claims
+ * waiting for the lock in first; it is at least SLICE_DUTY times as long
+ * as the slice took, so that a backlog, however big, holds the lock a
+ * fifth of the time at most.
  */
 #define SLICE_BUDGET_US 1000
 #define BATCH_MIN 4

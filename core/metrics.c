@@ -114,8 +114,8 @@ void metrics_write_stats(const struct metrics_snapshot *m, FILE *f)
 			metrics_request_names[i], m->requests[i]);
 	fprintf(f, "waiters %" PRIu64 "\n", m->waiters);
 	fprintf(f, "max_write_us %" PRIu64 "\n", m->max_write_us);
-	fprintf(f, "cpu_us %" PRIu64 "\n", m->cpu_us);
 	fprintf(f, "max_maintenance_us %" PRIu64 "\n", m->max_maintenance_us);
+	fprintf(f, "cpu_us %" PRIu64 "\n", m->cpu_us);
 	/* 1 after a failed fsync: the mount refuses writes (EROFS). */
 	fprintf(f, "sync_failed %d\n", m->sync_failed);
 }

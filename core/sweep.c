@@ -57,7 +57,6 @@ static int sweep_keys(struct once *o, bool expired, int batch,
 	return rc;
 }
 
-/* Inside a transaction: a batch of everything; *more when one was full. */
 /* Inside a write transaction: up to batch rows of one kind. */
 static int sweep_kind(struct once *o, enum sweep_kind kind, int batch,
 		      const struct caller *who, struct sweep_report *r,
@@ -92,6 +91,7 @@ static int sweep_kind(struct once *o, enum sweep_kind kind, int batch,
 	return rc;
 }
 
+/* Inside a transaction: a batch of every kind; *more when one was full. */
 static int sweep_batch(struct once *o, int batch, const struct caller *who,
 		       struct sweep_report *r, bool *more)
 {
