@@ -22,16 +22,28 @@
  * store's lock about SLICE_BUDGET_US, which is what a claim may wait
  * behind it, at any size of store and on any disk: doubled after a
  * slice that held it under half the budget, halved after one that held
- * it over one and a half.  The pause between slices lets the claims
- * waiting for the lock in first; it is at least SLICE_DUTY times as long
- * as the slice took, so that a backlog, however big, holds the lock a
- * fifth of the time at most.
+ * it over one and a half, and never past BATCH_MAX rows, whose commit
+ * (that writes every page the slice changed) cannot be cut short.  A
+ * slice also commits early, after its first rows, once another
+ * transaction waits (store_contended): a claim waits for a few rows of
+ * it at most.
+ *
+ * The pause between slices is at least SLICE_DUTY times as long as the
+ * slice took, so that a backlog, however big, holds the lock a fifth of
+ * the time at most; and, while others commit too, long enough that the
+ * store writes no more than SLICE_PAGES_PER_MS pages a millisecond,
+ * claims' pages included.  On
+ * SQLite every claim's fdatasync carries the pages written before it:
+ * a sweep that wrote freely (deleting a row rewrites a page of each
+ * index it is in) made every claim's sync longer, and its WAL grew
+ * faster than checkpoints copied it.
  */
 #define SLICE_BUDGET_US 1000
 #define BATCH_MIN 4
-#define BATCH_MAX 512
+#define BATCH_MAX 64
 #define SLICE_PAUSE_MS 5
 #define SLICE_DUTY 4
+#define SLICE_PAGES_PER_MS 1
 
 struct background {
 	struct once *o;
@@ -48,6 +60,7 @@ struct background {
 	bool sweep_left;	/* a kind of this round left rows for the next */
 	bool checkpoint_due;	/* the WAL grew long: checkpoint at once */
 	long slice_pause_ms;	/* after the last slice, before the next */
+	uint64_t commits_seen;	/* the store's commits at the last pause */
 };
 
 static int64_t steady_ms(void)
@@ -71,13 +84,39 @@ static void adapt(int *batch, int64_t took_us, bool full)
 		*batch /= 2;
 }
 
-/* The pause after a slice that began at start_ms. */
-static long slice_pause(int64_t start_ms)
+/* Database pages the store's commits have written (SQLite; else 0). */
+static uint64_t pages_written(struct background *b)
+{
+	struct store_stats ss;
+
+	store_get_stats(b->o->store, &ss);
+	return ss.pages_written;
+}
+
+/*
+ * The pause after a slice that began at start_ms, when the store had
+ * written pages0 pages: long enough for the duty and, when others
+ * committed since the last slice, for the store to write no more than
+ * SLICE_PAGES_PER_MS pages a millisecond in all.
+ */
+static long slice_pause(struct background *b, int64_t start_ms,
+			uint64_t pages0)
 {
 	int64_t took = steady_ms() - start_ms;
+	struct store_stats ss;
+	long pause = SLICE_PAUSE_MS;
+	bool others;
 
-	return took * SLICE_DUTY > SLICE_PAUSE_MS ? (long)(took * SLICE_DUTY)
-						  : SLICE_PAUSE_MS;
+	store_get_stats(b->o->store, &ss);
+	others = ss.commits - b->commits_seen > 1;	/* the slice's own: 1 */
+	b->commits_seen = ss.commits;
+	if (took * SLICE_DUTY > pause)
+		pause = (long)(took * SLICE_DUTY);
+	if (others && (long)((ss.pages_written - pages0) /
+			     SLICE_PAGES_PER_MS) > pause)
+		pause = (long)((ss.pages_written - pages0) /
+			       SLICE_PAGES_PER_MS);
+	return pause;
 }
 
 /* From inside a commit (store_on_wal_growth): wake the maintainer. */
@@ -128,25 +167,32 @@ static void *renewer(void *arg)
 	return NULL;
 }
 
-/* One slice of maintenance; true when it left work to do soon. */
-static bool maintain(struct background *b)
+/* A slice of the purge and one of the sweep; true when work is left. */
+static bool slices(struct background *b)
 {
 	int *purge_batch = &b->batch[SWEEP_KINDS];
 	struct sweep_report r = { 0 };
 	bool more = false, left = false;
-	int64_t n, now, start;
+	int64_t now, start;
+	uint64_t pages0 = pages_written(b);
 	int rc;
 
-	store_checkpoint(b->o->store);
 	start = steady_ms();
-	rc = step_purge(b->o, *purge_batch, &n);
-	adapt(purge_batch, store_last_hold_us(), rc == 0 && n >= *purge_batch);
-	if (rc == 0 && n > 0) {
+	/* The purge of old checkpoints is the sweep's, and runs more often. */
+	rc = sweep_slice(b->o, SWEEP_CHECKPOINTS, *purge_batch, &b->self, &r,
+			 &left);
+	adapt(purge_batch, store_last_hold_us(),
+	      rc == 0 && r.checkpoints >= *purge_batch);
+	if (rc == 0 && r.checkpoints > 0) {
 		more = true;
-		if (!pause_until(b, steady_ms() + slice_pause(start), false))
+		if (!pause_until(b, steady_ms() + slice_pause(b, start, pages0),
+				 false))
 			return false;
 		start = steady_ms();
+		pages0 = pages_written(b);
 	}
+	r = (struct sweep_report){ 0 };
+	left = false;
 	b->slice_pause_ms = SLICE_PAUSE_MS;
 	if (b->cfg.sweep_interval_ms <= 0)
 		return more;
@@ -164,13 +210,26 @@ static bool maintain(struct background *b)
 			b->sweep_left = false;
 		}
 		if (b->sweep_kind < SWEEP_KINDS) {
-			b->slice_pause_ms = slice_pause(start);
+			b->slice_pause_ms = slice_pause(b, start, pages0);
 			return true;	/* the sweep goes on at the next slice */
 		}
 	}
 	b->sweep_kind = 0;
 	b->sweep_left = false;
 	b->next_sweep_ms = now + b->cfg.sweep_interval_ms;
+	return more;
+}
+
+/*
+ * Slices, then a checkpoint: during the pause that follows, the WAL is
+ * copied whole, and the next writer can start it over instead of making
+ * it longer.
+ */
+static bool maintain(struct background *b)
+{
+	bool more = slices(b);
+
+	store_checkpoint(b->o->store);
 	return more;
 }
 

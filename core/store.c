@@ -130,6 +130,11 @@ int64_t store_last_hold_us(void)
 
 /* ---- forwarding -------------------------------------------------------- */
 
+bool store_contended(struct store *st)
+{
+	return st->ops->contended && st->ops->contended(st->impl);
+}
+
 int64_t store_now_ms(struct store *st)
 {
 	return st->ops->now_ms(st->impl);

@@ -194,6 +194,13 @@ void store_mark_maintenance(void);
  */
 int64_t store_last_hold_us(void);
 /*
+ * Does a transaction of this mount wait for the one the calling thread
+ * has under way?  Background work asks it between rows, and commits
+ * early when the answer is yes: a claim never waits behind a whole
+ * slice.  Cheap: no store access.
+ */
+bool store_contended(struct store *st);
+/*
  * The last row refused for a value out of range (nothing read from a
  * store is trusted), as a message into buf; "" when none.  Returns buf.
  */

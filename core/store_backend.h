@@ -31,6 +31,8 @@ struct store_ops {
 	void (*get_stats)(struct store_impl *st, struct store_stats *out);
 	const char *(*problem)(struct store_impl *st, char *buf, size_t size);
 	int (*checkpoint)(struct store_impl *st);
+	/* NULL: transactions of one mount never wait for each other. */
+	bool (*contended)(struct store_impl *st);
 	void (*on_wal_growth)(struct store_impl *st, void (*fn)(void *arg),
 		void *arg);
 	int (*lookup_workflow)(struct store_impl *st, int64_t id,

@@ -346,6 +346,7 @@ static int try_begin_write(struct store_impl *st, bool nowait)
 	struct pg_conn *c = mine;
 	struct pg_params p = { 0 };
 	int rc = ensure_mark(st);
+	bool lazy = store_in_maintenance();
 	bool sent;
 
 	if (rc == 0)
@@ -361,11 +362,17 @@ static int try_begin_write(struct store_impl *st, bool nowait)
 	       (!nowait || PQsendQueryParams(c->conn, "SET LOCAL lock_timeout "
 					     "= 1", 0, NULL, NULL, NULL, NULL,
 					     0)) &&
+	       /* Maintenance waits for no flush: see sq_commit(). */
+	       (!lazy || PQsendQueryParams(c->conn, "SET LOCAL "
+					   "synchronous_commit = off", 0,
+					   NULL, NULL, NULL, NULL, 0)) &&
 	       send_mark(st, &p, c->op + 1) && PQpipelineSync(c->conn);
 	rc = sent ? 0 : pg_error(st, NULL, "begin");
 	if (sent) {
 		rc = expect(st, PGRES_COMMAND_OK, "begin", rc);
 		if (nowait)
+			rc = expect(st, PGRES_COMMAND_OK, "begin", rc);
+		if (lazy)
 			rc = expect(st, PGRES_COMMAND_OK, "begin", rc);
 		rc = expect(st, PGRES_TUPLES_OK, "begin", rc);
 		rc = expect(st, PGRES_TUPLES_OK, "begin", rc);

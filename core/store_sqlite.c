@@ -1400,6 +1400,7 @@ const struct store_ops store_sqlite_ops = {
 	.get_stats = sq_get_stats,
 	.problem = sq_problem,
 	.checkpoint = sq_checkpoint,
+	.contended = sq_contended,
 	.on_wal_growth = sq_on_wal_growth,
 	.begin = sq_begin,
 	.commit = sq_commit,

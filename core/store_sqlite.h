@@ -176,6 +176,8 @@ struct store_impl {
 	bool syncing;			/* a waiter is in fdatasync() */
 	int writers;			/* write transactions begun or waiting to
 					 * (atomic) */
+	int queued;			/* transactions waiting for st->lock
+					 * (atomic): see sq_contended() */
 	bool gathering;			/* the syncer waits for them (atomic) */
 	pthread_cond_t gather_cond;	/* a writer ended (monotonic clock) */
 	/*
@@ -233,6 +235,8 @@ bool sq_read_still_valid(struct store_impl *st);
 /* ---- store_sqlite_txn.c: transactions, group commit */
 int sq_begin_txn(struct store_impl *st, bool write, bool wait);
 int sq_begin(struct store_impl *st, bool write);
+bool sq_contended(struct store_impl *st);
+int sq_commit_lazy(struct store_impl *st);
 void sq_note_hold(struct store_impl *st, struct conn *c);
 int sq_end_txn(struct store_impl *st, struct conn *c, uint64_t seq);
 /* Add the pages c wrote since the last count to the store's stats. */
@@ -304,7 +308,6 @@ int sq_event_list(struct store_impl *st, int64_t wf, int64_t since_ms,
 		  void *arg);
 
 /* ---- store_sqlite_content.c: content versions */
-int sq_commit_lazy(struct store_impl *st);
 int sq_pin(struct store_impl *st, int64_t content, int64_t now_ms);
 void sq_unpin(struct store_impl *st, int64_t content);
 int sq_pins_renew(struct store_impl *st, int64_t now_ms);

@@ -23,30 +23,6 @@
 
 /* ---- content versions ------------------------------------------------- */
 
-
-/*
- * A commit that needs no sync of its own: pins (which die with the mount
- * anyway) and staged content (which the commit that names it makes
- * durable, the WAL being written in order).
- */
-int sq_commit_lazy(struct store_impl *st)
-{
-	struct conn *c = &st->main;
-	sqlite3_stmt *s = sq_stmt(st, S_COMMIT);
-	int rc = s ? sq_exec(st, s, "commit") : -EIO;
-
-	if (rc && !sqlite3_get_autocommit(c->db))
-		sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
-	else if (rc == 0 && sqlite3_total_changes64(c->db) != c->changes) {
-		st->stats.commits++;
-		sq_count_pages(st, c);
-	}
-	st->txn_seen = 0;
-	sq_note_hold(st, c);
-	pthread_mutex_unlock(&st->lock);
-	return rc;
-}
-
 static int pin_row(struct store_impl *st, int64_t content, int64_t now_ms)
 {
 	sqlite3_stmt *s = sq_stmt(st, S_PIN_INSERT);

@@ -25,9 +25,20 @@
 /* The longest a sync waits for the write transactions queued before it. */
 #define SYNC_GATHER_US 500
 
+/*
+ * Does this thread's write transaction count in st->writers, for a
+ * syncer to gather?  Not maintenance's, which waits for no sync.
+ */
+static bool gathered(void)
+{
+	return !store_in_maintenance();
+}
+
 /* A write transaction ended (or never began): wake a gathering syncer. */
 static void writer_done(struct store_impl *st)
 {
+	if (!gathered())
+		return;
 	__atomic_sub_fetch(&st->writers, 1, __ATOMIC_SEQ_CST);
 	if (__atomic_load_n(&st->gathering, __ATOMIC_SEQ_CST)) {
 		pthread_mutex_lock(&st->sync_lock);
@@ -74,9 +85,11 @@ int sq_begin_txn(struct store_impl *st, bool write, bool wait)
 
 	if (write && __atomic_load_n(&st->sync_failed, __ATOMIC_ACQUIRE))
 		return -EROFS;
-	if (write)
+	if (write && gathered())
 		__atomic_add_fetch(&st->writers, 1, __ATOMIC_SEQ_CST);
+	__atomic_add_fetch(&st->queued, 1, __ATOMIC_RELAXED);
 	pthread_mutex_lock(&st->lock);
+	__atomic_sub_fetch(&st->queued, 1, __ATOMIC_RELAXED);
 	s = sq_stmt(st, write ? S_BEGIN_WRITE : S_BEGIN_READ);
 	st->busy_nowait = !wait;
 	rc = s ? sq_exec(st, s, "begin") : -EIO;
@@ -103,6 +116,12 @@ int sq_begin_txn(struct store_impl *st, bool write, bool wait)
 int sq_begin(struct store_impl *st, bool write)
 {
 	return sq_begin_txn(st, write, true);
+}
+
+/* One connection, one lock: does a transaction wait for it? */
+bool sq_contended(struct store_impl *st)
+{
+	return __atomic_load_n(&st->queued, __ATOMIC_RELAXED) > 0;
 }
 
 
@@ -223,13 +242,48 @@ void sq_count_pages(struct store_impl *st, struct conn *c)
 		st->stats.pages_written += (uint64_t)cur;
 }
 
-int sq_commit(struct store_impl *st)
+/*
+ * A commit that needs no sync of its own: pins (which die with the mount
+ * anyway), staged content (which the commit that names it makes durable,
+ * the WAL being written in order) and maintenance (see sq_commit()).
+ */
+int sq_commit_lazy(struct store_impl *st)
 {
 	struct conn *c = &st->main;
 	sqlite3_stmt *s = sq_stmt(st, S_COMMIT);
 	int rc = s ? sq_exec(st, s, "commit") : -EIO;
+
+	if (rc && !sqlite3_get_autocommit(c->db))
+		sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+	else if (rc == 0 && sqlite3_total_changes64(c->db) != c->changes) {
+		st->stats.commits++;
+		sq_count_pages(st, c);
+	}
+	st->txn_seen = 0;
+	sq_note_hold(st, c);
+	pthread_mutex_unlock(&st->lock);
+	return rc;
+}
+
+/*
+ * Maintenance (the sweep, the purge) commits without a sync of its own:
+ * nobody waits for what it did, a crash only makes it do it again, and
+ * the next durable commit, the WAL being written in order, or a
+ * checkpoint, makes it durable.  A claim then never waits behind a
+ * maintenance slice's fdatasync.
+ */
+int sq_commit(struct store_impl *st)
+{
+	struct conn *c = &st->main;
+	sqlite3_stmt *s;
+	int rc;
 	uint64_t seq = 0;
 	int durable;
+
+	if (c->in_write && store_in_maintenance())
+		return sq_commit_lazy(st);
+	s = sq_stmt(st, S_COMMIT);
+	rc = s ? sq_exec(st, s, "commit") : -EIO;
 
 	if (rc) {
 		/* A failed COMMIT may leave the transaction open. */

@@ -22,13 +22,23 @@ static void key_event(struct event *ev, const char *type,
 	};
 }
 
-/* Inside a transaction: one batch of expired claims or retired keys. */
+/*
+ * The rows a slice removes between two looks at store_contended(): when
+ * a claim waits for the store, the slice commits what it has done.
+ */
+#define SWEEP_PIECE 8
+
+/*
+ * Inside a transaction: one batch of expired claims or retired keys,
+ * ended early (*cut) when another transaction waits.
+ */
 static int sweep_keys(struct once *o, bool expired, int batch,
-		      const struct caller *who, int64_t *n, bool *more)
+		      const struct caller *who, int64_t *n, bool *more,
+		      bool *cut)
 {
 	struct key_row *rows = malloc(sizeof(*rows) * (size_t)batch);
 	struct event ev;
-	int got = 0, rc;
+	int got = 0, done = 0, rc;
 
 	*n = 0;
 	if (!rows)
@@ -38,9 +48,13 @@ static int sweep_keys(struct once *o, bool expired, int batch,
 	else
 		rc = store_key_retired(o->store, once_now_ms(o), rows, batch, &got,
 				       more);
-	for (int i = 0; i < got && rc == 0; i++) {
-		struct key_row *k = &rows[i];
+	for (; done < got && rc == 0; done++) {
+		struct key_row *k = &rows[done];
 
+		if (done > 0 && store_contended(o->store)) {
+			*cut = true;
+			break;
+		}
 		if (expired) {
 			key_event(&ev, "expire", k);
 			k->status = KEY_VACANT;
@@ -53,8 +67,14 @@ static int sweep_keys(struct once *o, bool expired, int batch,
 			rc = once_event(o, k->wf, who, &ev);
 	}
 	free(rows);
-	*n = got;
+	*n = done;
 	return rc;
+}
+
+/* The size of the next piece of a batch of which done rows are done. */
+static int piece(int batch, int64_t done)
+{
+	return batch - done < SWEEP_PIECE ? (int)(batch - done) : SWEEP_PIECE;
 }
 
 /* Inside a write transaction: up to batch rows of one kind. */
@@ -62,30 +82,45 @@ static int sweep_kind(struct once *o, enum sweep_kind kind, int batch,
 		      const struct caller *who, struct sweep_report *r,
 		      bool *more)
 {
-	int64_t n = 0;
-	bool left = false;
+	int64_t n = 0, k;
+	bool left = false, cut = false;
 	int rc;
 
 	switch (kind) {
 	case SWEEP_EXPIRED:
-		rc = sweep_keys(o, true, batch, who, &n, &left);
+		rc = sweep_keys(o, true, batch, who, &n, &left, &cut);
 		r->expired += n;
-		*more = n == batch;
+		*more = n == batch || cut;
 		break;
 	case SWEEP_RETIRED:
-		rc = sweep_keys(o, false, batch, who, &n, &left);
+		rc = sweep_keys(o, false, batch, who, &n, &left, &cut);
 		r->retired += rc ? 0 : n;
-		*more = n == batch || left;
+		*more = n == batch || left || cut;
 		break;
 	case SWEEP_CHECKPOINTS:
-		rc = store_purge(o->store, once_now_ms(o), batch, &n);
+		/* n counts rows, which may pass batch: it bounds chunks. */
+		do {
+			rc = store_purge(o->store, once_now_ms(o),
+					 piece(batch, n), &k);
+			n += rc ? 0 : k;
+		} while (rc == 0 && k > 0 && n < batch &&
+			 !(cut = store_contended(o->store)));
 		r->checkpoints += rc ? 0 : n;
 		*more = n > 0;
 		break;
 	default:
-		rc = store_event_trim(o->store, once_now_ms(o), batch, &n, &left);
+		do {
+			int want = piece(batch, n);
+
+			rc = store_event_trim(o->store, once_now_ms(o), want,
+					      &k, &left);
+			n += rc ? 0 : k;
+			if (k < want)
+				break;
+		} while (rc == 0 && n < batch &&
+			 !(cut = store_contended(o->store)));
 		r->events += rc ? 0 : n;
-		*more = n == batch || left;
+		*more = n == batch || left || cut;
 		break;
 	}
 	return rc;

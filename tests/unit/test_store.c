@@ -803,6 +803,46 @@ static void test_busy_is_eagain(void **state)
 	assert_rc(after, 0);
 }
 
+static void *begin_and_end(void *arg)
+{
+	struct store *st = arg;
+
+	if (store_begin(st, false) == 0)
+		store_rollback(st);
+	return NULL;
+}
+
+/*
+ * store.h: store_contended() says that a transaction of this mount waits
+ * for the one under way (the sweep's slices commit early on it).
+ */
+static void test_contended(void **state)
+{
+	struct tmp *t = *state;
+	struct store *st;
+	pthread_t th;
+	bool seen = false;
+
+	SQLITE_ONLY("one connection, one lock: PostgreSQL's transactions of "
+		    "one mount run side by side");
+	st = open_store(t->path, true);
+	assert_false(store_contended(st));
+	assert_rc(store_begin(st, true), 0);
+	/* Its own transaction is no contention. */
+	assert_false(store_contended(st));
+	assert_int_equal(pthread_create(&th, NULL, begin_and_end, st), 0);
+	for (int i = 0; i < 5000 && !seen; i++) {
+		seen = store_contended(st);
+		if (!seen)
+			usleep(1000);
+	}
+	assert_true(seen);
+	store_rollback(st);
+	pthread_join(th, NULL);
+	assert_false(store_contended(st));
+	store_close(st);
+}
+
 /*
  * Two stores are two objects: a transaction on one does not change
  * which database the other's row functions read, on the same thread.
@@ -1806,6 +1846,7 @@ int main(void)
 		T(test_generation_sequence),
 		T(test_generation_shared_by_two_handles),
 		T(test_busy_is_eagain),
+		T(test_contended),
 		T(test_two_stores_one_thread),
 		T(test_stats_count_commits),
 		T(test_stats_count_commits_with_concurrent_reader),
