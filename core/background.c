@@ -61,6 +61,9 @@ struct background {
 	bool checkpoint_due;	/* the WAL grew long: checkpoint at once */
 	long slice_pause_ms;	/* after the last slice, before the next */
 	uint64_t commits_seen;	/* the store's commits at the last pause */
+	bool sweep_turn;	/* the next slice is the sweep's */
+	bool purge_left;	/* the last purge slice removed something */
+	bool sweep_going;	/* a round of the sweep is under way */
 };
 
 static int64_t steady_ms(void)
@@ -167,39 +170,43 @@ static void *renewer(void *arg)
 	return NULL;
 }
 
-/* A slice of the purge and one of the sweep; true when work is left. */
-static bool slices(struct background *b)
+/* A slice of the purge: true when it removed something. */
+static bool purge_step(struct background *b)
 {
-	int *purge_batch = &b->batch[SWEEP_KINDS];
+	int *batch = &b->batch[SWEEP_KINDS];
 	struct sweep_report r = { 0 };
-	bool more = false, left = false;
-	int64_t now, start;
+	int64_t start = steady_ms();
 	uint64_t pages0 = pages_written(b);
+	bool left = false;
 	int rc;
 
-	start = steady_ms();
-	/* The purge of old checkpoints is the sweep's, and runs more often. */
-	rc = sweep_slice(b->o, SWEEP_CHECKPOINTS, *purge_batch, &b->self, &r,
-			 &left);
-	adapt(purge_batch, store_last_hold_us(),
-	      rc == 0 && r.checkpoints >= *purge_batch);
-	if (rc == 0 && r.checkpoints > 0) {
-		more = true;
-		if (!pause_until(b, steady_ms() + slice_pause(b, start, pages0),
-				 false))
-			return false;
-		start = steady_ms();
-		pages0 = pages_written(b);
-	}
-	r = (struct sweep_report){ 0 };
-	left = false;
-	b->slice_pause_ms = SLICE_PAUSE_MS;
-	if (b->cfg.sweep_interval_ms <= 0)
-		return more;
-	now = once_now_ms(b->o);
-	if (now < b->next_sweep_ms)
-		return more;
-	/* A round takes each kind in turn, and goes round while any is left. */
+	rc = sweep_slice(b->o, SWEEP_CHECKPOINTS, *batch, &b->self, &r, &left);
+	adapt(batch, store_last_hold_us(), rc == 0 && r.checkpoints >= *batch);
+	if (rc || r.checkpoints == 0)
+		return false;
+	b->slice_pause_ms = slice_pause(b, start, pages0);
+	return true;
+}
+
+/* Is a round of the sweep under way, or due? */
+static bool sweep_due(const struct background *b)
+{
+	return b->cfg.sweep_interval_ms > 0 &&
+	       (b->sweep_kind > 0 || once_now_ms(b->o) >= b->next_sweep_ms);
+}
+
+/*
+ * A slice of the sweep's round: a round takes each kind in turn, and goes
+ * round while any is left.  True when the round goes on.
+ */
+static bool sweep_step(struct background *b)
+{
+	struct sweep_report r = { 0 };
+	int64_t start = steady_ms();
+	uint64_t pages0 = pages_written(b);
+	bool left = false;
+	int rc;
+
 	rc = sweep_slice(b->o, b->sweep_kind, b->batch[b->sweep_kind], &b->self,
 			 &r, &left);
 	adapt(&b->batch[b->sweep_kind], store_last_hold_us(), rc == 0 && left);
@@ -211,26 +218,34 @@ static bool slices(struct background *b)
 		}
 		if (b->sweep_kind < SWEEP_KINDS) {
 			b->slice_pause_ms = slice_pause(b, start, pages0);
-			return true;	/* the sweep goes on at the next slice */
+			return true;
 		}
 	}
 	b->sweep_kind = 0;
 	b->sweep_left = false;
-	b->next_sweep_ms = now + b->cfg.sweep_interval_ms;
-	return more;
+	b->next_sweep_ms = once_now_ms(b->o) + b->cfg.sweep_interval_ms;
+	return false;
 }
 
 /*
- * Slices, then a checkpoint: during the pause that follows, the WAL is
- * copied whole, and the next writer can start it over instead of making
- * it longer.
+ * One slice, of the purge (old checkpoints, more often than the sweep)
+ * and of the sweep in turn, then a checkpoint: during the pause that
+ * follows, the WAL is copied whole, and the next writer can start it over
+ * instead of making it longer.  The pause is the maintainer's, which a
+ * WAL grown long cuts short for a checkpoint.  True when work is left.
  */
 static bool maintain(struct background *b)
 {
-	bool more = slices(b);
+	bool purge = !b->sweep_turn || !sweep_due(b);
 
+	b->slice_pause_ms = SLICE_PAUSE_MS;
+	if (purge)
+		b->purge_left = purge_step(b);
+	else
+		b->sweep_going = sweep_step(b);
+	b->sweep_turn = purge && sweep_due(b);
 	store_checkpoint(b->o->store);
-	return more;
+	return b->purge_left || b->sweep_going || b->sweep_turn;
 }
 
 /*
