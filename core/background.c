@@ -32,11 +32,10 @@
  * slice took, so that a backlog, however big, holds the lock a fifth of
  * the time at most; and, while others commit too, long enough that the
  * store writes no more than SLICE_PAGES_PER_MS pages a millisecond,
- * claims' pages included.  On
- * SQLite every claim's fdatasync carries the pages written before it:
- * a sweep that wrote freely (deleting a row rewrites a page of each
- * index it is in) made every claim's sync longer, and its WAL grew
- * faster than checkpoints copied it.
+ * claims' pages included.  On SQLite every claim's fdatasync carries
+ * the pages written before it: a sweep that wrote freely (deleting a row
+ * rewrites a page of each index it is in) made every claim's sync
+ * longer.
  */
 #define SLICE_BUDGET_US 1000
 #define BATCH_MIN 4

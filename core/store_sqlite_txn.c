@@ -124,7 +124,6 @@ bool sq_contended(struct store_impl *st)
 	return __atomic_load_n(&st->queued, __ATOMIC_RELAXED) > 0;
 }
 
-
 /* The end of a write transaction: how long it held the lock. */
 void sq_note_hold(struct store_impl *st, struct conn *c)
 {
@@ -284,7 +283,6 @@ int sq_commit(struct store_impl *st)
 		return sq_commit_lazy(st);
 	s = sq_stmt(st, S_COMMIT);
 	rc = s ? sq_exec(st, s, "commit") : -EIO;
-
 	if (rc) {
 		/* A failed COMMIT may leave the transaction open. */
 		if (!sqlite3_get_autocommit(c->db))

@@ -23,8 +23,9 @@ static void key_event(struct event *ev, const char *type,
 }
 
 /*
- * The rows a slice removes between two looks at store_contended(): when
- * a claim waits for the store, the slice commits what it has done.
+ * A slice looks at store_contended() after each key, and after each
+ * SWEEP_PIECE events or checkpoints (a statement's worth): when a claim
+ * waits for the store, the slice commits what it has done.
  */
 #define SWEEP_PIECE 8
 
@@ -100,6 +101,7 @@ static int sweep_kind(struct once *o, enum sweep_kind kind, int batch,
 	case SWEEP_CHECKPOINTS:
 		/* n counts rows, which may pass batch: it bounds chunks. */
 		do {
+			k = 0;
 			rc = store_purge(o->store, once_now_ms(o),
 					 piece(batch, n), &k);
 			n += rc ? 0 : k;
@@ -112,10 +114,11 @@ static int sweep_kind(struct once *o, enum sweep_kind kind, int batch,
 		do {
 			int want = piece(batch, n);
 
+			k = 0;
 			rc = store_event_trim(o->store, once_now_ms(o), want,
 					      &k, &left);
 			n += rc ? 0 : k;
-			if (k < want)
+			if (rc || k < want)
 				break;
 		} while (rc == 0 && n < batch &&
 			 !(cut = store_contended(o->store)));
