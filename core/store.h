@@ -185,7 +185,12 @@ int64_t store_now_ms(struct store *st);
  */
 int store_changed(struct store *st, int64_t *seen);
 void store_get_stats(struct store *st, struct store_stats *out);
-/* The calling thread's write transactions count as maintenance. */
+/*
+ * The calling thread's write transactions count as maintenance: they
+ * commit without waiting for a sync of their own (a later durable commit
+ * covers them; a crash only makes them be done again), and no other
+ * commit's sync waits for them.
+ */
 void store_mark_maintenance(void);
 /*
  * How long the calling thread's last write transaction held the store's
